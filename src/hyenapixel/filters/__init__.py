@@ -1,0 +1,28 @@
+"""Kernel generators (paper Section 3): each filter's ``forward()`` returns a long convolution kernel.
+
+Filters only build kernels; applying them is the job of :mod:`hyenapixel.ops`, composing both is the job of
+:mod:`hyenapixel.mixers`. Kernel visualisation, truncation and resampling therefore work on a filter alone.
+"""
+
+from hyenapixel.filters.explicit import ExplicitFilter2d, SeparableFilter2d
+from hyenapixel.filters.implicit1d import ImplicitFilter1d, hyena_positional_encoding
+from hyenapixel.filters.implicit2d import (
+    ImplicitFilter2d,
+    radial_distance,
+    resample_pos_emb_2d,
+    sincos_positional_encoding_2d,
+)
+from hyenapixel.filters.mlp import Sine, SineMLP
+
+__all__ = [
+    "ExplicitFilter2d",
+    "ImplicitFilter1d",
+    "ImplicitFilter2d",
+    "SeparableFilter2d",
+    "Sine",
+    "SineMLP",
+    "hyena_positional_encoding",
+    "radial_distance",
+    "resample_pos_emb_2d",
+    "sincos_positional_encoding_2d",
+]

@@ -1,0 +1,139 @@
+"""The 2D HyenaPixel implicit filter (paper Section 3, "HyenaPixel", Eq. 4).
+
+kernel(c, x, y) = FFN(PE(x, y))_c * (exp(-|alpha_c| * ||(x, y) - center||) + b_c)
+
+PE is the 2D sine/cosine positional encoding of Wang & Liu (half the channels encode the column, half the row);
+the FFN is a sine-activated MLP with hidden width 2K. The learnable skip term ``skip`` (the Hyena "bias" D) is kept
+here with the filter; mixers add it to the kernel's center tap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyenapixel.filters.mlp import SineMLP
+
+_FAST_DECAY_PCT, _SLOW_DECAY_PCT, _TARGET = 0.3, 1.5, 1e-2
+
+
+def sincos_positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
+    """2D sine/cosine positional encoding (Wang & Liu): channels ``[0, dim/2)`` encode the column, the rest the row.
+
+    Within each half, even channels are ``sin(pos * f_i)`` and odd ones ``cos(pos * f_i)`` with
+    ``f_i = 10000 ** (-2i / (dim/2))``.
+
+    Shape:
+        -> (dim, height, width)
+    """
+    if dim % 4 != 0:
+        raise ValueError(f"2D sine/cosine positional encoding needs a multiple of 4 channels, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(torch.arange(0, half, 2, dtype=torch.float64) * (-math.log(10000.0) / half))
+    cols = torch.arange(width, dtype=torch.float64)[:, None] * freqs  # (W, half/2)
+    rows = torch.arange(height, dtype=torch.float64)[:, None] * freqs  # (H, half/2)
+    pe = torch.empty(dim, height, width, dtype=torch.float64)
+    pe[0:half:2] = torch.sin(cols).t()[:, None, :]
+    pe[1:half:2] = torch.cos(cols).t()[:, None, :]
+    pe[half::2] = torch.sin(rows).t()[:, :, None]
+    pe[half + 1 :: 2] = torch.cos(rows).t()[:, :, None]
+    return pe.float()
+
+
+def radial_distance(height: int, width: int) -> torch.Tensor:
+    """Euclidean distance of each kernel tap's center from the kernel center ``(height/2, width/2)``.
+
+    For odd sizes the center is the middle tap, so the distance there is 0.
+
+    Shape:
+        -> (height, width)
+    """
+    i = torch.arange(height, dtype=torch.float64) + 0.5 - height / 2
+    j = torch.arange(width, dtype=torch.float64) + 0.5 - width / 2
+    return torch.sqrt(i[:, None] ** 2 + j[None, :] ** 2).float()
+
+
+def resample_pos_emb_2d(pos_emb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample a learned 2D positional embedding to a new kernel size (bicubic, antialiased).
+
+    Shape:
+        (K, h, w) -> (K, size[0], size[1])
+    """
+    out = F.interpolate(pos_emb.detach().float()[None], size=size, mode="bicubic", antialias=True, align_corners=False)
+    return out[0].to(pos_emb.dtype)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class ImplicitFilter2d(nn.Module):
+    """Implicit 2D long-convolution filter of HyenaPixel.
+
+    Args:
+        channels: number of kernels (one per channel).
+        kernel_size: kernel height and width (int or pair); the paper uses 111/55/27/13 for 224 px input.
+        emb_dim: positional-encoding channels K (paper: 32/32/48/64), a multiple of 4.
+        hidden: FFN width (default 2K).
+        num_inner: hidden-to-hidden layers in the FFN.
+
+    Shape:
+        forward() -> (channels, kh, kw)
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 55,
+        emb_dim: int = 32,
+        hidden: int | None = None,
+        num_inner: int = 1,
+    ) -> None:
+        super().__init__()
+        kh, kw = _pair(kernel_size)
+        if kh < 1 or kw < 1:
+            raise ValueError(f"kernel_size must be positive, got {kernel_size}")
+        self.channels = channels
+        self.kernel_size = (kh, kw)
+        self.pos_emb = nn.Parameter(sincos_positional_encoding_2d(emb_dim, kh, kw))
+        self.mlp = SineMLP(emb_dim, hidden or 2 * emb_dim, channels, num_inner=num_inner, w=1.0)
+        max_decay = math.log(_TARGET) / _FAST_DECAY_PCT
+        min_decay = math.log(_TARGET) / _SLOW_DECAY_PCT
+        self.decay = nn.Parameter(torch.linspace(min_decay, max_decay, channels) / max(kh, kw))
+        self.shift = nn.Parameter(torch.zeros(channels))
+        self.skip = nn.Parameter(torch.randn(channels))
+        self.register_buffer("distance", radial_distance(kh, kw), persistent=False)
+
+    def window(self) -> torch.Tensor:
+        """The modulation window ``exp(-|alpha| * dist) + b`` of Eq. 4.
+
+        Shape:
+            -> (channels, kh, kw)
+        """
+        return torch.exp(-self.distance * self.decay.abs()[:, None, None]) + self.shift[:, None, None]
+
+    def forward(self) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        k = self.mlp(self.pos_emb.flatten(1).t()).view(self.channels, kh, kw)
+        return k * self.window()
+
+    @torch.no_grad()
+    def resample_(self, kernel_size: int | tuple[int, int]) -> ImplicitFilter2d:
+        """Resize the filter in place to a new kernel size (fine-tuning at higher resolution, paper Section 4.1).
+
+        The learned positional embedding is resampled bicubically and the decay rates are scaled by
+        ``old / new`` so that the window has the same value at the same *relative* position of the kernel.
+        """
+        kh, kw = _pair(kernel_size)
+        old = max(self.kernel_size)
+        self.pos_emb = nn.Parameter(resample_pos_emb_2d(self.pos_emb, (kh, kw)))
+        self.decay.mul_(old / max(kh, kw))
+        self.kernel_size = (kh, kw)
+        self.register_buffer("distance", radial_distance(kh, kw).to(self.decay.device), persistent=False)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"

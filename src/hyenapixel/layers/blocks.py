@@ -1,0 +1,103 @@
+"""MetaFormer sub-layers: channel MLP, MLP classifier head, residual scale and the inverted separable convolution of
+ConvFormer (paper Section 3, Fig. 3; the CH_px Former uses SepConv in its first two stages).
+
+All layers work channels-last: (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hyenapixel.layers.activations import SquaredReLU, StarReLU
+
+
+class Scale(nn.Module):
+    """Learnable per-channel scale (res-scale, Shleifer et al.), applied to the residual branch input.
+
+    Shape:
+        (..., C) -> (..., C)
+    """
+
+    def __init__(self, dim: int, init_value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class Mlp(nn.Module):
+    """Channel MLP of a MetaFormer block: ``fc2(act(fc1(x)))`` without biases, hidden width ``mlp_ratio * dim``.
+
+    Shape:
+        (..., C) -> (..., C)
+    """
+
+    def __init__(
+        self, dim: int, mlp_ratio: float = 4.0, act_layer: Callable[[], nn.Module] = StarReLU, drop: float = 0.0
+    ) -> None:
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim, bias=False)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class MlpHead(nn.Module):
+    """MLP classifier: ``fc2(dropout(norm(SquaredReLU(fc1(x)))))`` with hidden width ``mlp_ratio * dim``.
+
+    Shape:
+        (B, C) -> (B, num_classes)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int = 1000,
+        mlp_ratio: float = 4.0,
+        act_layer: Callable[[], nn.Module] = SquaredReLU,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act_layer()
+        self.norm = norm_layer(hidden)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_dropout(self.norm(self.act(self.fc1(x))))
+        return x if pre_logits else self.fc2(x)
+
+
+class SepConv(nn.Module):
+    """Inverted separable convolution (MobileNetV2, ConvFormer): pointwise expand, StarReLU, depthwise k x k,
+    pointwise project; no biases.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
+
+    def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, drop: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(expansion_ratio * dim)
+        self.pwconv1 = nn.Linear(dim, hidden, bias=False)
+        self.act1 = StarReLU()
+        self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
+        self.pwconv2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.pwconv1(x))
+        # (B, H, W, C') viewed as a channels_last NCHW tensor: no copy needed for the depthwise conv
+        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.pwconv2(x)

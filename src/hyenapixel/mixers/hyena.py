@@ -1,0 +1,113 @@
+"""Hyena token mixers over the flattened image (paper Section 3): the bidirectional H_b with a centered filter of
+length 2L - 1 and the original causal Hyena, both of order 2.
+
+    x0, x1, v = split(dwconv3(in_proj(x)))          over the H*W sequence
+    y = out_proj(out_norm(x0 * fftconv1d(qk_norm(v * x1), K + D)))
+
+Filters are built for the training sequence length; other image sizes resample the learned positional embedding
+(see :class:`~hyenapixel.filters.ImplicitFilter1d`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hyenapixel.filters import ImplicitFilter1d
+from hyenapixel.mixers.cache import SpectrumCache
+from hyenapixel.mixers.hyenapixel import _with_skip
+from hyenapixel.ops import apply_spectrum, kernel_spectrum, plan_conv1d
+
+
+class HyenaMixer1d(nn.Module):
+    """Order-2 Hyena operator on the row-major flattened feature map. Use the subclasses.
+
+    Args:
+        dim: channels C.
+        seq_len: H*W at the training resolution (paper: 56^2, 28^2, 14^2, 7^2 per stage).
+        filter_emb_dim: positional-encoding width of the filter (paper: 33/33/49/65).
+        filter_hidden: FFN width of the filter (paper: 64/64/96/128).
+        qk_norm_layer / out_norm_layer: channels-last norms after the first gating and before the projection.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
+
+    causal: bool
+
+    def __init__(
+        self,
+        dim: int,
+        seq_len: int,
+        filter_emb_dim: int = 33,
+        filter_hidden: int = 64,
+        short_kernel_size: int = 3,
+        qk_norm_layer: Callable[[int], nn.Module] | None = None,
+        out_norm_layer: Callable[[int], nn.Module] | None = None,
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim, self.seq_len = dim, seq_len
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        pad = short_kernel_size - 1 if self.causal else short_kernel_size // 2
+        self.short_conv = nn.Conv1d(3 * dim, 3 * dim, short_kernel_size, padding=pad, groups=3 * dim)
+        self.filter = ImplicitFilter1d(
+            dim, self.kernel_len(seq_len), emb_dim=filter_emb_dim, hidden=filter_hidden, causal=self.causal
+        )
+        self.qk_norm = qk_norm_layer(dim) if qk_norm_layer else nn.Identity()
+        self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
+        self.out_proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(drop)
+        self.spectrum_cache = SpectrumCache()
+
+    def kernel_len(self, length: int) -> int:
+        """Filter length covering a sequence of ``length`` tokens."""
+        return length if self.causal else 2 * length - 1
+
+    def kernel(self, length: int | None = None) -> torch.Tensor:
+        """The long kernel for a sequence of ``length`` tokens, with the skip term at lag 0.
+
+        Shape:
+            -> (C, kernel_len(length))
+        """
+        k = self.filter(self.kernel_len(length or self.seq_len))
+        return _with_skip(k, self.filter.skip, (0 if self.causal else k.shape[-1] // 2,))
+
+    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
+        """Apply the long convolution (with skip term) along the last axis.
+
+        Shape:
+            (B, C, L) -> (B, C, L)
+        """
+        length = u.shape[-1]
+        plan = plan_conv1d(length, self.kernel_len(length), self.causal)
+        k_f = self.spectrum_cache.get(
+            self.filter, (plan, u.dtype, u.device), lambda: kernel_spectrum(self.kernel(length), plan, u.dtype)
+        )
+        return apply_spectrum(u, k_f, plan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        L = H * W
+        u = self.in_proj(x.reshape(B, L, C)).transpose(1, 2)  # (B, 3C, L)
+        u = self.short_conv(u)[..., :L]
+        x0, x1, v = u.chunk(3, dim=1)
+        g = (v * x1).transpose(1, 2)  # (B, L, C)
+        g = self.qk_norm(g).transpose(1, 2)
+        y = x0 * self.long_conv(g.contiguous())
+        y = self.out_proj(self.out_norm(y.transpose(1, 2)))  # (B, L, C)
+        return self.drop(y).reshape(B, H, W, C)
+
+
+class BidirectionalHyenaMixer(HyenaMixer1d):
+    """H_b: Hyena with a centered filter of length 2L - 1, so every token sees the whole image (Section 3)."""
+
+    causal = False
+
+
+class CausalHyenaMixer(HyenaMixer1d):
+    """The original causal Hyena over the flattened image (the Section 4.2 "causal" ablation)."""
+
+    causal = True

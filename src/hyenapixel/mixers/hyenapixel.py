@@ -1,0 +1,107 @@
+"""The HyenaPixel token mixer H_px (paper Section 3, "HyenaPixel"; Fig. 3; Eq. 3 with the window of Eq. 4).
+
+    q, k, v = split(dwconv5x5(pwconv(x)))
+    y = out_proj(out_norm(v * fftconv2d(qk_norm(q * k), K + D)))
+
+where K is the implicit 2D filter and D its skip term (added to the kernel's center tap, which is the same as adding
+``D * input``). The qk/out LayerNorms are the "Normalization for stability" of Section 4.2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hyenapixel.filters import ImplicitFilter2d
+from hyenapixel.mixers.cache import SpectrumCache
+from hyenapixel.ops import apply_spectrum, kernel_spectrum, plan_conv2d
+
+
+def _with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
+    """Add the per-channel skip term to the kernel tap that multiplies the input at the output position.
+
+    Shape:
+        kernel (C, *k), skip (C,) -> (C, *k)
+    """
+    onehot = torch.zeros(kernel.shape[1:], dtype=kernel.dtype, device=kernel.device)
+    onehot[center] = 1
+    return torch.addcmul(kernel, skip.view(-1, *([1] * (kernel.dim() - 1))).to(kernel.dtype), onehot)
+
+
+class HyenaPixelMixer(nn.Module):
+    """HyenaPixel: gated global 2D convolution with an implicit kernel up to (and beyond) twice the feature map.
+
+    Args:
+        dim: channels C.
+        kernel_size: long kernel size (paper: 111/55/27/13 per stage at 224 px; ablations: 9, half, quarter).
+        filter_emb_dim: positional-encoding channels K of the implicit filter (paper: 32/32/48/64).
+        filter_layer: kernel generator class/partial called as ``filter_layer(dim, kernel_size, emb_dim=...)``;
+            :class:`~hyenapixel.filters.ExplicitFilter2d` and :class:`~hyenapixel.filters.SeparableFilter2d` give
+            the Section 4.2 ablations.
+        short_kernel_size: depthwise convolution on the 3C projections (paper: 5).
+        qk_norm_layer / out_norm_layer: channels-last norms after ``q * k`` and before the output projection
+            (``None``: none).
+
+    The kernel spectrum is cached per input size while no gradient can reach the filter (see
+    :class:`~hyenapixel.mixers.SpectrumCache`); ``mixer.spectrum_cache.enabled = False`` switches that off.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int | tuple[int, int] = 55,
+        filter_emb_dim: int = 32,
+        filter_layer: Callable[..., nn.Module] = ImplicitFilter2d,
+        short_kernel_size: int = 5,
+        qk_norm_layer: Callable[[int], nn.Module] | None = None,
+        out_norm_layer: Callable[[int], nn.Module] | None = None,
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.short_conv = nn.Conv2d(3 * dim, 3 * dim, short_kernel_size, padding=short_kernel_size // 2, groups=3 * dim)
+        self.filter = filter_layer(dim, kernel_size, emb_dim=filter_emb_dim)
+        self.qk_norm = qk_norm_layer(dim) if qk_norm_layer else nn.Identity()
+        self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
+        self.out_proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(drop)
+        self.spectrum_cache = SpectrumCache()
+
+    def kernel(self) -> torch.Tensor:
+        """The long kernel including the skip term at its center tap.
+
+        Shape:
+            -> (C, kh, kw)
+        """
+        k = self.filter()
+        return _with_skip(k, self.filter.skip, (k.shape[-2] // 2, k.shape[-1] // 2))
+
+    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
+        """Apply the long convolution (with skip term) to a channels-first map.
+
+        Shape:
+            (B, C, H, W) -> (B, C, H, W)
+        """
+        kh, kw = self.filter.kernel_size
+        plan = plan_conv2d(u.shape[-2], u.shape[-1], kh, kw)
+        k_f = self.spectrum_cache.get(
+            self.filter, (plan, u.dtype, u.device), lambda: kernel_spectrum(self.kernel(), plan, u.dtype)
+        )
+        return apply_spectrum(u, k_f, plan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
+        qkv = self.in_proj(x).permute(0, 3, 1, 2)
+        qkv = self.short_conv(qkv)
+        q, k, v = qkv.chunk(3, dim=1)
+        qk = q * k
+        qk = self.qk_norm(qk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # norms work on the channels-last view
+        y = v * self.long_conv(qk.contiguous())  # the FFT wants (B, C, H, W) contiguous: one layout change
+        y = y.permute(0, 2, 3, 1)  # (B, H, W, C)
+        return self.drop(self.out_proj(self.out_norm(y)))

@@ -1,0 +1,64 @@
+"""Resolution changes (paper Section 4.1, "Fine-tuning on higher resolution"): resample HyenaPixel filters to new
+kernel sizes, and load checkpoints safely into a model whose kernels may differ in size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hyenapixel.filters import ImplicitFilter2d
+from hyenapixel.mixers import HyenaPixelMixer
+from hyenapixel.models.convert import checkpoint_filter_fn
+
+
+def resample_hyenapixel_filters(model: nn.Module, kernel_sizes: Sequence[int]) -> nn.Module:
+    """Resize every implicit HyenaPixel filter of stage ``i`` to ``kernel_sizes[i]`` in place.
+
+    The paper's 384 px variant with "adapted" kernels uses ``[191, 95, 47, 23]``. Positional embeddings are resampled
+    bicubically, decay rates scaled so the window keeps its shape relative to the kernel (see
+    :meth:`ImplicitFilter2d.resample_`). Stages without HyenaPixel mixers are left alone.
+    """
+    stages = getattr(model, "stages", None)
+    if stages is None or len(kernel_sizes) != len(stages):
+        raise ValueError(f"kernel_sizes needs one entry per stage ({len(stages or [])}), got {list(kernel_sizes)}")
+    for stage, size in zip(stages, kernel_sizes):
+        for m in stage.modules():
+            if isinstance(m, HyenaPixelMixer) and isinstance(m.filter, ImplicitFilter2d):
+                m.filter.resample_(int(size))
+                m.spectrum_cache.clear()
+    return model
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:  # corrupt header, truncated file
+            raise ValueError(f"cannot read safetensors checkpoint {path}: {e}") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"refusing or unable to load {path}: only plain tensor checkpoints are accepted (weights_only=True); "
+            f"the file is corrupt or contains pickled code/objects ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
+
+
+def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load an official or hyenapixel checkpoint (``.bin``, ``.pth``, ``.safetensors``) into ``model``.
+
+    Never unpickles code (``weights_only=True`` / safetensors). Official keys are converted and HyenaPixel filter
+    embeddings of another kernel size are resampled (see :func:`checkpoint_filter_fn`).
+    """
+    state_dict = checkpoint_filter_fn(_read_state_dict(path), model)
+    model.load_state_dict(state_dict, strict=strict)
+    return model

@@ -1,0 +1,25 @@
+"""Pure tensor operations (no parameters): FFT long convolutions (paper Section 3)."""
+
+from hyenapixel.ops.fftconv import (
+    AxisPlan,
+    ConvPlan,
+    apply_spectrum,
+    fftconv1d,
+    fftconv2d,
+    kernel_spectrum,
+    next_fast_len,
+    plan_conv1d,
+    plan_conv2d,
+)
+
+__all__ = [
+    "AxisPlan",
+    "ConvPlan",
+    "apply_spectrum",
+    "fftconv1d",
+    "fftconv2d",
+    "kernel_spectrum",
+    "next_fast_len",
+    "plan_conv1d",
+    "plan_conv2d",
+]

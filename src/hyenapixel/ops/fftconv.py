@@ -1,0 +1,189 @@
+"""FFT long convolutions: the operator behind Hyena, bidirectional Hyena and HyenaPixel (paper Section 3).
+
+The paper computes its global convolutions with zero-padded circular FFT convolutions, which equal true linear
+convolution when the padding is large enough. These functions compute exactly that linear convolution, with as
+little padding as is valid and an FFT length whose prime factors the FFT libraries handle fast.
+
+Conventions (one kernel per channel, "same" output):
+
+* ``fftconv2d(x, k)``: ``y[b,c,i,j] = sum_{a,b'} k[c,a,b'] * x[b,c, i + kh//2 - a, j + kw//2 - b']``
+* ``fftconv1d(x, k, causal=True)``: ``y[t] = sum_{j<=t} k[j] * x[t - j]`` (original Hyena)
+* ``fftconv1d(x, k, causal=False)``: ``y[t] = sum_j k[j] * x[t + K//2 - j]`` (bidirectional Hyena)
+
+with ``x`` zero outside its support. Kernels may be larger than the input: taps that can never reach an output are
+cropped away before the transform. Computation happens in ``promote_types(x.dtype, float32)`` (half-precision
+FFTs are unsafe: the CPU has none and cuFFT supports them only at power-of-two sizes) and the result has the dtype
+of ``x``.
+
+For callers that reuse one kernel across many inputs (eval-mode caching in the mixers), the work is split into
+:func:`plan_conv2d` / :func:`plan_conv1d` (pure shape arithmetic), :func:`kernel_spectrum` (transform of the
+kernel) and :func:`apply_spectrum` (transform of the input, product, inverse transform, crop).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "AxisPlan",
+    "ConvPlan",
+    "apply_spectrum",
+    "fftconv1d",
+    "fftconv2d",
+    "kernel_spectrum",
+    "next_fast_len",
+    "plan_conv1d",
+    "plan_conv2d",
+]
+
+
+@functools.lru_cache(maxsize=4096)
+def next_fast_len(n: int, even: bool = False) -> int:
+    """Smallest integer ``>= n`` whose prime factors are all in {2, 3, 5, 7} (and which is even if asked).
+
+    pocketfft (CPU) and cuFFT both have specialised radix kernels for these factors.
+    """
+    if n < 1:
+        raise ValueError(f"FFT length must be positive, got {n}")
+    m = max(n, 2 if even else 1)
+    while True:
+        if not (even and m % 2):
+            r = m
+            for p in (2, 3, 5, 7):
+                while r % p == 0:
+                    r //= p
+            if r == 1:
+                return m
+        m += 1
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis of a centered linear convolution maps onto a circular FFT convolution.
+
+    The output is ``y[i] = sum_a k[a] x[i + center - a]`` for ``i in [0, length)``, computed with only the kernel taps
+    ``k[start:stop]`` (the others never meet the input) and a circular convolution of size ``fft_len``.
+    """
+
+    length: int
+    start: int
+    stop: int
+    center: int
+    fft_len: int
+
+    @staticmethod
+    def make(length: int, kernel_len: int, center: int, even: bool = False) -> AxisPlan:
+        # Taps a contribute to some output i in [0, L) from some input j in [0, L) iff |a - center| <= L - 1.
+        start = max(0, center - (length - 1))
+        stop = min(kernel_len, center + length)
+        c = center - start
+        taps = stop - start
+        # No wrap-around onto the input's support: N >= L + c and N >= L + taps - 1 - c.
+        need = length + max(c, taps - 1 - c, 0)
+        return AxisPlan(length, start, stop, c, next_fast_len(need, even=even))
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """Per-axis plans for a 1D (one axis) or 2D (two axes) centered FFT convolution."""
+
+    axes: tuple[AxisPlan, ...]
+
+    @property
+    def fft_shape(self) -> tuple[int, ...]:
+        return tuple(a.fft_len for a in self.axes)
+
+
+def plan_conv2d(height: int, width: int, kh: int, kw: int) -> ConvPlan:
+    """Plan for :func:`fftconv2d` of an ``height x width`` input with a ``kh x kw`` kernel centered at ``k//2``."""
+    return ConvPlan((AxisPlan.make(height, kh, kh // 2), AxisPlan.make(width, kw, kw // 2, even=True)))
+
+
+def plan_conv1d(length: int, kernel_len: int, causal: bool) -> ConvPlan:
+    """Plan for :func:`fftconv1d`; the causal kernel starts at lag 0, the bidirectional one is centered."""
+    center = 0 if causal else kernel_len // 2
+    return ConvPlan((AxisPlan.make(length, kernel_len, center, even=True),))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype.is_complex:
+        raise TypeError("fftconv expects real tensors")
+    return torch.promote_types(dtype, torch.float32)
+
+
+def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Real FFT of the (cropped) kernel, ready for :func:`apply_spectrum`.
+
+    Shape:
+        k: (C, *kernel) with one trailing dim per planned axis -> (C, *fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    """
+    nd = len(plan.axes)
+    if k.dim() != nd + 1:
+        layout = "(C, kh, kw)" if nd == 2 else "(C, K)"
+        raise ValueError(f"kernel must have {nd + 1} dims {layout}, got shape {tuple(k.shape)}")
+    k = k.to(_compute_dtype(dtype or k.dtype))
+    index = (slice(None),) + tuple(slice(a.start, a.stop) for a in plan.axes)
+    k = k[index]
+    dims = tuple(range(-nd, 0))
+    return torch.fft.rfftn(k, s=plan.fft_shape, dim=dims)
+
+
+def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
+    """Convolve ``x`` with a kernel given by its spectrum (from :func:`kernel_spectrum`) and crop the result.
+
+    Shape:
+        x: (B, C, *spatial), k_f: (C, *spectrum) -> (B, C, *spatial)
+    """
+    nd = len(plan.axes)
+    dims = tuple(range(-nd, 0))
+    out_dtype = x.dtype
+    ctype = _compute_dtype(x.dtype)
+    x_f = torch.fft.rfftn(x.to(ctype), s=plan.fft_shape, dim=dims)
+    y = torch.fft.irfftn(x_f * k_f, s=plan.fft_shape, dim=dims)
+    index = (Ellipsis,) + tuple(slice(a.center, a.center + a.length) for a in plan.axes)
+    return y[index].to(out_dtype)
+
+
+def _check_pair(x: torch.Tensor, k: torch.Tensor, nd: int, name: str) -> None:
+    xs = "(B, C, H, W)" if nd == 2 else "(B, C, L)"
+    ks = "(C, kh, kw)" if nd == 2 else "(C, K)"
+    if not isinstance(x, torch.Tensor) or not isinstance(k, torch.Tensor):
+        raise TypeError(f"{name} expects tensors")
+    if x.dim() != nd + 2:
+        raise ValueError(f"{name}: x must be {xs}, got shape {tuple(x.shape)}")
+    if k.dim() != nd + 1:
+        raise ValueError(f"{name}: k must be {ks}, got shape {tuple(k.shape)}")
+    if k.shape[0] != x.shape[1]:
+        raise ValueError(f"{name}: k has {k.shape[0]} channels but x has {x.shape[1]} (one kernel per channel)")
+    if min(x.shape[2:]) < 1 or min(k.shape[1:]) < 1:
+        raise ValueError(f"{name}: empty spatial size: x {tuple(x.shape)}, k {tuple(k.shape)}")
+
+
+def fftconv2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Centered depthwise linear 2D convolution with "same" output, computed with FFTs.
+
+    ``y[b,c,i,j] = sum_{a,b'} k[c,a,b'] * x[b,c, i + kh//2 - a, j + kw//2 - b']`` with zeros outside the image.
+    Any kernel size works, including larger than the input and non-square.
+
+    Shape:
+        x: (B, C, H, W), k: (C, kh, kw) -> (B, C, H, W)
+    """
+    _check_pair(x, k, 2, "fftconv2d")
+    plan = plan_conv2d(x.shape[-2], x.shape[-1], k.shape[-2], k.shape[-1])
+    return apply_spectrum(x, kernel_spectrum(k, plan, x.dtype), plan)
+
+
+def fftconv1d(x: torch.Tensor, k: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    """Depthwise linear 1D convolution with same-length output, computed with FFTs.
+
+    ``causal=True``: ``y[t] = sum_{j<=t} k[j] x[t-j]``; ``causal=False``: ``y[t] = sum_j k[j] x[t + K//2 - j]``.
+
+    Shape:
+        x: (B, C, L), k: (C, K) -> (B, C, L)
+    """
+    _check_pair(x, k, 1, "fftconv1d")
+    plan = plan_conv1d(x.shape[-1], k.shape[-1], causal)
+    return apply_spectrum(x, kernel_spectrum(k, plan, x.dtype), plan)
