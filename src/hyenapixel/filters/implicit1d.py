@@ -98,7 +98,8 @@ class ImplicitFilter1d(nn.Module):
         if length == self.kernel_len:
             return self.pos_emb, self.t_norm
         if length < 1 or (not self.causal and length % 2 == 0):
-            raise ValueError(f"invalid kernel length {length} for a {'causal' if self.causal else 'centered'} filter")
+            kind = "a causal filter needs a positive length" if self.causal else "a centered filter needs an odd length"
+            raise ValueError(f"invalid kernel length {length}: {kind}")
         if length == 1:
             idx = 0 if self.causal else self.kernel_len // 2
             z = self.pos_emb[idx : idx + 1]

@@ -179,7 +179,8 @@ class MetaFormer(nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, dims[0], norm_layer)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        n_blocks = sum(depths)
+        dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]  # linear, meta-device safe
         self.stages = nn.ModuleList()
         self.feature_info = []
         cur = 0

@@ -1,0 +1,164 @@
+"""Mixers against independent references: direct (non-FFT) convolutions of the filter's kernel, the Section 3
+equations written out, causality, ablation filters, and the eval kernel cache."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyenapixel.filters import ExplicitFilter2d, SeparableFilter2d
+from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
+from hyenapixel.models.families import _MIXER_NORM
+
+
+def _direct_conv2d(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Centered depthwise linear convolution by F.conv2d (cross-correlation with the flipped kernel)."""
+    C, kh, kw = k.shape
+    w = k.flip(-1, -2)[:, None]
+    # pad so that output (i, j) sees x[i + kh//2 - a, j + kw//2 - b]
+    pad = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
+    return F.conv2d(F.pad(u, pad), w, groups=C)
+
+
+def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 with the Eq. 4 filter, written with plain convolutions, float64."""
+    xc = x.permute(0, 3, 1, 2)
+    qkv = F.conv2d(xc, m.in_proj.weight[:, :, None, None], m.in_proj.bias)
+    qkv = F.conv2d(qkv, m.short_conv.weight, m.short_conv.bias, padding=m.short_conv.padding, groups=qkv.shape[1])
+    q, k, v = qkv.chunk(3, 1)
+    qk = m.qk_norm((q * k).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    kernel = m.filter()
+    y = _direct_conv2d(qk, kernel) + qk * m.filter.skip[None, :, None, None]
+    y = (v * y).permute(0, 2, 3, 1)
+    return m.out_proj(m.out_norm(y))
+
+
+@pytest.mark.parametrize("kernel_size, size", [(9, (7, 7)), (27, (14, 14)), (13, (9, 6)), (8, (5, 6))])
+@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+def test_hyenapixel_mixer_matches_direct_reference(kernel_size, size, norm):
+    m = HyenaPixelMixer(8, kernel_size=kernel_size, filter_emb_dim=8, qk_norm_layer=norm, out_norm_layer=norm).double()
+    x = torch.randn(2, *size, 8, dtype=torch.float64)
+    torch.testing.assert_close(m(x), _reference_hpx(m, x), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("filter_layer", [ExplicitFilter2d, SeparableFilter2d])
+def test_ablation_filters_in_mixer(filter_layer):
+    m = HyenaPixelMixer(6, kernel_size=9, filter_layer=filter_layer).double()
+    x = torch.randn(1, 10, 12, 6, dtype=torch.float64)
+    torch.testing.assert_close(m(x), _reference_hpx(m, x), rtol=1e-9, atol=1e-10)
+
+
+def test_separable_filter_is_two_axis_convolutions():
+    f = SeparableFilter2d(3, kernel_size=(7, 5)).double()
+    u = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    sequential = _direct_conv2d(_direct_conv2d(u, f.weight_v[:, :, None]), f.weight_h[:, None, :])
+    torch.testing.assert_close(_direct_conv2d(u, f()), sequential)
+
+
+def _reference_hyena1d(m, x: torch.Tensor) -> torch.Tensor:
+    B, H, W, C = x.shape
+    L = H * W
+    u = m.in_proj(x.reshape(B, L, C)).transpose(1, 2)
+    u = F.conv1d(u, m.short_conv.weight, m.short_conv.bias, padding=m.short_conv.padding, groups=u.shape[1])[..., :L]
+    x0, x1, v = u.chunk(3, 1)
+    g = m.qk_norm((v * x1).transpose(1, 2)).transpose(1, 2)
+    k = m.filter(m.kernel_len(L))  # (C, K)
+    K = k.shape[-1]
+    if m.causal:  # y[t] = sum_j k[j] g[t - j]
+        y = F.conv1d(F.pad(g, (K - 1, 0)), k.flip(-1)[:, None], groups=C)
+    else:  # y[t] = sum_j k[j] g[t + K//2 - j]
+        y = F.conv1d(F.pad(g, (K - 1 - K // 2, K // 2)), k.flip(-1)[:, None], groups=C)
+    y = y + g * m.filter.skip[None, :, None]
+    return m.out_proj(m.out_norm((x0 * y).transpose(1, 2))).reshape(B, H, W, C)
+
+
+@pytest.mark.parametrize("cls", [BidirectionalHyenaMixer, CausalHyenaMixer])
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (6, 6)])
+@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+def test_hyena_mixers_match_direct_reference(cls, size, norm):
+    """Trained for 4x4 = 16 tokens; other sizes exercise the resampled filter."""
+    m = cls(8, seq_len=16, filter_emb_dim=5, filter_hidden=8, qk_norm_layer=norm, out_norm_layer=norm).double()
+    x = torch.randn(2, *size, 8, dtype=torch.float64)
+    torch.testing.assert_close(m(x), _reference_hyena1d(m, x), rtol=1e-9, atol=1e-10)
+
+
+def test_causal_hyena_is_causal_and_bidirectional_is_not():
+    x = torch.randn(1, 4, 4, 8, dtype=torch.float64)
+    x2 = x.clone()
+    x2[0, 2, 1] += 1.0  # token 9 of the flattened sequence
+    for cls, expect_past_change in ((CausalHyenaMixer, False), (BidirectionalHyenaMixer, True)):
+        m = cls(8, seq_len=16, filter_emb_dim=5, filter_hidden=8).double()
+        d = (m(x2) - m(x)).reshape(16, 8).abs().sum(-1)
+        assert (d[:9].max() > 1e-9) == expect_past_change
+        assert d[9] > 1e-9
+
+
+def test_mixer_gradients_reach_all_parameters():
+    for m in (HyenaPixelMixer(8, 9, 8, qk_norm_layer=_MIXER_NORM), BidirectionalHyenaMixer(8, 16, 5, 8)):
+        m(torch.randn(2, 4, 4, 8)).square().sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+# ---- eval kernel cache ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: HyenaPixelMixer(8, 9, 8), lambda: BidirectionalHyenaMixer(8, 16, 5, 8)])
+def test_cache_used_in_eval_and_matches_uncached(make):
+    m = make().eval()
+    x = torch.randn(2, 4, 4, 8)
+    with torch.no_grad():
+        first = m(x)
+        assert len(m.spectrum_cache) == 1
+        second = m(x)
+        m.spectrum_cache.enabled = False
+        uncached = m(x)
+        m.spectrum_cache.enabled = True
+        m(torch.randn(1, 5, 3, 8))  # another size: another entry
+    assert len(m.spectrum_cache) == 2
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(first, uncached)
+
+
+def test_cache_not_used_when_filter_needs_grad():
+    m = HyenaPixelMixer(8, 9, 8).eval()
+    m(torch.randn(1, 4, 4, 8)).sum().backward()  # eval mode, grad enabled, params require grad
+    assert len(m.spectrum_cache) == 0
+    assert m.filter.pos_emb.grad is not None
+
+
+def test_cache_invalidated_by_optimizer_step_load_state_dict_and_to():
+    m = HyenaPixelMixer(8, 9, 8)
+    x = torch.randn(1, 4, 4, 8)
+
+    def eval_out(mod, inp):
+        mod.eval()
+        with torch.no_grad():
+            return mod(inp)
+
+    before = eval_out(m, x)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m.train()
+    m(x).square().sum().backward()
+    opt.step()
+    after_step = eval_out(m, x)
+    m.spectrum_cache.enabled = False
+    torch.testing.assert_close(after_step, eval_out(m, x))
+    m.spectrum_cache.enabled = True
+    assert (after_step - before).abs().max() > 1e-6
+
+    other = HyenaPixelMixer(8, 9, 8)
+    m.load_state_dict(other.state_dict())
+    torch.testing.assert_close(eval_out(m, x), eval_out(other, x))
+
+    m64 = m.to(torch.float64)
+    out64 = eval_out(m64, x.double())
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64.float(), eval_out(other, x), rtol=1e-4, atol=1e-5)
+
+
+def test_cache_not_copied_by_deepcopy():
+    m = HyenaPixelMixer(8, 9, 8).eval()
+    with torch.no_grad():
+        m(torch.randn(1, 4, 4, 8))
+    assert len(copy.deepcopy(m).spectrum_cache) == 0

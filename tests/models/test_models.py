@@ -1,0 +1,157 @@
+"""One test over all registered models (DESIGN item 9) plus the timm interface: features, intermediates, grad
+checkpointing, classifier reset, meta-device construction, overrides and input validation."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from hyenapixel.models import REGISTERED_MODELS
+
+SMALL = dict(dims=[16, 16, 32, 32])
+
+
+def _grads_reach_every_parameter(model: torch.nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+
+
+def test_all_families_and_sizes_registered():
+    expected = {
+        f"{f}_{s}"
+        for f in ["hpx_former", "hb_former", "c_hpx_former", "hpx_a_former", "hb_a_former"]
+        for s in ["s4", "s12", "s18", "b36"]
+    } | {"hpx_former_s18_384", "hpx_former_b36_384"}
+    assert expected == set(REGISTERED_MODELS)
+    assert expected <= set(timm.list_models())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REGISTERED_MODELS)
+def test_forward_backward_every_registered_model(name):
+    """The registered architecture (real depths, dims, kernels) runs forward and backward at a small input and
+    every parameter receives a gradient."""
+    model = timm.create_model(name, num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (1, 10)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert _grads_reach_every_parameter(model) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["hpx_former_s4", "hb_former_s4", "c_hpx_former_s4", "hpx_a_former_s4", "hb_a_former_s4"]
+)
+def test_grad_checkpointing_same_output_and_grads(name):
+    model = timm.create_model(name, num_classes=5, **SMALL)
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    out.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out2 = model(x)
+    out2.sum().backward()
+    torch.testing.assert_close(out2, out)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["hpx_former_s12", "hb_former_s4", "c_hpx_former_s4"])
+def test_features_only_strides_and_channels(name):
+    model = timm.create_model(name, features_only=True, **SMALL)
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    assert model.feature_info.channels() == SMALL["dims"]
+    feats = model(torch.randn(2, 3, 96, 128))
+    assert [tuple(f.shape) for f in feats] == [(2, 16, 24, 32), (2, 16, 12, 16), (2, 32, 6, 8), (2, 32, 3, 4)]
+    # no untrained norms or heads are added for dense prediction
+    assert not any(k.startswith(("norm", "head")) for k in model.state_dict())
+    sub = timm.create_model(name, features_only=True, out_indices=(1, 3), **SMALL)
+    assert [f.shape[1] for f in sub(torch.randn(1, 3, 64, 64))] == [16, 32]
+
+
+def test_forward_intermediates_match_forward_features():
+    model = timm.create_model("hpx_former_s4", **SMALL).eval()
+    x = torch.randn(1, 3, 64, 96)
+    final, inter = model.forward_intermediates(x)
+    assert len(inter) == 4 and all(t.dim() == 4 for t in inter)
+    torch.testing.assert_close(final, model.forward_features(x))
+    torch.testing.assert_close(inter[-1], final)
+    only = model.forward_intermediates(x, indices=[0, 2], intermediates_only=True, stop_early=True)
+    torch.testing.assert_close(only[1], inter[2])
+
+
+def test_head_interface():
+    model = timm.create_model("hpx_former_s4", num_classes=7, **SMALL)
+    x = torch.randn(2, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 32, 2, 2)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+    torch.testing.assert_close(model.forward_head(feats), model(x))
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+    assert model.get_classifier().out_features == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.head_hidden_size)
+
+
+def test_overrides():
+    model = timm.create_model(
+        "hpx_former_s12",
+        depths=[1, 1, 2, 1],
+        dims=[8, 16, 24, 32],
+        num_classes=4,
+        in_chans=1,
+        drop_path_rate=0.1,
+        kernel_sizes=[9, 9, 9, 9],
+    )
+    assert [len(s.blocks) for s in model.stages] == [1, 1, 2, 1]
+    assert model.stages[0].blocks[0].token_mixer.filter.kernel_size == (9, 9)
+    assert model.stages[3].blocks[0].drop_path1.drop_prob == pytest.approx(0.1)
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 4)
+
+
+def test_meta_device_construction():
+    with torch.device("meta"):
+        model = timm.create_model("hpx_former_b36")
+    assert all(p.is_meta for p in model.parameters())
+    assert sum(p.numel() for p in model.parameters()) > 100e6
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((3, 64, 64), "4-D"),
+        ((1, 4, 64, 64), "3 input channels"),
+        ((1, 3, 16, 64), "total stride"),
+        ((1, 3, 64, 31), ">= 32"),
+    ],
+)
+def test_bad_inputs_raise_value_error(shape, match):
+    model = timm.create_model("hpx_former_s4", **SMALL)
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 80), (224, 160)])
+def test_hpx_any_input_size(size):
+    model = timm.create_model("hpx_former_s4", **SMALL).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, *size))).all()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 96), (256, 256)])
+def test_hb_other_resolutions(size):
+    """Beyond the official code (which fails below 224), bidirectional Hyena models run at any size."""
+    model = timm.create_model("hb_former_s4", **SMALL).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+def test_no_persistent_constants():
+    """Constants are non-persistent buffers: the state dict holds only parameters."""
+    model = timm.create_model("hpx_former_s4", **SMALL)
+    params = {n for n, _ in model.named_parameters()}
+    assert set(model.state_dict()) == params
