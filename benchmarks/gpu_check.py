@@ -1,0 +1,200 @@
+"""GPU checks and timings in one short run (for a lent accelerator; never part of the CPU test suite).
+
+1. FFT ops on CUDA against a float64 direct convolution (fp32, fp16, bf16 inputs; odd, non-power-of-two sizes).
+2. Official parity fixtures on CUDA (TF32 off) for the variants whose files are given.
+3. A training step under autocast (bf16, and fp16 with a GradScaler) for hpx_former_s18 and hb_former_s18.
+4. Eval kernel cache on/off for the four S18 HyenaPixel stage shapes.
+5. Whole-model throughput against timm's convformer_s18 / caformer_s18 measured in the same run (ratios).
+
+Usage: PYTHONPATH=src python benchmarks/gpu_check.py --fixtures DIR [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import hyenapixel  # noqa: F401
+from hyenapixel.mixers import HyenaPixelMixer
+from hyenapixel.models.families import _MIXER_NORM
+from hyenapixel.ops import fftconv1d, fftconv2d
+
+
+def direct2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    kh, kw = k.shape[-2:]
+    pad = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
+    return F.conv2d(F.pad(x, pad), k.flip(-1, -2)[:, None], groups=x.shape[1])
+
+
+def direct1d(x: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
+    K = k.shape[-1]
+    pad = (K - 1, 0) if causal else (K - 1 - K // 2, K // 2)
+    return F.conv1d(F.pad(x, pad), k.flip(-1)[:, None], groups=x.shape[1])
+
+
+def check_ops(dev: str) -> dict:
+    res = {}
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x = torch.randn(2, 6, 29, 37, generator=g)
+        k = torch.randn(6, 57, 73, generator=g) / 50
+        ref = direct2d(x.double(), k.double())
+        y = fftconv2d(x.to(dev, dtype), k.to(dev, dtype))
+        assert y.dtype == dtype and y.device.type == "cuda"
+        xr = x.to(dtype).double()
+        ref = direct2d(xr, k.to(dtype).double())
+        res[f"fftconv2d_{dtype}"] = (y.double().cpu() - ref).abs().max().item() / ref.abs().max().item()
+        x1 = torch.randn(2, 5, 301, generator=g)
+        k1 = torch.randn(5, 601, generator=g) / 50
+        for causal in (False, True):
+            ref1 = direct1d(x1.to(dtype).double(), k1.to(dtype).double(), causal)
+            y1 = fftconv1d(x1.to(dev, dtype), k1.to(dev, dtype), causal=causal)
+            res[f"fftconv1d_{dtype}_causal{causal}"] = (
+                y1.double().cpu() - ref1
+            ).abs().max().item() / ref1.abs().max().item()
+    return res
+
+
+def check_parity(dev: str, fixtures: Path) -> dict:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    ref = json.loads((fixtures / "reduced_models.json").read_text())
+    inputs = torch.load(fixtures / "inputs.pt", weights_only=True)
+    out = {}
+    for name, r in ref.items():
+        f = fixtures / r["state_dict"]
+        if not f.exists():
+            continue
+        m = (
+            timm.create_model(
+                name, pretrained=True, depths=r["depths"], dims=r["dims"], pretrained_cfg_overlay=dict(file=str(f))
+            )
+            .to(dev)
+            .eval()
+        )
+        with torch.no_grad():
+            d = (m(inputs["x224"].to(dev)).cpu() - torch.tensor(r["logits_224"])).abs().max().item()
+        out[name] = d
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return out
+
+
+def check_amp_train(dev: str) -> dict:
+    out = {}
+    for name in ("hpx_former_s18", "hb_former_s18"):
+        for dtype in (torch.bfloat16, torch.float16):
+            m = timm.create_model(name, num_classes=10).to(dev)
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+            scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+            x = torch.randn(8, 3, 224, 224, device=dev)
+            y = torch.randint(0, 10, (8,), device=dev)
+            losses = []
+            for _ in range(3):
+                with torch.autocast("cuda", dtype=dtype):
+                    loss = F.cross_entropy(m(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+            out[f"{name}_{dtype}"] = losses
+            assert all(torch.isfinite(torch.tensor(losses)))
+    return out
+
+
+def timeit(fn, warmup: int = 3, iters: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def _cache_one(dev: str, c: int, h: int, k: int, e: int) -> dict:
+    m = HyenaPixelMixer(c, k, e, qk_norm_layer=_MIXER_NORM, out_norm_layer=_MIXER_NORM).to(dev).eval()
+    x = torch.randn(8, h, h, c, device=dev)
+    with torch.no_grad():
+        t_cached = timeit(lambda: m(x))
+        m.spectrum_cache.enabled = False
+        t_plain = timeit(lambda: m(x))
+    return dict(cached_ms=t_cached * 1e3, uncached_ms=t_plain * 1e3, speedup=t_plain / t_cached)
+
+
+def bench_cache(dev: str) -> dict:
+    shapes = [(64, 56, 111, 32), (128, 28, 55, 32), (320, 14, 27, 48), (512, 7, 13, 64)]
+    return {f"{c}@{h}k{k}": _cache_one(dev, c, h, k, e) for c, h, k, e in shapes}
+
+
+def _bench_model(name: str, dev: str, batch: int) -> dict:
+    m = timm.create_model(name).to(dev)
+    x = torch.randn(batch, 3, 224, 224, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    m.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        t_eval = timeit(lambda: m(x))
+    m.train()
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    t_train = timeit(step, warmup=2, iters=6)
+    mem = torch.cuda.max_memory_allocated() / 2**30
+    return dict(eval_img_s=batch / t_eval, train_img_s=batch / t_train, train_peak_gib=mem)
+
+
+def bench_models(dev: str, batch: int) -> dict:
+    out = {}
+    for name in ("convformer_s18", "caformer_s18", "hpx_former_s18", "hb_former_s18"):
+        out[name] = _bench_model(name, dev, batch)
+        torch.cuda.empty_cache()
+    base = out["convformer_s18"]
+    for r in out.values():
+        r["eval_time_vs_convformer"] = base["eval_img_s"] / r["eval_img_s"]
+        r["train_time_vs_convformer"] = base["train_img_s"] / r["train_img_s"]
+        r["peak_mem_vs_convformer"] = r["train_peak_gib"] / base["train_peak_gib"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fixtures", type=Path, default=None, help="folder with the official parity fixtures")
+    p.add_argument("--batch", type=int, default=64, help="batch size for the whole-model timings")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    a = p.parse_args()
+    dev = "cuda"
+    res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, timm=timm.__version__)
+    res["ops_rel_err"] = check_ops(dev)
+    print(json.dumps(res, indent=1), flush=True)
+    if a.fixtures:
+        res["parity_max_abs"] = check_parity(dev, a.fixtures)
+        print("parity", res["parity_max_abs"], flush=True)
+    res["amp_losses"] = check_amp_train(dev)
+    print("amp", res["amp_losses"], flush=True)
+    res["cache"] = bench_cache(dev)
+    print("cache", json.dumps(res["cache"], indent=1), flush=True)
+    res["models"] = bench_models(dev, a.batch)
+    print("models", json.dumps(res["models"], indent=1), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
