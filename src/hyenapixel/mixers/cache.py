@@ -9,6 +9,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import nn
 
+from hyenapixel.ops import ConvPlan, apply_spectrum, conv_with_plan, kernel_spectrum
+
 
 class SpectrumCache:
     """Caches a filter's kernel spectrum per input plan while no gradient can reach the filter's parameters.
@@ -39,6 +41,26 @@ class SpectrumCache:
         if not torch.is_grad_enabled():
             return True
         return not any(p.requires_grad for p in filter_module.parameters())
+
+    def active(self, filter_module: nn.Module) -> bool:
+        """Whether a cached spectrum may be used now."""
+        return self.enabled and self.usable(filter_module)
+
+    def convolve(
+        self, filter_module: nn.Module, u: torch.Tensor, plan: ConvPlan, make_kernel: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """Long convolution of ``u`` with ``make_kernel()`` under ``plan``: from the cached kernel spectrum when no
+        gradient can reach the filter, otherwise differentiably (kernel regenerated, memory-lean backward).
+
+        Shape:
+            u: (B, C, *spatial) -> (B, C, *spatial)
+        """
+        if self.active(filter_module):
+            k_f = self.get(
+                filter_module, (plan, u.dtype, u.device), lambda: kernel_spectrum(make_kernel(), plan, u.dtype)
+            )
+            return apply_spectrum(u, k_f, plan)
+        return conv_with_plan(u, make_kernel(), plan)
 
     def get(self, filter_module: nn.Module, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Return ``compute()``, from the cache when allowed and valid."""

@@ -18,7 +18,7 @@ from torch import nn
 from hyenapixel.filters import ImplicitFilter1d
 from hyenapixel.mixers.cache import SpectrumCache
 from hyenapixel.mixers.hyenapixel import _with_skip
-from hyenapixel.ops import apply_spectrum, kernel_spectrum, plan_conv1d
+from hyenapixel.ops import plan_conv1d
 
 
 class HyenaMixer1d(nn.Module):
@@ -83,10 +83,7 @@ class HyenaMixer1d(nn.Module):
         """
         length = u.shape[-1]
         plan = plan_conv1d(length, self.kernel_len(length), self.causal)
-        k_f = self.spectrum_cache.get(
-            self.filter, (plan, u.dtype, u.device), lambda: kernel_spectrum(self.kernel(length), plan, u.dtype)
-        )
-        return apply_spectrum(u, k_f, plan)
+        return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(length))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape

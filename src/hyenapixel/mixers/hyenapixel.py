@@ -16,7 +16,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers.cache import SpectrumCache
-from hyenapixel.ops import apply_spectrum, kernel_spectrum, plan_conv2d
+from hyenapixel.ops import plan_conv2d
 
 
 def _with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -90,10 +90,7 @@ class HyenaPixelMixer(nn.Module):
         """
         kh, kw = self.filter.kernel_size
         plan = plan_conv2d(u.shape[-2], u.shape[-1], kh, kw)
-        k_f = self.spectrum_cache.get(
-            self.filter, (plan, u.dtype, u.device), lambda: kernel_spectrum(self.kernel(), plan, u.dtype)
-        )
-        return apply_spectrum(u, k_f, plan)
+        return self.spectrum_cache.convolve(self.filter, u, plan, self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
