@@ -7,9 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+from hyenapixel.filters.implicit2d import _pair
 
 
 class ExplicitFilter2d(nn.Module):
