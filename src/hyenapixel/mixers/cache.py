@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hyenapixel.ops import ConvPlan, apply_spectrum, conv_with_plan, kernel_spectrum
 
@@ -60,7 +61,10 @@ class SpectrumCache:
                 filter_module, (plan, u.dtype, u.device), lambda: kernel_spectrum(make_kernel(), plan, u.dtype)
             )
             return apply_spectrum(u, k_f, plan)
-        return conv_with_plan(u, make_kernel(), plan)
+        # The kernel MLP's activations do not depend on the batch; recomputing them in backward saves their memory
+        # (tens of MiB per block at 111 x 111) for a cost that is small against the convolution.
+        kernel = checkpoint(make_kernel, use_reentrant=False) if torch.is_grad_enabled() else make_kernel()
+        return conv_with_plan(u, kernel, plan)
 
     def get(self, filter_module: nn.Module, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Return ``compute()``, from the cache when allowed and valid."""

@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 
+SPECTRUM_CHUNK_BYTES = 4 << 20  # eval: batch chunks whose complex spectra take at most about this much memory
+
+
 @functools.lru_cache(maxsize=4096)
 def next_fast_len(n: int, even: bool = False) -> int:
     """Smallest integer ``>= n`` whose prime factors are all in {2, 3, 5, 7} (and which is even if asked).
@@ -172,7 +175,8 @@ class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
         k_f = _forward_transform(k, plan)
-        y = _inverse_transform(_forward_transform(x, plan) * k_f, plan)
+        # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
+        y = _inverse_transform(_forward_transform(x, plan) * k_f, plan).contiguous()
         ctx.plan = plan
         ctx.kernel_shape = tuple(k.shape[1:])
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, k)
@@ -232,8 +236,13 @@ def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.
         x: (B, C, *spatial), k_f: (C, *spectrum) -> (B, C, *spatial)
     """
     out_dtype = x.dtype
-    x_f = _forward_transform(x.to(_compute_dtype(x.dtype)), plan)
-    return _inverse_transform(x_f * k_f, plan).to(out_dtype)
+    x = x.to(_compute_dtype(x.dtype))
+    # Work on batch chunks whose spectra stay cache-sized: a stage-1 spectrum of a whole batch (tens of MiB) spills
+    # out of the last-level cache and makes the pointwise product and the transforms memory-bound.
+    spectrum_bytes = k_f.numel() * k_f.element_size()
+    chunk = max(1, SPECTRUM_CHUNK_BYTES // max(spectrum_bytes, 1))
+    outs = [_inverse_transform(_forward_transform(xc, plan) * k_f, plan) for xc in x.split(chunk)]
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(out_dtype)
 
 
 def _check_pair(x: torch.Tensor, k: torch.Tensor, nd: int, name: str) -> None:
