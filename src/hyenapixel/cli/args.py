@@ -1,0 +1,67 @@
+"""Generate argparse options from the typed config dataclasses (for the paper's Section 4.1 recipes).
+
+Every dataclass field becomes one ``--flag`` whose help text is the field's ``metadata["help"]`` followed by its
+default. Values are parsed by :func:`hyenapixel.train.config.coerce`, so the command line, recipes and YAML files
+share one conversion, and a bad value is reported with the flag's name. Options that are not given stay out of the
+namespace (``argparse.SUPPRESS``), so that only explicit flags override a recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from hyenapixel.train.config import config_fields, flag_name, unwrap_optional
+
+__all__ = ["add_dataclass_arguments", "explicit_options", "format_default"]
+
+
+def format_default(value: Any) -> str:
+    """How a default is shown in ``--help``."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value) if value else "(none)"
+    return str(value)
+
+
+def _metavar(base: Any) -> str:
+    if typing.get_origin(base) is tuple:
+        base = typing.get_args(base)[0]
+    return {int: "INT", float: "FLOAT", str: "STR"}.get(base, "VALUE")
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, titles: dict[str | None, str] | None = None
+) -> None:
+    """Add one option per field of config class ``cls`` (sections of a :class:`TrainConfig` become groups)."""
+    groups: dict[str | None, Any] = {}
+    for name, (section, f, hint) in config_fields(cls).items():
+        if section not in groups:
+            title = (titles or {}).get(section, f"{section} options" if section else None)
+            groups[section] = parser.add_argument_group(title) if title else parser
+        group = groups[section]
+        base, optional = unwrap_optional(hint)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{f.metadata.get('help', '')} (default: {format_default(default)})"
+        help_text = help_text.replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            group.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        choices = f.metadata.get("choices")
+        if typing.get_origin(base) is tuple:
+            # string tuples (--model, --checkpoint) repeat: "--model A --model B" == "--model A B"
+            action = "extend" if typing.get_args(base)[:1] == (str,) else "store"
+            group.add_argument(flag_name(name), nargs="+", action=action, metavar=_metavar(base), **kwargs)
+        else:
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else _metavar(base)
+            group.add_argument(flag_name(name), metavar=metavar + ("|none" if optional else ""), **kwargs)
+
+
+def explicit_options(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The config fields given on the command line (raw values, converted later by the config class)."""
+    names = config_fields(cls)
+    return {k: v for k, v in vars(namespace).items() if k in names}

@@ -1,0 +1,251 @@
+"""Crash-safe checkpoints of a training run (resumable runs for the recipes of paper Section 4.1).
+
+* Every file is written atomically: a temporary file in the same directory, ``fsync``, ``os.replace``, then an
+  ``fsync`` of the directory. A crash at any moment leaves either the old or the new file, never a torn one.
+* A training state holds plain tensors, numbers, strings, lists and dicts only, so it loads with
+  ``torch.load(..., weights_only=True)``; nothing is unpickled. The config is stored as a plain dict.
+* It restores everything a resumed run needs: model, optimizer, schedule, grad scaler, EMA, epoch, step, the
+  position in the epoch, and the python / numpy / torch / cuda random states.
+* Exported weights (``best.safetensors``) are safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger("hyenapixel")
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "atomic_write",
+    "capture_rng_state",
+    "find_resume_checkpoint",
+    "is_training_state",
+    "load_model_weights",
+    "load_training_state",
+    "restore_rng_state",
+    "save_safetensors",
+    "save_training_state",
+]
+
+CHECKPOINT_FORMAT = "hyenapixel-train-state-v1"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` atomically: ``write(fileobj)`` into a temp file in the same dir, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the permissions of a normal file
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomic text file write (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random states as plain data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and (if initialised) cuda random states, as weights_only-safe plain data."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, torch.tensor(py_state, dtype=torch.int64), py_gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((int(py_version), tuple(int(v) for v in py_state.tolist()), py_gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training state
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically ``torch.save`` a training state (plain data only; tensors are moved to CPU)."""
+    state = {"format": CHECKPOINT_FORMAT, **_cpu(state)}
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training state with ``weights_only=True``; raise ValueError if it is not one."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not is_training_state(state):
+        raise ValueError(f"{path} is not a hyenapixel training checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
+    return state
+
+
+def is_training_state(obj: Any) -> bool:
+    """Whether a loaded object is a training state written by :func:`save_training_state`."""
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest training state in a run directory (by the step stored inside, then mtime), or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    best: tuple[int, float, Path] | None = None
+    for path in output_dir.glob("*.pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - unreadable files are simply not candidates
+            continue
+        if not is_training_state(state):
+            continue
+        key = (int(state.get("step", 0)), path.stat().st_mtime, path)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
+
+
+def save_safetensors(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Atomically write weights as safetensors (shared storage is cloned apart)."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state_dict.items():
+        t = value.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[key] = t
+    data = save(tensors, metadata=metadata)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weights for evaluation and fine-tuning
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    """A plain weights file: safetensors, or a torch file read with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_state_dict(model: nn.Module, state_dict: dict[str, Any], path: Path, new_classifier_ok: bool) -> None:
+    """Strict load; with ``new_classifier_ok`` a classifier of another shape is left freshly initialised."""
+    if not new_classifier_ok:
+        model.load_state_dict(state_dict, strict=True)
+        return
+    prefix = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head") + "."
+    target = model.state_dict()
+    dropped = [
+        k for k in state_dict if k.startswith(prefix) and (k not in target or state_dict[k].shape != target[k].shape)
+    ]
+    state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected or any(not k.startswith(prefix) for k in missing):
+        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if dropped:
+        log.info("%s: classifier %s has another shape; it is newly initialised", path, prefix.rstrip("."))
+
+
+def load_model_weights(
+    model: nn.Module, path: str | os.PathLike, *, use_ema: bool = False, new_classifier_ok: bool = False
+) -> dict[str, Any]:
+    """Load weights into ``model`` from a training state or any other weights file.
+
+    A training state (``last.pt``, ``best.pt``) loads its ``model`` weights (or ``ema`` with ``use_ema``). Other
+    files (official checkpoints, ``.safetensors``, plain state dicts) are converted by
+    ``hyenapixel.models.checkpoint_filter_fn``, which renames official keys and resamples HyenaPixel filters whose
+    kernel size differs. With ``new_classifier_ok`` (fine-tuning on another label set) a classifier whose shape
+    differs is not loaded.
+
+    Returns:
+        The training state's metadata (``config``, ``model_spec``, ``class_names``, ...) or ``{}``.
+    """
+    from hyenapixel.models import checkpoint_filter_fn
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj = _read_weights(path)
+    if is_training_state(obj):
+        key = "ema" if use_ema else "model"
+        if obj.get(key) is None:
+            raise ValueError(f"{path} holds no {key!r} weights" + (" (trained without --ema)" if use_ema else ""))
+        _load_state_dict(model, obj[key], path, new_classifier_ok)
+        return {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scaler", "rng")}
+    if use_ema:
+        raise ValueError(f"--ema needs a training checkpoint; {path} is a plain weights file")
+    _load_state_dict(model, checkpoint_filter_fn(obj, model), path, new_classifier_ok)
+    return {}

@@ -1,0 +1,530 @@
+"""Typed configuration of training and validation (paper Section 4.1).
+
+A :class:`TrainConfig` is a set of small dataclass sections (model, data, aug, optim, sched, run). Every field
+carries its help text in ``metadata["help"]``; the command line is generated from these fields, so ``--help``
+lists every option with its default, and every check lives in one ``__post_init__``. Field names are unique
+across sections, so a config can be written flat (``{"lr": 1e-3}``) or nested (``{"optim": {"lr": 1e-3}}``);
+``config.yaml`` of a run is the nested form and can be passed back as a recipe.
+
+The dataclass defaults are the built-in CPU job (``hyenapixel train`` with no arguments): a small HyenaPixel
+model on the generated Pathfinder dataset. The paper's recipes (:mod:`hyenapixel.train.recipes`) override them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ARCH_FIELDS",
+    "AugConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "ValidateConfig",
+    "config_fields",
+    "flag_name",
+]
+
+#: Default model of the built-in run and its architecture overrides (tuned with the built-in dataset size).
+DEFAULT_MODEL = "hpx_former_s4"
+DEFAULT_DIMS = (16, 32, 64, 128)
+DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
+
+#: Architecture overrides that belong to one model: when ``--model`` changes, they fall back to the new
+#: model's own values unless they are given on the command line too.
+ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
+
+
+class ConfigError(ValueError):
+    """A nonsense option value. The message names the flag (``--epochs``) and, where known, the valid choices."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"{flag_name(name)}: {message}")
+
+
+def flag_name(name: str) -> str:
+    """Command-line flag of a config field: ``warmup_epochs`` -> ``--warmup-epochs``."""
+    return "--" + name.replace("_", "-")
+
+
+def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:  # noqa: A002
+    """A dataclass field with its help text (and optional choices) in the metadata."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(name, message)
+
+
+def _check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"invalid choice {value!r}; choose from {', '.join(map(str, choices))}")
+
+
+def _check_fields(obj: Any) -> None:
+    """Generic checks from the type hints: choices, and no negative counts."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        choices = f.metadata.get("choices")
+        if choices is not None and value is not None:
+            _check_choice(value, f.name, choices)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training sections
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train and how it is regularised."""
+
+    model: str = option(DEFAULT_MODEL, "timm model name (hyenapixel registers hpx_former_*, hb_former_*, ...).")
+    dims: tuple[int, ...] | None = option(
+        DEFAULT_DIMS,
+        "Channels per stage (overrides the model's). Belongs to the default/recipe model: a different --model "
+        "resets it to that model's own value unless given too. 'none' keeps the model's.",
+    )
+    depths: tuple[int, ...] | None = option(None, "Blocks per stage (overrides the model's; reset like --dims).")
+    kernel_sizes: tuple[int, ...] | None = option(
+        DEFAULT_KERNEL_SIZES,
+        "HyenaPixel 2D kernel size per stage (overrides the model's; reset like --dims). For full global context "
+        "use 2*H_i-1 for a stage feature map of H_i pixels.",
+    )
+    res_scale_stages: tuple[int, ...] | None = option(
+        None,
+        "Stages (0-based) with res-scale (residual scaling, init 1.0); none keeps the model's default, which "
+        "for MetaFormer models is the last two stages, as in the paper.",
+    )
+    drop_path: float = option(0.0, "Stochastic depth rate (paper: 0.2, B36: 0.6).")
+    head_dropout: float = option(0.0, "Dropout before the classifier (paper fine-tuning: 0.4).")
+    pretrained: bool = option(False, "Start from the model's pretrained weights (timm pretrained_cfg).")
+    initial_checkpoint: str | None = option(
+        None,
+        "Start from these weights (a run's .pt, .safetensors, or an official checkpoint); HyenaPixel filters "
+        "are resampled where kernel sizes differ. Optimizer state is not loaded (use --resume for that).",
+    )
+    grad_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model", "must not be empty")
+        for name in ("dims", "depths", "kernel_sizes"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(len(value) > 0 and all(v > 0 for v in value), name, f"must be positive integers, got {value}")
+        if self.kernel_sizes is not None:
+            _check(all(k % 2 == 1 for k in self.kernel_sizes), "kernel_sizes", "must be odd")
+        if self.res_scale_stages is not None:
+            _check(all(s >= 0 for s in self.res_scale_stages), "res_scale_stages", "must be >= 0")
+        _check(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        _check(0.0 <= self.head_dropout < 1.0, "head_dropout", f"must be in [0, 1), got {self.head_dropout}")
+        _check(not (self.pretrained and self.initial_checkpoint), "initial_checkpoint", "conflicts with --pretrained")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are prepared for evaluation."""
+
+    data: str | None = option(
+        None,
+        "Image-folder dataset root with train/<class>/* and val/<class>/* (ImageNet layout). none: the built-in "
+        "generated Pathfinder dataset.",
+    )
+    input_size: int | None = option(
+        None, "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders."
+    )
+    train_samples: int = option(4000, "Built-in dataset: number of training images.")
+    val_samples: int = option(1000, "Built-in dataset: number of validation images.")
+    difficulty: str = option(
+        "default",
+        "Built-in dataset: difficulty preset of hyenapixel.data.PATHFINDER_DIFFICULTIES (easy, default, hard).",
+    )
+    skip_corrupt: bool = option(False, "Skip unreadable images with a warning (and a final count) instead of stopping.")
+    workers: int | None = option(None, "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8.")
+    crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
+    interpolation: str = option("bicubic", "Resize interpolation.", choices=("bicubic", "bilinear", "nearest"))
+    mean: tuple[float, ...] | None = option(None, "Normalisation mean per channel. none: the model's default.")
+    std: tuple[float, ...] | None = option(None, "Normalisation std per channel. none: the model's default.")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if self.input_size is not None:
+            _check(self.input_size >= 8, "input_size", f"must be >= 8, got {self.input_size}")
+        _check(self.train_samples >= 1, "train_samples", f"must be >= 1, got {self.train_samples}")
+        _check(self.val_samples >= 1, "val_samples", f"must be >= 1, got {self.val_samples}")
+        if self.workers is not None:
+            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        if self.crop_pct is not None:
+            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(len(value) in (1, 3), name, "must have 1 or 3 values")
+        if self.std is not None:
+            _check(all(s > 0 for s in self.std), "std", "must be positive")
+
+
+@dataclass
+class AugConfig:
+    """Training-time augmentation and label regularisation (paper: Mixup, CutMix, RandAugment, Random Erasing)."""
+
+    auto_augment: str | None = option(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (paper). none: off.")
+    re_prob: float = option(0.0, "Random erasing probability (paper: 0.25).")
+    re_mode: str = option("pixel", "Random erasing fill mode.", choices=("pixel", "rand", "const"))
+    mixup: float = option(0.0, "Mixup alpha; 0 disables (paper: 0.8).")
+    cutmix: float = option(0.0, "CutMix alpha; 0 disables (paper: 1.0).")
+    mixup_switch_prob: float = option(0.5, "Probability of CutMix instead of Mixup when both are on (paper: 0.5).")
+    smoothing: float = option(0.0, "Label smoothing (paper: 0.1).")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _check(0.0 <= self.re_prob <= 1.0, "re_prob", f"must be in [0, 1], got {self.re_prob}")
+        _check(self.mixup >= 0.0, "mixup", f"must be >= 0, got {self.mixup}")
+        _check(self.cutmix >= 0.0, "cutmix", f"must be >= 0, got {self.cutmix}")
+        _check(0.0 <= self.mixup_switch_prob <= 1.0, "mixup_switch_prob", "must be in [0, 1]")
+        _check(0.0 <= self.smoothing < 1.0, "smoothing", f"must be in [0, 1), got {self.smoothing}")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning rate. The lr follows the recipe's global batch (linear scaling)."""
+
+    opt: str = option("adamw", "Optimizer name for timm.optim.create_optimizer_v2 (paper: adamw).")
+    lr: float | None = option(
+        None, "Absolute peak learning rate. none: --base-lr * global batch / --base-batch (linear scaling)."
+    )
+    base_lr: float = option(2e-3, "Peak learning rate at the global batch --base-batch (paper: 4e-3 at 4096).")
+    base_batch: int = option(64, "Global batch at which --base-lr holds (paper: 4096).")
+    weight_decay: float = option(0.05, "Decoupled weight decay (paper: 0.05).")
+    wd_filters: str = option(
+        "paper",
+        "Weight decay of Hyena filter parameters. paper: timm's rule as in the official code (no decay only for "
+        "biases, norms and other <=1-D parameters, so 4-D filter weights are decayed). hyena: additionally no "
+        "decay for the names in model.hyena_no_weight_decay() (positional embeddings, decays, shifts, biases).",
+        choices=("paper", "hyena"),
+    )
+    opt_eps: float = option(1e-8, "Optimizer epsilon.")
+    betas: tuple[float, float] = option((0.9, 0.999), "Adam betas.")
+    clip_grad: float | None = option(None, "Clip the global gradient norm to this value. none: no clipping.")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.opt), "opt", "must not be empty")
+        if self.lr is not None:
+            _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
+        _check(self.base_batch >= 1, "base_batch", f"must be >= 1, got {self.base_batch}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check_fields(self)
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two values in [0, 1)")
+        if self.clip_grad is not None:
+            _check(self.clip_grad > 0, "clip_grad", f"must be > 0, got {self.clip_grad}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Epochs and the learning-rate schedule: linear warmup, cosine decay, constant cooldown."""
+
+    epochs: int = option(12, "Total training epochs, cooldown included (paper: 310).")
+    sched: str = option(
+        "cosine", "lr schedule after warmup: cosine decay to --min-lr, or constant.", choices=("cosine", "constant")
+    )
+    warmup_epochs: float = option(1.0, "Linear warmup epochs from --warmup-lr to the peak lr (paper: 20).")
+    warmup_lr: float = option(1e-6, "Learning rate at the start of warmup (paper: 1e-6).")
+    min_lr: float = option(1e-5, "Final learning rate of the cosine decay, held during cooldown (paper: 1e-5).")
+    cooldown_epochs: float = option(0.0, "Epochs at --min-lr after the cosine decay (paper: 10).")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.cooldown_epochs >= 0, "cooldown_epochs", f"must be >= 0, got {self.cooldown_epochs}")
+        _check(self.warmup_lr >= 0, "warmup_lr", f"must be >= 0, got {self.warmup_lr}")
+        _check(self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
+        _check(
+            self.warmup_epochs + self.cooldown_epochs <= self.epochs,
+            "epochs",
+            f"must be >= --warmup-epochs + --cooldown-epochs ({self.warmup_epochs} + {self.cooldown_epochs}); "
+            "lower those too",
+        )
+
+
+@dataclass
+class RunConfig:
+    """Batching, devices, checkpoints, logging."""
+
+    batch_size: int = option(64, "Images per process and micro-step.")
+    global_batch: int | None = option(
+        None,
+        "Images per optimizer step over all processes, reached by gradient accumulation (paper: 4096). none: "
+        "--batch-size times the number of processes. Must be divisible by --batch-size * processes.",
+    )
+    output: str | None = option(None, "Run directory. none: runs/<timestamp>-<model>.")
+    resume: str | None = option(
+        None, "Continue from a checkpoint file, or 'auto' for the newest checkpoint in --output (fresh if none)."
+    )
+    seed: int = option(0, "Random seed (also the built-in dataset's).")
+    deterministic: bool = option(
+        False, "Deterministic algorithms and per-sample augmentation seeds: a resumed run ends bitwise equal."
+    )
+    device: str = option("auto", "Device: auto (cuda if available), cpu, cuda.", choices=("auto", "cpu", "cuda"))
+    amp: bool | None = option(None, "Mixed precision. none: on for cuda, off for cpu.")
+    amp_dtype: str = option(
+        "float16", "Mixed-precision dtype (float16 uses a grad scaler).", choices=("float16", "bfloat16")
+    )
+    threads: int | None = option(None, "CPU threads per process (torch.set_num_threads). none: torch's default.")
+    channels_last: bool = option(False, "Use channels-last memory format.")
+    ema: bool = option(False, "Keep an exponential moving average of the weights and evaluate it (paper fine-tuning).")
+    ema_decay: float = option(0.9999, "EMA decay per optimizer step.")
+    checkpoint_every: int = option(0, "Also keep epoch_<N>.pt every N epochs; 0: only last.pt and best.pt.")
+    checkpoint_every_steps: int = option(0, "Write last.pt every N optimizer steps (mid-epoch resume); 0: per epoch.")
+    log_interval: int = option(20, "Optimizer steps between progress log lines.")
+    progress: str = option(
+        "auto",
+        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
+        choices=("auto", "bar", "log", "none"),
+    )
+    check_sync_every: int = option(
+        0, "Distributed debugging: every N steps verify that all ranks hold identical weights; 0: off."
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.global_batch is not None:
+            _check(self.global_batch >= 1, "global_batch", f"must be >= 1, got {self.global_batch}")
+        _check(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        if self.threads is not None:
+            _check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        for name in ("checkpoint_every", "checkpoint_every_steps", "check_sync_every"):
+            _check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        _check(self.log_interval >= 1, "log_interval", f"must be >= 1, got {self.log_interval}")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "aug": AugConfig,
+    "optim": OptimConfig,
+    "sched": ScheduleConfig,
+    "run": RunConfig,
+}
+
+
+@dataclass
+class TrainConfig:
+    """The complete configuration of one training run (nested sections, unique field names)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    recipe: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.aug.mixup > 0 or self.aug.cutmix > 0) and self.run.batch_size % 2:
+            raise ConfigError("batch_size", f"must be even with Mixup/CutMix, got {self.run.batch_size}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], recipe: str | None = None) -> TrainConfig:
+        """Build from a flat or nested mapping; unknown keys raise :class:`ConfigError` with close matches."""
+        flat = flatten(values)
+        index = config_fields(cls)
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in flat.items():
+            if key == "recipe":
+                recipe = recipe or value
+                continue
+            if key not in index:
+                raise ConfigError(key, f"unknown option{_suggest(key, index)}")
+            section, f, hint = index[key]
+            sections[section][key] = coerce(value, hint, key)
+        return cls(**{name: SECTIONS[name](**kw) for name, kw in sections.items()}, recipe=recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (lists instead of tuples): safe for YAML and checkpoints."""
+        out: dict[str, Any] = {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+        out["recipe"] = self.recipe
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """All fields as one flat dict."""
+        return flatten(self.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidateConfig:
+    """Evaluate one model or an ensemble (softmax average) on a validation split; optionally search the crop."""
+
+    model: tuple[str, ...] = option(
+        (), "Model name; repeat together with --checkpoint for an ensemble. Omitted: taken from the checkpoint."
+    )
+    checkpoint: tuple[str, ...] = option((), "Weights for each --model (a run's .pt, .safetensors, official file).")
+    pretrained: bool = option(False, "Use each model's pretrained weights instead of --checkpoint.")
+    ema: bool = option(False, "Evaluate the EMA weights of a training checkpoint.")
+    data: str | None = option(None, "Dataset root with val/<class>/*. none: the built-in dataset's validation split.")
+    input_size: int | None = option(None, "Image side. none: from the checkpoint's run, or the model default.")
+    crop_pct: float | None = option(None, "Center-crop fraction. none: the model's default.")
+    crop_search: bool = option(False, "Paper protocol: evaluate crops from --crop-min to --crop-max, report the best.")
+    crop_min: float = option(0.8, "Smallest crop fraction of the search.")
+    crop_max: float = option(1.0, "Largest crop fraction of the search.")
+    crop_step: float = option(0.05, "Step of the crop search.")
+    interpolation: str = option("bicubic", "Resize interpolation.", choices=("bicubic", "bilinear", "nearest"))
+    batch_size: int = option(64, "Images per batch.")
+    workers: int | None = option(None, "DataLoader workers. none: 0 for built-in data, else up to 8.")
+    device: str = option("auto", "Device: auto, cpu, cuda.", choices=("auto", "cpu", "cuda"))
+    amp: bool | None = option(None, "Mixed precision. none: on for cuda.")
+    val_samples: int | None = option(None, "Built-in dataset: validation images. none: as in the checkpoint's run.")
+    seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
+    difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
+    skip_corrupt: bool = option(False, "Skip unreadable images with a warning instead of stopping.")
+    output_json: str | None = option(None, "Also write the results to this JSON file.")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.workers is not None:
+            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        if self.crop_pct is not None:
+            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
+        _check(0.0 < self.crop_min <= self.crop_max <= 1.0, "crop_min", "need 0 < --crop-min <= --crop-max <= 1")
+        _check(self.crop_step > 0, "crop_step", f"must be > 0, got {self.crop_step}")
+        if self.val_samples is not None:
+            _check(self.val_samples >= 1, "val_samples", f"must be >= 1, got {self.val_samples}")
+        if self.pretrained:
+            _check(not self.checkpoint, "checkpoint", "conflicts with --pretrained")
+            _check(len(self.model) >= 1, "model", "required with --pretrained")
+        else:
+            _check(len(self.checkpoint) >= 1, "checkpoint", "required (or use --pretrained)")
+            _check(
+                len(self.model) in (0, len(self.checkpoint)),
+                "model",
+                f"give one --model per --checkpoint ({len(self.model)} models, {len(self.checkpoint)} checkpoints)",
+            )
+
+    def crop_pcts(self) -> list[float]:
+        """The crop fractions to evaluate: the search grid, or the single --crop-pct (None: model default)."""
+        if not self.crop_search:
+            return [self.crop_pct] if self.crop_pct is not None else []
+        n = int(round((self.crop_max - self.crop_min) / self.crop_step))
+        grid = [round(self.crop_min + i * self.crop_step, 6) for i in range(n + 1)]
+        return [c for c in grid if c <= self.crop_max + 1e-9]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers shared by the CLI
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def config_fields(cls: type) -> dict[str, tuple[str | None, dataclasses.Field, Any]]:
+    """Flat index ``name -> (section or None, field, type hint)`` of a config class's options."""
+    index: dict[str, tuple[str | None, dataclasses.Field, Any]] = {}
+    if cls is TrainConfig:
+        for section, sub in SECTIONS.items():
+            hints = typing.get_type_hints(sub)
+            for f in dataclasses.fields(sub):
+                assert f.name not in index, f"duplicate config field {f.name}"
+                index[f.name] = (section, f, hints[f.name])
+        return index
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        index[f.name] = (None, f, hints[f.name])
+    return index
+
+
+def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one level of sections (``{"optim": {"lr": 1}}`` -> ``{"lr": 1}``); flat input passes through."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            flat.update(value)
+        elif key == "resolved":  # derived values saved next to the config; not options
+            continue
+        else:
+            flat[key] = value
+    return flat
+
+
+def _suggest(key: str, names: Mapping[str, Any] | list[str]) -> str:
+    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(flag_name(c) for c in close)}?" if close else ""
+
+
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; anything else -> ``(hint, False)``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a YAML/CLI value to the field's type (lists to tuples, ints to floats); raise ConfigError."""
+    base, optional = unwrap_optional(hint)
+    if optional and isinstance(value, (list, tuple)) and len(value) == 1 and str(value[0]).lower() == "none":
+        value = None
+    if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
+        if optional:
+            return None
+        raise ConfigError(name, "must not be none")
+    origin = typing.get_origin(base)
+    try:
+        if origin is tuple:
+            args = typing.get_args(base)
+            item = args[0]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            return tuple(_scalar(v, item) for v in value)
+        if origin is Literal:
+            return value
+        return _scalar(value, base)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(name, f"invalid value {value!r} ({exc})") from None
+
+
+def _scalar(value: Any, kind: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError("expected a boolean")
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected an integer")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        return float(value)
+    if kind is str:
+        return str(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

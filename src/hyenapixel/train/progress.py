@@ -1,0 +1,107 @@
+"""Progress display for long loops (training and evaluation of paper Section 4.1).
+
+A tqdm bar on an interactive terminal, plain periodic log lines otherwise (batch jobs, CI, pipes), or nothing
+(non-zero ranks). Both show the loss, lr, images/s and ETA.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["Progress", "format_seconds", "progress_mode"]
+
+log = logging.getLogger("hyenapixel")
+
+
+def format_seconds(seconds: float) -> str:
+    """``3725`` -> ``1:02:05``."""
+    seconds = max(int(seconds), 0)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def progress_mode(requested: str, is_main: bool) -> str:
+    """Resolve ``auto`` to ``bar`` on a terminal and ``log`` otherwise; non-main ranks show nothing."""
+    if not is_main:
+        return "none"
+    if requested == "auto":
+        return "bar" if sys.stderr.isatty() else "log"
+    return requested
+
+
+class Progress:
+    """Progress over ``total`` steps of one loop.
+
+    Args:
+        total: Steps in this loop.
+        desc: Prefix (``"epoch 3/10"``).
+        mode: ``bar``, ``log`` or ``none``.
+        log_interval: Steps between log lines in ``log`` mode.
+        initial: Steps already done (mid-epoch resume).
+        run_remaining_steps: Steps left in the whole run after this loop, for a run ETA.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        mode: str = "log",
+        log_interval: int = 20,
+        initial: int = 0,
+        run_remaining_steps: int = 0,
+    ) -> None:
+        self.total = total
+        self.desc = desc
+        self.mode = mode
+        self.log_interval = max(1, log_interval)
+        self.n = initial
+        self.start_n = initial
+        self.run_remaining_steps = run_remaining_steps
+        self.t0 = time.perf_counter()
+        self.images = 0
+        self._bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def images_per_s(self) -> float:
+        return self.images / max(self.elapsed, 1e-9)
+
+    def eta(self) -> float:
+        """Seconds left in this loop (and in the run, if ``run_remaining_steps`` was given)."""
+        done = self.n - self.start_n
+        if done <= 0:
+            return float("nan")
+        per_step = self.elapsed / done
+        return per_step * (self.total - self.n + self.run_remaining_steps)
+
+    def update(self, images: int, **metrics: Any) -> None:
+        """One step done with ``images`` images; ``metrics`` (loss=..., lr=...) are shown."""
+        self.n += 1
+        self.images += images
+        if self.mode == "none":
+            return
+        shown = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()}
+        shown["img/s"] = f"{self.images_per_s():.1f}"
+        if self._bar is not None:
+            self._bar.set_postfix(shown, refresh=False)
+            self._bar.update(1)
+        elif self.n % self.log_interval == 0 or self.n == self.total:
+            eta = self.eta()
+            eta_text = format_seconds(eta) if eta == eta else "?"
+            parts = " ".join(f"{k} {v}" for k, v in shown.items())
+            log.info("%s [%d/%d] %s eta %s", self.desc, self.n, self.total, parts, eta_text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,91 @@
+"""Crash-safe checkpoints: atomic writes, weights_only loading, random states, newest-checkpoint lookup."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hyenapixel.train.checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    find_resume_checkpoint,
+    load_model_weights,
+    load_training_state,
+    restore_rng_state,
+    save_safetensors,
+    save_training_state,
+)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_write(path, lambda f: f.write(b"old"))
+
+    def broken(f) -> None:
+        f.write(b"half")
+        raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
+
+
+def test_training_state_round_trip_is_weights_only(tmp_path) -> None:
+    model = nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": 3,
+        "batch_in_epoch": 0,
+        "step": 7,
+        "rng": [capture_rng_state()],
+        "config": {"run": {"seed": 0}},
+        "ema": None,
+    }
+    save_training_state(tmp_path / "last.pt", state)
+    loaded = load_training_state(tmp_path / "last.pt")  # uses weights_only=True
+    assert loaded["step"] == 7 and loaded["config"] == {"run": {"seed": 0}}
+    opt2 = torch.optim.AdamW(nn.Linear(3, 2).parameters(), lr=1e-3)
+    opt2.load_state_dict(loaded["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    fresh = nn.Linear(3, 2)
+    load_model_weights(fresh, tmp_path / "last.pt")
+    assert torch.equal(fresh.weight, model.weight)
+    with pytest.raises(ValueError, match="no 'ema' weights"):
+        load_model_weights(fresh, tmp_path / "last.pt", use_ema=True)
+
+
+def test_rng_state_round_trip() -> None:
+    state = capture_rng_state()
+    a = (random.random(), float(np.random.rand()), torch.rand(3))
+    restore_rng_state(state)
+    b = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_find_resume_checkpoint_picks_highest_step(tmp_path) -> None:
+    assert find_resume_checkpoint(tmp_path) is None
+    save_training_state(tmp_path / "best.pt", {"step": 4})
+    save_training_state(tmp_path / "last.pt", {"step": 9})
+    save_training_state(tmp_path / "epoch_0001.pt", {"step": 2})
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    assert find_resume_checkpoint(tmp_path) == tmp_path / "last.pt"
+
+
+def test_safetensors_export(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    model = nn.Linear(3, 2)
+    save_safetensors(tmp_path / "w.safetensors", model.state_dict(), {"epoch": "1"})
+    loaded = load_file(tmp_path / "w.safetensors")
+    assert torch.equal(loaded["weight"], model.weight)
