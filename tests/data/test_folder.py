@@ -160,7 +160,9 @@ def test_build_datasets_folder(tmp_path: Path) -> None:
 
 
 def test_build_datasets_builtin() -> None:
-    train, val, names = build_datasets(None, input_size=32, builtin_train_samples=8, builtin_val_samples=4, seed=1)
+    train, val, names = build_datasets(
+        None, input_size=32, builtin="pathfinder", builtin_train_samples=8, builtin_val_samples=4, seed=1
+    )
     assert isinstance(train, PathfinderDataset) and isinstance(val, PathfinderDataset)
     assert (len(train), len(val)) == (8, 4) and names == ["disconnected", "connected"]
     assert train[0][0].shape == (3, 32, 32) and train.seed != val.seed

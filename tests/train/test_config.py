@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
 from hyenapixel.train.config import (
     DEFAULT_DIMS,
     ConfigError,
+    DataConfig,
     TrainConfig,
     ValidateConfig,
     config_fields,
@@ -118,6 +121,15 @@ def test_unknown_recipe_lists_choices() -> None:
 def test_choice_error_lists_choices() -> None:
     with pytest.raises(ConfigError, match="choose from cosine, constant"):
         resolve_train_config(None, {"sched": "linear"})
+
+
+def test_builtin_choices_are_the_data_layers_datasets() -> None:
+    from hyenapixel.data import BUILTIN_DATASETS
+
+    field = {f.name: f for f in dataclasses.fields(DataConfig)}["builtin"]
+    assert tuple(field.metadata["choices"]) == tuple(BUILTIN_DATASETS)
+    with pytest.raises(ConfigError, match=r"--builtin.*balance, pathfinder"):
+        resolve_train_config(None, {"builtin": "mnist"})
 
 
 def test_unknown_option_suggests_close_match() -> None:

@@ -81,9 +81,33 @@ def test_default_job_reduced(tmp_path: Path) -> None:
     assert main(["train", "--epochs", "1", "--warmup-epochs", "0", "--train-samples", "64", "--val-samples", "32",
                  "--threads", "1", "--output", str(out)]) == 0  # fmt: skip
     summary = _summary(out)
-    assert summary["model"] == "hpx_former_s4" and summary["dataset"].startswith("pathfinder")
+    assert summary["model"] == "hpx_former_s4" and summary["dataset"] == "balance-default (built-in)"
     assert summary["model_spec"]["kwargs"]["dims"] == [16, 32, 64, 128]
     assert 0.0 <= summary["val_top1"] <= 100.0
+
+
+@pytest.mark.slow
+def test_default_job_reaches_the_target(tmp_path: Path) -> None:
+    """The default job on half its data and epochs still clears the 80 % bar of the built-in task (chance: 50 %)."""
+    out = tmp_path / "target"
+    assert main(["train", "--train-samples", "4000", "--val-samples", "1000", "--epochs", "3", "--progress", "log",
+                 "--output", str(out)]) == 0  # fmt: skip
+    summary = _summary(out)
+    assert summary["dataset"] == "balance-default (built-in)" and summary["chance_top1"] == 50.0
+    assert summary["val_top1"] >= 80.0, summary
+
+
+def test_builtin_pathfinder_and_difficulty_errors(tmp_path: Path, capsys) -> None:
+    """--builtin picks the generated dataset; a difficulty that the dataset lacks is named with its presets."""
+    out = tmp_path / "pf"
+    assert main(["train", *TINY_FLAGS, *SMALL, "--epochs", "1", "--warmup-epochs", "0", "--builtin", "pathfinder",
+                 "--difficulty", "easy", "--output", str(out)]) == 0  # fmt: skip
+    summary = _summary(out)
+    assert summary["dataset"] == "pathfinder-easy (built-in)"
+    assert main(["train", *TINY_FLAGS, *SMALL, "--difficulty", "extreme", "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--difficulty" in err and "easy, default, hard" in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_ema_and_gradient_accumulation(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Train a model: the built-in CPU job by default, or a paper recipe (Section 4.1) on an image folder.
 
-  hyenapixel train                                   # small HyenaPixel on the built-in Pathfinder data (CPU)
+  hyenapixel train                                   # small HyenaPixel on the built-in Balance data (CPU)
   hyenapixel train --data DIR --model hpx_former_s12 --recipe in1k
   torchrun --nproc_per_node 8 -m hyenapixel train --data DIR --recipe in1k --batch-size 128
   hyenapixel train --output runs/x --resume auto     # continue where a run stopped

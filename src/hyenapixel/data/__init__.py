@@ -1,10 +1,12 @@
-"""Data layer of hyenapixel: image folders, timm transforms and mixup, and the built-in Pathfinder dataset.
+"""Data layer of hyenapixel: image folders, timm transforms and mixup, and the built-in generated datasets.
 
 Public API (used by ``hyenapixel.train``):
 
 - :class:`DataError`: any bad data; the message names the offending path.
-- :class:`PathfinderDataset` (with :class:`PathfinderDifficulty`, :data:`PATHFINDER_DIFFICULTIES` and
-  :data:`BUILTIN_IMAGE_SIZE`): the generated two-class long-range task used when no data folder is given.
+- :data:`BUILTIN_DATASETS`: the generated two-class long-range tasks used when no data folder is given, by name:
+  ``balance`` (:class:`BalanceDataset`, the default: is the left or the right half heavier?) and ``pathfinder``
+  (:class:`PathfinderDataset`: are two dots joined by a curve?), each with its difficulty presets
+  (:data:`BALANCE_DIFFICULTIES`, :data:`PATHFINDER_DIFFICULTIES`) at :data:`BUILTIN_IMAGE_SIZE` pixels.
 - :func:`check_image_folder`, :class:`ImageFolderDataset`: ImageNet-style folders, checked before training.
 - :func:`build_transforms`, :func:`build_mixup`: timm augmentation for image folders.
 - :func:`build_datasets`: ``(train_ds, val_ds, class_names)`` from a path or ``None`` (built-in).
@@ -12,23 +14,26 @@ Public API (used by ``hyenapixel.train``):
 This package imports only torch, torchvision, timm, PIL and numpy, never ``hyenapixel.models``.
 """
 
-from .builder import build_datasets
+from .balance import BALANCE_DIFFICULTIES, BalanceDataset, BalanceDifficulty, BalanceSample
+from .builder import BUILTIN_DATASETS, DEFAULT_BUILTIN, build_datasets
 from .errors import DataError
 from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder
-from .pathfinder import (
-    BUILTIN_IMAGE_SIZE,
-    PATHFINDER_DIFFICULTIES,
-    PathfinderDataset,
-    PathfinderDifficulty,
-    PathfinderSample,
-)
+from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
+from .pathfinder import PATHFINDER_DIFFICULTIES, PathfinderDataset, PathfinderDifficulty, PathfinderSample
 from .transforms import build_mixup, build_transforms
 
 __all__ = [
+    "BALANCE_DIFFICULTIES",
+    "BUILTIN_DATASETS",
     "BUILTIN_IMAGE_SIZE",
+    "DEFAULT_BUILTIN",
     "IMG_EXTENSIONS",
     "PATHFINDER_DIFFICULTIES",
+    "BalanceDataset",
+    "BalanceDifficulty",
+    "BalanceSample",
     "DataError",
+    "GeneratedDataset",
     "ImageFolderDataset",
     "PathfinderDataset",
     "PathfinderDifficulty",

@@ -1,4 +1,4 @@
-"""One entry point for the trainer: train and validation datasets from a data path, or the built-in Pathfinder."""
+"""One entry point for the trainer: train and validation datasets from a data path, or a built-in generated task."""
 
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from .balance import BalanceDataset
 from .errors import DataError
 from .folder import ImageFolderDataset, check_image_folder
-from .pathfinder import BUILTIN_IMAGE_SIZE, PathfinderDataset, PathfinderDifficulty
+from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
+from .pathfinder import PathfinderDataset
 from .transforms import build_transforms
 
-__all__ = ["build_datasets"]
+__all__ = ["BUILTIN_DATASETS", "DEFAULT_BUILTIN", "build_datasets"]
+
+BUILTIN_DATASETS: dict[str, type[GeneratedDataset]] = {"balance": BalanceDataset, "pathfinder": PathfinderDataset}
+"""The built-in generated datasets by name (``--builtin``); each class lists its ``difficulties`` presets."""
+
+DEFAULT_BUILTIN = "balance"
+"""The built-in dataset used when neither a data folder nor a built-in name is given."""
 
 
 def build_datasets(
@@ -27,18 +35,21 @@ def build_datasets(
     val_transform: Callable[[Any], Any] | None = None,
     builtin_train_samples: int = 10_000,
     builtin_val_samples: int = 2_000,
-    builtin_difficulty: str | PathfinderDifficulty = "default",
+    builtin: str = DEFAULT_BUILTIN,
+    builtin_difficulty: Any = "default",
     in_chans: int = 3,
     seed: int = 0,
 ) -> tuple[Dataset, Dataset, list[str]]:
     """Build ``(train_ds, val_ds, class_names)``.
 
-    ``data=None`` selects the built-in generated :class:`PathfinderDataset` (two classes, images of
-    ``input_size`` pixels, ``builtin_*`` samples and difficulty, train and validation seeds derived from
-    ``seed``); it yields normalised tensors, so the transforms are not used, and it is meant for small inputs
-    (``input_size`` 32, where a small model learns it in minutes on a CPU). Otherwise ``data`` is an
-    ImageNet-style folder, checked with :func:`check_image_folder` before anything is loaded, and read with
-    :class:`ImageFolderDataset`; missing transforms default to :func:`build_transforms` for ``input_size``.
+    ``data=None`` selects the built-in generated dataset named ``builtin`` (a key of :data:`BUILTIN_DATASETS`:
+    two classes, images of ``input_size`` pixels, ``builtin_*`` samples and difficulty preset, train and
+    validation seeds derived from ``seed``); it yields normalised tensors, so the transforms are not used, and it
+    is meant for small inputs (``input_size`` 32, where a small model learns it in minutes on a CPU).
+
+    Otherwise ``data`` is an ImageNet-style folder, checked with :func:`check_image_folder` before anything is
+    loaded, and read with :class:`ImageFolderDataset`; missing transforms default to :func:`build_transforms`
+    for ``input_size``.
 
     Raises :class:`DataError` (naming the path) for any layout problem, and when ``num_classes`` is given but
     differs from the number of classes found.
@@ -47,12 +58,15 @@ def build_datasets(
         each dataset item is (image (in_chans, input_size, input_size) float32, label int) with timm transforms.
     """
     if data is None:
-        if num_classes is not None and num_classes != PathfinderDataset.num_classes:
+        if builtin not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown built-in dataset {builtin!r}; choose from {', '.join(BUILTIN_DATASETS)}")
+        cls = BUILTIN_DATASETS[builtin]
+        if num_classes is not None and num_classes != cls.num_classes:
             raise DataError(
-                f"<built-in pathfinder> (data=None) has {PathfinderDataset.num_classes} classes, "
+                f"<built-in {builtin}> (data=None) has {cls.num_classes} classes, "
                 f"but num_classes={num_classes} was asked for"
             )
-        train_ds, val_ds = PathfinderDataset.splits(
+        train_ds, val_ds = cls.splits(
             builtin_train_samples,
             builtin_val_samples,
             seed=seed,
@@ -60,7 +74,7 @@ def build_datasets(
             difficulty=builtin_difficulty,
             in_chans=in_chans,
         )
-        return train_ds, val_ds, list(PathfinderDataset.classes)
+        return train_ds, val_ds, list(cls.classes)
 
     root = Path(data)
     classes = check_image_folder(root)

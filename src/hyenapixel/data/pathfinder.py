@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+
+from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
 
 __all__ = [
     "BUILTIN_IMAGE_SIZE",
@@ -30,9 +29,6 @@ __all__ = [
     "PathfinderDifficulty",
     "PathfinderSample",
 ]
-
-BUILTIN_IMAGE_SIZE = 32
-"""Default image side of :class:`PathfinderDataset`: small enough for CPU training in minutes."""
 
 _CANDIDATES_PER_PATH = 16  # candidate curves drawn per path and attempt, in one vectorised batch
 _MAX_SAMPLE_TRIES = 200  # attempts to lay out one image
@@ -296,146 +292,27 @@ def render_pathfinder(rng: np.random.Generator, size: int, label: int, cfg: Path
     return PathfinderSample(image, label, endpoints, (marked[0][0], marked[1][0]), paths)
 
 
-class PathfinderDataset(Dataset):
+class PathfinderDataset(GeneratedDataset[PathfinderDifficulty]):
     """Pathfinder images generated on the fly, deterministic from ``(seed, index)``.
 
     Sample ``i`` depends only on ``seed``, ``i`` and the generation parameters (``image_size``,
     ``difficulty``), never on access order or worker. Labels alternate with the index (``i % 2``), so any
     even-length dataset is exactly balanced. Rendering takes roughly 0.5-1.5 ms per image on one CPU core
-    (``hard`` more); with ``cache=True`` each process keeps its rendered uint8 images (``image_size ** 2``
-    bytes each) for later epochs, and :meth:`precompute` fills the cache up front.
-
-    Args:
-        num_samples: dataset length.
-        image_size: height and width in pixels (>= 16).
-        seed: non-negative seed; use :meth:`splits` for train and validation sets with disjoint seeds.
-        difficulty: a preset name of :data:`PATHFINDER_DIFFICULTIES` or a :class:`PathfinderDifficulty`.
-        in_chans: the grayscale image is repeated to this many channels.
-        mean: normalisation mean, one value or one per channel, applied to images in [0, 1].
-        std: normalisation std, one value or one per channel.
-        cache: keep rendered images in memory.
+    (``hard`` more); see :class:`~hyenapixel.data.generated.GeneratedDataset` for the arguments, caching and
+    :meth:`splits`. ``difficulty`` is a preset name of :data:`PATHFINDER_DIFFICULTIES` or a
+    :class:`PathfinderDifficulty`; ``render(i, return_meta=True)`` returns a :class:`PathfinderSample`.
 
     Shape:
         ``dataset[i]`` -> (image: (in_chans, image_size, image_size) float32, label: int).
     """
 
-    num_classes: int = 2
-    classes: list[str] = ["disconnected", "connected"]
+    classes: ClassVar[list[str]] = ["disconnected", "connected"]
+    difficulties: ClassVar[dict[str, PathfinderDifficulty]] = PATHFINDER_DIFFICULTIES
+    difficulty_type: ClassVar[type] = PathfinderDifficulty
 
-    def __init__(
-        self,
-        num_samples: int,
-        image_size: int = BUILTIN_IMAGE_SIZE,
-        seed: int = 0,
-        difficulty: str | PathfinderDifficulty = "default",
-        in_chans: int = 3,
-        mean: float | Sequence[float] = 0.5,
-        std: float | Sequence[float] = 0.5,
-        cache: bool = True,
-    ) -> None:
-        if num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-        if image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {image_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-        if isinstance(difficulty, str):
-            if difficulty not in PATHFINDER_DIFFICULTIES:
-                raise ValueError(f"unknown difficulty {difficulty!r}; choose from {sorted(PATHFINDER_DIFFICULTIES)}")
-            difficulty = PATHFINDER_DIFFICULTIES[difficulty]
-        self.num_samples = num_samples
-        self.image_size = image_size
-        self.seed = seed
-        self.difficulty = difficulty
-        self.in_chans = in_chans
-        self.mean = self._per_channel(mean, in_chans, "mean")
-        self.std = self._per_channel(std, in_chans, "std")
-        if (self.std <= 0).any():
-            raise ValueError(f"std must be positive, got {std}")
-        self.cache = cache
-        self._cache: dict[int, np.ndarray] = {}
+    def __init__(self, num_samples: int, image_size: int = BUILTIN_IMAGE_SIZE, **kwargs: Any) -> None:
+        super().__init__(num_samples, image_size, **kwargs)
 
-    @staticmethod
-    def _per_channel(value: float | Sequence[float], in_chans: int, name: str) -> torch.Tensor:
-        t = torch.as_tensor(value, dtype=torch.float32).flatten()
-        if t.numel() == 1:
-            t = t.expand(in_chans)
-        if t.numel() != in_chans:
-            raise ValueError(f"{name} needs 1 or {in_chans} values, got {t.numel()}")
-        return t.reshape(in_chans, 1, 1).clone()
-
-    @classmethod
-    def splits(
-        cls, train_samples: int, val_samples: int, seed: int = 0, **kwargs: Any
-    ) -> tuple[PathfinderDataset, PathfinderDataset]:
-        """Train and validation sets with disjoint seeds (``2 * seed`` and ``2 * seed + 1``).
-
-        ``kwargs`` go to the constructor of both (``image_size``, ``difficulty``, ``in_chans``, ...).
-        """
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        return cls(train_samples, seed=2 * seed, **kwargs), cls(val_samples, seed=2 * seed + 1, **kwargs)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def label(self, index: int) -> int:
-        """The label of sample ``index`` (without rendering it)."""
-        return index % 2
-
-    @property
-    def targets(self) -> list[int]:
-        """All labels, as in torchvision's folder datasets."""
-        return [self.label(i) for i in range(self.num_samples)]
-
-    def _check_index(self, index: int) -> int:
-        if index < 0:
-            index += self.num_samples
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        return index
-
-    def render(self, index: int, return_meta: bool = False) -> np.ndarray | PathfinderSample:
-        """Render sample ``index`` from scratch (no cache).
-
-        Returns the (H, W) uint8 image, or with ``return_meta=True`` a :class:`PathfinderSample` holding the
-        image, label, dot positions and every path's pixels.
-        """
-        index = self._check_index(index)
-        rng = np.random.default_rng([self.seed, index])
-        sample = render_pathfinder(rng, self.image_size, self.label(index), self.difficulty)
-        return sample if return_meta else sample.image
-
-    def precompute(self) -> PathfinderDataset:
-        """Render every sample into the in-memory cache now (about 1 ms each) and return the dataset.
-
-        DataLoader workers get a copy of the dataset, and their cache dies with them unless the loader has
-        ``persistent_workers=True``; precomputing in the main process before building the loader avoids
-        rendering again in every epoch. Needs ``cache=True``.
-        """
-        if not self.cache:
-            raise ValueError("precompute() needs cache=True")
-        for i in range(self.num_samples):
-            if i not in self._cache:
-                self._cache[i] = self.render(i)
-        return self
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """Shape: -> ((in_chans, H, W) float32 normalised image, label)."""
-        index = self._check_index(index)
-        image = self._cache.get(index)
-        if image is None:
-            image = self.render(index)
-            if self.cache:
-                self._cache[index] = image
-        x = torch.from_numpy(image).to(torch.float32).div_(255.0)
-        x = x.unsqueeze(0).expand(self.in_chans, -1, -1)
-        return (x - self.mean) / self.std, self.label(index)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(num_samples={self.num_samples}, image_size={self.image_size}, "
-            f"seed={self.seed}, difficulty={self.difficulty}, in_chans={self.in_chans})"
-        )
+    def render_sample(self, rng: np.random.Generator, label: int) -> PathfinderSample:
+        """Shape: returns a sample whose image is (image_size, image_size) uint8."""
+        return render_pathfinder(rng, self.image_size, label, self.difficulty)

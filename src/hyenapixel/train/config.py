@@ -7,7 +7,7 @@ across sections, so a config can be written flat (``{"lr": 1e-3}``) or nested (`
 ``config.yaml`` of a run is the nested form and can be passed back as a recipe.
 
 The dataclass defaults are the built-in CPU job (``hyenapixel train`` with no arguments): a small HyenaPixel
-model on the generated Pathfinder dataset. The paper's recipes (:mod:`hyenapixel.train.recipes`) override them.
+model on the built-in generated Balance dataset. The paper's recipes (:mod:`hyenapixel.train.recipes`) override them.
 """
 
 from __future__ import annotations
@@ -140,16 +140,22 @@ class DataConfig:
     data: str | None = option(
         None,
         "Image-folder dataset root with train/<class>/* and val/<class>/* (ImageNet layout). none: the built-in "
-        "generated Pathfinder dataset.",
+        "generated dataset chosen by --builtin.",
+    )
+    builtin: str = option(
+        "balance",
+        "Built-in generated dataset used without --data: balance (is the left or the right half heavier?) or "
+        "pathfinder (are two dots joined by a curve?). See docs/training.md.",
+        choices=("balance", "pathfinder"),
     )
     input_size: int | None = option(
         None, "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders."
     )
-    train_samples: int = option(4000, "Built-in dataset: number of training images.")
-    val_samples: int = option(1000, "Built-in dataset: number of validation images.")
+    train_samples: int = option(8000, "Built-in dataset: number of training images.")
+    val_samples: int = option(2000, "Built-in dataset: number of validation images.")
     difficulty: str = option(
         "default",
-        "Built-in dataset: difficulty preset of hyenapixel.data.PATHFINDER_DIFFICULTIES (easy, default, hard).",
+        "Built-in dataset: difficulty preset (easy, default, hard) of the --builtin dataset's class.",
     )
     skip_corrupt: bool = option(False, "Skip unreadable images with a warning (and a final count) instead of stopping.")
     workers: int | None = option(None, "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8.")
@@ -205,8 +211,8 @@ class OptimConfig:
     lr: float | None = option(
         None, "Absolute peak learning rate. none: --base-lr * global batch / --base-batch (linear scaling)."
     )
-    base_lr: float = option(2e-3, "Peak learning rate at the global batch --base-batch (paper: 4e-3 at 4096).")
-    base_batch: int = option(64, "Global batch at which --base-lr holds (paper: 4096).")
+    base_lr: float = option(4e-3, "Peak learning rate at the global batch --base-batch (paper: 4e-3 at 4096).")
+    base_batch: int = option(4096, "Global batch at which --base-lr holds (paper: 4096).")
     weight_decay: float = option(0.05, "Decoupled weight decay (paper: 0.05).")
     wd_filters: str = option(
         "paper",
@@ -236,7 +242,7 @@ class OptimConfig:
 class ScheduleConfig:
     """Epochs and the learning-rate schedule: linear warmup, cosine decay, constant cooldown."""
 
-    epochs: int = option(12, "Total training epochs, cooldown included (paper: 310).")
+    epochs: int = option(6, "Total training epochs, cooldown included (paper: 310).")
     sched: str = option(
         "cosine", "lr schedule after warmup: cosine decay to --min-lr, or constant.", choices=("cosine", "constant")
     )
@@ -394,6 +400,10 @@ class ValidateConfig:
     amp: bool | None = option(None, "Mixed precision. none: on for cuda.")
     val_samples: int | None = option(None, "Built-in dataset: validation images. none: as in the checkpoint's run.")
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
+    builtin: str | None = option(
+        None, "Built-in dataset: balance or pathfinder. none: as in the checkpoint's run.",
+        choices=("balance", "pathfinder"),
+    )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
     skip_corrupt: bool = option(False, "Skip unreadable images with a warning instead of stopping.")
     output_json: str | None = option(None, "Also write the results to this JSON file.")

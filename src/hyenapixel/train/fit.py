@@ -124,12 +124,7 @@ def builtin_input_size() -> int:
     """Image size of the built-in dataset when ``--input-size`` is not given (the data layer's default)."""
     import hyenapixel.data as hdata
 
-    size = getattr(hdata, "BUILTIN_IMAGE_SIZE", None)
-    if size is None:
-        import inspect
-
-        size = inspect.signature(hdata.PathfinderDataset).parameters["image_size"].default
-    return int(size)
+    return int(hdata.BUILTIN_IMAGE_SIZE)
 
 
 def build_data(
@@ -146,6 +141,7 @@ def build_data(
     seed: int,
     skip_corrupt: bool,
     aug: Any | None,
+    builtin: str = "balance",
     difficulty: str = "default",
     val_only: bool = False,
 ) -> dict[str, Any]:
@@ -157,9 +153,11 @@ def build_data(
     import hyenapixel.data as hdata
 
     if data is None:
-        if difficulty not in hdata.PATHFINDER_DIFFICULTIES:
-            choices = ", ".join(hdata.PATHFINDER_DIFFICULTIES)
-            raise ConfigError("difficulty", f"invalid choice {difficulty!r}; choose from {choices}")
+        if builtin not in hdata.BUILTIN_DATASETS:
+            raise ConfigError("builtin", f"invalid choice {builtin!r}; choose from {', '.join(hdata.BUILTIN_DATASETS)}")
+        presets = hdata.BUILTIN_DATASETS[builtin].difficulties
+        if difficulty not in presets:
+            raise ConfigError("difficulty", f"invalid choice {difficulty!r}; choose from {', '.join(presets)}")
         # the generated dataset yields normalised tensors of its own: no image transforms, no crop
         size = input_size or builtin_input_size()
         resolved: dict[str, Any] = {"input_size": size, "crop_pct": None, "interpolation": None, "mean": None,
@@ -204,6 +202,7 @@ def build_data(
         val_transform=val_tf,
         builtin_train_samples=train_samples,
         builtin_val_samples=val_samples,
+        builtin=builtin,
         builtin_difficulty=difficulty,
         seed=seed,
     )
@@ -211,7 +210,7 @@ def build_data(
         train_ds, val_ds = CorruptFileReporter(train_ds), CorruptFileReporter(val_ds)
     in_chans = int(getattr(train_ds, "in_chans", 0) or getattr(val_ds, "in_chans", 0) or 3)
     resolved.update(
-        dataset=f"pathfinder-{difficulty} (built-in)" if data is None else str(data),
+        dataset=f"{builtin}-{difficulty} (built-in)" if data is None else str(data),
         classes=list(classes),
         num_classes=len(classes),
         in_chans=in_chans,
@@ -446,6 +445,7 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         seed=cfg.run.seed,
         skip_corrupt=cfg.data.skip_corrupt,
         aug=cfg.aug,
+        builtin=cfg.data.builtin,
         difficulty=cfg.data.difficulty,
     )
     settings, train_ds = data["settings"], data["train"]

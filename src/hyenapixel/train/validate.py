@@ -92,6 +92,7 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
     val_samples = cfg.val_samples or (run_cfg.get("data") or {}).get("val_samples") or 1000
     seed = cfg.seed if cfg.seed is not None else (run_cfg.get("run") or {}).get("seed", 0)
     difficulty = cfg.difficulty or (run_cfg.get("data") or {}).get("difficulty") or "default"
+    builtin = cfg.builtin or (run_cfg.get("data") or {}).get("builtin") or "pathfinder"  # runs before --builtin
     workers = cfg.workers if cfg.workers is not None else (0 if cfg.data is None else min(8, os.cpu_count() or 1))
 
     crops = cfg.crop_pcts() or [None]
@@ -122,6 +123,7 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
                 seed=seed,
                 skip_corrupt=cfg.skip_corrupt,
                 aug=None,
+                builtin=builtin,
                 difficulty=difficulty,
                 val_only=True,
             )
