@@ -12,6 +12,10 @@ Training memory ("peak above baseline"): each model runs in a fresh subprocess; 
 creation and input allocation the current RSS is the baseline and the kernel's peak-RSS counter is reset
 (``/proc/self/clear_refs``; where that is unavailable ``ru_maxrss`` is used); after ``--mem-steps`` training steps
 (forward, backward, AdamW step, so optimizer state is included) the peak RSS minus the baseline is reported.
+By default (``--mem-malloc fixed``) the subprocess runs with glibc's mmap threshold fixed at 128 KiB
+(``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``), so every large tensor is its own mapping, returned to
+the system when freed: the peak RSS then follows the peak of live tensors. With glibc's default dynamic threshold
+(``--mem-malloc default``) freed large buffers stay in the heap and the peak RSS varies by +-10 % between runs.
 
 Run ``python benchmarks/bench_mixer.py`` (full, ~10 min on an idle 2-core machine), ``--quick`` for a smoke run,
 ``--profile`` for per-op profiles of the mixer (forward, backward, cached eval), ``--breakdown`` for eval time per
@@ -367,11 +371,17 @@ def _memory_child(name: str, batch: int, img: int, steps: int, threads: int) -> 
     }
 
 
-def measure_train_memory(name: str, batch: int, img: int, steps: int, threads: int) -> dict[str, float | str]:
+_FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def measure_train_memory(
+    name: str, batch: int, img: int, steps: int, threads: int, malloc: str = "fixed"
+) -> dict[str, float | str]:
     """Training peak RSS above the post-setup baseline, measured in a fresh subprocess (see module docstring)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name, "--mem-batch", str(batch)]
     cmd += ["--img", str(img), "--mem-steps", str(steps), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ, **_FIXED_MALLOC) if malloc == "fixed" else None
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"memory subprocess for {name} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -567,6 +577,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the training-memory subprocesses")
     p.add_argument("--mem-steps", type=int, default=2, help="training steps in the memory subprocess")
     p.add_argument("--mem-batch", type=int, default=None, help="memory-measurement batch (default: train batch)")
+    p.add_argument(
+        "--mem-malloc",
+        choices=("fixed", "default"),
+        default="fixed",
+        help="glibc mmap threshold in the memory subprocess: fixed at 128 KiB (reproducible) or glibc's default",
+    )
     p.add_argument("--profile", action="store_true", help="print per-op profiles of our mixer")
     p.add_argument(
         "--breakdown", action="store_true", help="print eval forward time per stage and block part of each model"
@@ -634,13 +650,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         memory: dict[str, dict] = {}
         if not args.no_memory:
             for n in models:
-                memory[n] = measure_train_memory(n, args.mem_batch, args.img, args.mem_steps, args.threads)
+                memory[n] = measure_train_memory(
+                    n, args.mem_batch, args.img, args.mem_steps, args.threads, args.mem_malloc
+                )
         results["models"] = {"speed": speed, "memory": memory}
         print(f"\nModels at {args.img} px, fp32; ratios = model / {REFERENCE_MODEL} (time and memory)\n")
         print(format_model_table(speed, memory, args.eval_batch, args.train_batch))
         if memory:
             method = next(iter(memory.values()))["method"]
-            print(f"\n(memory: {method}, batch {args.mem_batch}, {args.mem_steps} training steps)")
+            malloc = "glibc mmap threshold fixed at 128 KiB" if args.mem_malloc == "fixed" else "glibc default malloc"
+            print(f"\n(memory: {method}, {malloc}, batch {args.mem_batch}, {args.mem_steps} training steps)")
 
     if args.breakdown and models:
         results["breakdown"] = {n: model_breakdown(n, args.eval_batch, args.img, args.model_repeats) for n in models}
