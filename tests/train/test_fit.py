@@ -82,6 +82,8 @@ def test_default_job_reduced(tmp_path: Path) -> None:
                  "--threads", "1", "--output", str(out)]) == 0  # fmt: skip
     summary = _summary(out)
     assert summary["model"] == "hpx_former_s4" and summary["dataset"] == "balance-default (built-in)"
+    assert summary["curves"] == str(out / "curves.png")
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["model_spec"]["kwargs"]["dims"] == [16, 32, 64, 128]
     assert 0.0 <= summary["val_top1"] <= 100.0
 

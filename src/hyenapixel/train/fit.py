@@ -4,7 +4,8 @@
 optimizer from :mod:`hyenapixel.train.optim`, the closed-form schedule, timm's losses, Mixup/CutMix and EMA, and
 the loop functions of :mod:`hyenapixel.train.loop`. Only rank 0 writes files:
 
-``config.yaml`` (the resolved config plus derived values), ``train.log``, ``metrics.csv`` (one row per epoch),
+``config.yaml`` (the resolved config plus derived values), ``train.log``, ``metrics.csv`` (one row per epoch,
+drawn as ``curves.png`` when matplotlib is installed),
 ``last.pt`` (every epoch, and every ``--checkpoint-every-steps`` steps), ``best.pt`` and ``best.safetensors``
 (best validation top-1), ``epoch_<N>.pt`` (every ``--checkpoint-every`` epochs) and ``summary.json``.
 """
@@ -60,6 +61,7 @@ from hyenapixel.train.loaders import (
 from hyenapixel.train.loop import NonFiniteLossError, evaluate, train_one_epoch
 from hyenapixel.train.model import check_model_name, create_model, model_spec
 from hyenapixel.train.optim import build_optimizer
+from hyenapixel.train.plots import plot_training_curves
 from hyenapixel.train.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.schedule import LRSchedule, peak_lr
 
@@ -812,6 +814,12 @@ def _summarize(run: Run, wall_time_s: float) -> dict[str, Any]:
     final, s = run.last_metrics, run.settings
     use_ema = run.ema is not None and final.get("ema_top1") is not None
     corrupt = sorted(_skipped_files(run))
+    curves = None
+    if run.info.is_main:
+        try:
+            curves = plot_training_curves(run.out_dir / "metrics.csv", run.out_dir / "curves.png")
+        except Exception as e:  # a picture must never cost the results of a finished run
+            log.warning("could not draw curves.png: %s", e)
     summary = {
         "model": run.cfg.model.model,
         "model_spec": run.spec,
@@ -843,6 +851,7 @@ def _summarize(run: Run, wall_time_s: float) -> dict[str, Any]:
             "best": str(run.out_dir / "best.pt"),
             "best_weights": str(run.out_dir / "best.safetensors"),
         },
+        "curves": str(curves) if curves else None,
     }
     if run.info.is_main:
         atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,69 @@
+"""Training curves of a run as a picture (``curves.png`` next to ``metrics.csv``; paper Section 4.1 training runs).
+
+matplotlib is optional (``pip install hyenapixel[analysis]``); without it no picture is written and the run is
+otherwise unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["plot_training_curves"]
+
+log = logging.getLogger(__name__)
+
+
+def _column(rows: list[dict[str, str]], name: str) -> list[float | None]:
+    out: list[float | None] = []
+    for r in rows:
+        v = r.get(name, "")
+        out.append(float(v) if v not in ("", None) else None)
+    return out
+
+
+def plot_training_curves(metrics_csv: str | os.PathLike[str], png: str | os.PathLike[str]) -> Path | None:
+    """Plot loss (train, val) and validation top-1 (and EMA top-1 if present) per epoch from ``metrics.csv``.
+
+    Returns the written path, or None when matplotlib is not installed or the CSV has no rows. The picture is
+    written to a temporary file first and then moved into place.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed: no curves.png (pip install 'hyenapixel[analysis]')")
+        return None
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for name, label in (("train_loss", "train"), ("val_loss", "validation")):
+        ys = _column(rows, name)
+        pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
+        if pts:
+            ax_loss.plot(*zip(*pts), marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    for name, label in (("val_top1", "top-1"), ("ema_top1", "EMA top-1")):
+        ys = _column(rows, name)
+        pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
+        if pts:
+            ax_acc.plot(*zip(*pts), marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="%", title="validation accuracy")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    png = Path(png)
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png
