@@ -303,6 +303,33 @@ def test_gradcheck_1d(nl: int, nk: int, causal: bool) -> None:
     assert torch.autograd.gradgradcheck(lambda a, b: fftconv1d(a, b, causal=causal), (x, k))
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 3300])  # 1 sample per chunk; 2 per chunk (1600-byte spectra) + rest
+def test_batch_chunks_give_the_same_values_and_gradients(monkeypatch, chunk_bytes: int) -> None:
+    """Large spectra are processed in batch chunks (forward, both backward products, eval); results are unchanged."""
+    import hyenapixel.ops.fftconv as fc
+
+    monkeypatch.setattr(fc, "SPECTRUM_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(fc, "SPECTRUM_CHUNK_ABOVE", 0)
+    g = _gen(23)
+    x = torch.randn(5, 2, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 9, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    plan = plan_conv2d(6, 5, 9, 7)
+    k_f = kernel_spectrum(k.detach(), plan)
+    chunk = fc._batch_chunk(k_f, 5)
+    assert (chunk == 1) if chunk_bytes == 1 else (chunk == 2)
+    assert fc._batch_chunk(k_f.to("meta"), 5) == 5  # GPUs (any non-CPU device) transform the whole batch at once
+    up = torch.randn(5, 2, 6, 5, generator=g, dtype=torch.float64)
+    y = fftconv2d(x, k)
+    close_to(y, ref_conv2d(x.detach(), k.detach()), 1e-12)
+    gx, gk = torch.autograd.grad((y * up).sum(), (x, k))
+    rx, rk = torch.autograd.grad((ref_conv2d(x, k) * up).sum(), (x, k))
+    close_to(gx, rx, 1e-12)
+    close_to(gk, rk, 1e-12)
+    close_to(apply_spectrum(x.detach(), k_f, plan), ref_conv2d(x.detach(), k.detach()), 1e-12)
+    small = (x[:3].detach().requires_grad_(), k)
+    assert torch.autograd.gradgradcheck(fftconv2d, small)
+
+
 @pytest.mark.parametrize(("x_grad", "k_grad"), [(True, False), (False, True), (False, False)])
 def test_gradient_of_one_input_only(x_grad: bool, k_grad: bool) -> None:
     g = _gen(19)

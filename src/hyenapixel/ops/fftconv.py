@@ -42,7 +42,11 @@ __all__ = [
 ]
 
 
-SPECTRUM_CHUNK_BYTES = 4 << 20  # eval: batch chunks whose complex spectra take at most about this much memory
+# CPU only: when a batch's complex spectra exceed SPECTRUM_CHUNK_ABOVE bytes, the FFT path runs in batch chunks of
+# at most about SPECTRUM_CHUNK_BYTES. Tuned on a 2-core EPYC with 32 MiB L3 (docs/benchmarks.md): chunking made the
+# S18 stage-1/2 mixers 1.3-1.5x faster and did not help stage 3, whose whole batch (8 MiB) stays in cache.
+SPECTRUM_CHUNK_BYTES = 4 << 20
+SPECTRUM_CHUNK_ABOVE = 12 << 20
 
 
 @functools.lru_cache(maxsize=4096)
@@ -147,6 +151,48 @@ def _inverse_transform(
     return y.narrow(-1, starts[-1], lengths[-1])
 
 
+def _batch_chunk(spectrum: torch.Tensor, batch: int) -> int:
+    """Samples per batch chunk for one sample's kernel-sized ``spectrum``: the whole batch on GPUs and for small
+    spectra, else chunks whose spectra stay cache-sized (``SPECTRUM_CHUNK_BYTES``).
+
+    On a CPU a stage-1 spectrum of a whole batch (tens of MiB) spills out of the last-level cache and makes the
+    pointwise product and the transforms memory-bound; per-chunk transforms keep them in cache. GPUs want the
+    opposite: one large batched transform.
+    """
+    per_sample = spectrum.numel() * spectrum.element_size()
+    if spectrum.device.type != "cpu" or per_sample * batch <= SPECTRUM_CHUNK_ABOVE:
+        return max(batch, 1)
+    return max(1, SPECTRUM_CHUNK_BYTES // max(per_sample, 1))
+
+
+def _filter_chunks(
+    x: torch.Tensor,
+    k_f: torch.Tensor,
+    plan: ConvPlan,
+    starts: tuple[int, ...] | None = None,
+    lengths: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """``crop(IFFT(FFT(x) * k_f))`` computed in cache-sized batch chunks into one compact output tensor.
+
+    Built from differentiable operations (slice assignment into a fresh tensor), so it can be used inside a
+    backward that must itself be differentiable.
+
+    Shape:
+        x: (B, C, *spatial), k_f: (C, *spectrum) -> (B, C, *lengths)
+    """
+    chunk = _batch_chunk(k_f, x.shape[0])
+    if x.shape[0] <= chunk:
+        # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
+        return _inverse_transform(_forward_transform(x, plan) * k_f, plan, starts, lengths).contiguous()
+    out = None
+    for i in range(0, x.shape[0], chunk):
+        y = _inverse_transform(_forward_transform(x[i : i + chunk], plan) * k_f, plan, starts, lengths)
+        if out is None:
+            out = y.new_empty((x.shape[0], *y.shape[1:]))
+        out[i : i + chunk] = y
+    return out
+
+
 def _shift_phase(plan: ConvPlan, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Spectrum factor ``exp(-2 pi i f c / N)`` per axis (outer product) that delays a signal by each axis' center.
 
@@ -174,9 +220,7 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-        k_f = _forward_transform(k, plan)
-        # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
-        y = _inverse_transform(_forward_transform(x, plan) * k_f, plan).contiguous()
+        y = _filter_chunks(x, _forward_transform(k, plan), plan)
         ctx.plan = plan
         ctx.kernel_shape = tuple(k.shape[1:])
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, k)
@@ -188,15 +232,27 @@ class _FFTConv(torch.autograd.Function):
         plan = ctx.plan
         k_f = _forward_transform(k, plan)  # cheap (C kernels); recomputed so higher-order grads reach k
         nd = len(plan.axes)
-        g_f = _forward_transform(grad_y.to(k_f.real.dtype).contiguous(), plan)
-        phase = _shift_phase(plan, g_f.device, g_f.dtype)
-        grad_x = grad_k = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _inverse_transform(g_f * (k_f.conj() * phase), plan, (0,) * nd, tuple(a.length for a in plan.axes))
-        if ctx.needs_input_grad[1]:
-            x_f = _forward_transform(x, plan)
-            gk_f = (g_f * x_f.conj()).sum(0) * phase
-            grad_k = _inverse_transform(gk_f, plan, (0,) * nd, ctx.kernel_shape)
+        grad_y = grad_y.to(k_f.real.dtype).contiguous()
+        phase = _shift_phase(plan, k_f.device, k_f.dtype)
+        need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        k_x = k_f.conj() * phase if need_x else None
+        lengths = tuple(a.length for a in plan.axes)
+        batch = grad_y.shape[0]
+        chunk = _batch_chunk(k_f, batch)
+        grad_x = gk_f = None  # gk_f: sum over the batch of G_b conj(X_b)
+        for i in range(0, batch, chunk):  # cache-sized batch chunks, each output-gradient spectrum used twice
+            g_f = _forward_transform(grad_y[i : i + chunk], plan)
+            if need_x:
+                g_x = _inverse_transform(g_f * k_x, plan, (0,) * nd, lengths)
+                if batch <= chunk:
+                    grad_x = g_x
+                else:
+                    grad_x = g_x.new_empty((batch, *g_x.shape[1:])) if grad_x is None else grad_x
+                    grad_x[i : i + chunk] = g_x
+            if need_k:
+                part = (g_f * _forward_transform(x[i : i + chunk], plan).conj()).sum(0)
+                gk_f = part if gk_f is None else gk_f + part
+        grad_k = _inverse_transform(gk_f * phase, plan, (0,) * nd, ctx.kernel_shape) if need_k else None
         return grad_x, grad_k, None
 
 
@@ -237,12 +293,7 @@ def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.
     """
     out_dtype = x.dtype
     x = x.to(_compute_dtype(x.dtype))
-    # Work on batch chunks whose spectra stay cache-sized: a stage-1 spectrum of a whole batch (tens of MiB) spills
-    # out of the last-level cache and makes the pointwise product and the transforms memory-bound.
-    spectrum_bytes = k_f.numel() * k_f.element_size()
-    chunk = max(1, SPECTRUM_CHUNK_BYTES // max(spectrum_bytes, 1))
-    outs = [_inverse_transform(_forward_transform(xc, plan) * k_f, plan) for xc in x.split(chunk)]
-    return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(out_dtype)
+    return _filter_chunks(x, k_f, plan).to(out_dtype)
 
 
 def _check_pair(x: torch.Tensor, k: torch.Tensor, nd: int, name: str) -> None:
