@@ -30,8 +30,8 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["best.pt", "best.safetensors", "config.yaml", "last.pt", "metrics.csv", "summary.json",
-                     "train.log"]  # fmt: skip
+    assert files == ["best.pt", "best.safetensors", "config.yaml", "curves.png", "last.pt", "metrics.csv",
+                     "summary.json", "train.log"]  # fmt: skip
     assert list(tmp_path.iterdir()) == [out]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 32
