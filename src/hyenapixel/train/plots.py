@@ -43,22 +43,18 @@ def plot_training_curves(metrics_csv: str | os.PathLike[str], png: str | os.Path
     if not rows:
         return None
     epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for name, label in (("train_loss", "train"), ("val_loss", "validation")):
-        ys = _column(rows, name)
-        pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
-        if pts:
-            ax_loss.plot(*zip(*pts), marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.legend()
-    for name, label in (("val_top1", "top-1"), ("ema_top1", "EMA top-1")):
-        ys = _column(rows, name)
-        pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
-        if pts:
-            ax_acc.plot(*zip(*pts), marker="o", label=label)
-    ax_acc.set(xlabel="epoch", ylabel="%", title="validation accuracy")
-    ax_acc.legend()
-    for ax in (ax_loss, ax_acc):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    panels = (
+        ("loss", "loss", (("train_loss", "train"), ("val_loss", "validation"))),
+        ("validation accuracy", "%", (("val_top1", "top-1"), ("ema_top1", "EMA top-1"))),
+    )
+    for ax, (title, unit, curves) in zip(axes, panels):
+        for name, label in curves:
+            pts = [(e, y) for e, y in zip(epochs, _column(rows, name)) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=unit, title=title)
+        ax.legend()
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     png = Path(png)
