@@ -10,9 +10,9 @@ image's vertical centre line.
 Class 0 is the exact mirror image of class 1 (an image is drawn, then flipped left-right if its heavier half does
 not match the label), so every statistic that does not change under a left-right flip (amount of ink, number,
 size and shape of objects, any pooled local pattern that is mirror-symmetric) has the same distribution in both
-classes. A classifier has to locate ink relative to the centre of the image, which translation-equivariant local
-features only learn from the image border: global context (large kernels, attention, deep stacks) is what
-solves it quickly.
+classes. A classifier has to locate ink relative to the centre of the image and add it up over the whole image,
+so it needs a receptive field that spans the image (large kernels, attention, or enough downsampling; at 32 px a
+four-stage MetaFormer has that even with small kernels, see docs/training.md).
 
 Everything is generated on the fly with numpy from ``(seed, index)``: no files and no downloads.
 """
