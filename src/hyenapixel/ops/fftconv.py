@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -171,24 +172,30 @@ def _filter_chunks(
     plan: ConvPlan,
     starts: tuple[int, ...] | None = None,
     lengths: tuple[int, ...] | None = None,
+    visit: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """``crop(IFFT(FFT(x) * k_f))`` computed in cache-sized batch chunks into one compact output tensor.
 
-    Built from differentiable operations (slice assignment into a fresh tensor), so it can be used inside a
-    backward that must itself be differentiable.
+    ``visit(i, x_f)``, if given, is called with each chunk's spectrum and its first batch index, so that a caller
+    can reuse the spectrum (the backward uses it for the kernel gradient). Built from differentiable operations
+    (slice assignment into a fresh tensor), so it can be used inside a backward that must itself be differentiable.
 
     Shape:
         x: (B, C, *spatial), k_f: (C, *spectrum) -> (B, C, *lengths)
     """
-    chunk = _batch_chunk(k_f, x.shape[0])
-    if x.shape[0] <= chunk:
-        # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
-        return _inverse_transform(_forward_transform(x, plan) * k_f, plan, starts, lengths).contiguous()
+    batch = x.shape[0]
+    chunk = _batch_chunk(k_f, batch)
     out = None
-    for i in range(0, x.shape[0], chunk):
-        y = _inverse_transform(_forward_transform(x[i : i + chunk], plan) * k_f, plan, starts, lengths)
+    for i in range(0, batch, chunk):
+        x_f = _forward_transform(x[i : i + chunk], plan)
+        if visit is not None:
+            visit(i, x_f)
+        y = _inverse_transform(x_f * k_f, plan, starts, lengths)
+        if chunk >= batch:
+            # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
+            return y.contiguous()
         if out is None:
-            out = y.new_empty((x.shape[0], *y.shape[1:]))
+            out = y.new_empty((batch, *y.shape[1:]))
         out[i : i + chunk] = y
     return out
 
@@ -235,24 +242,23 @@ class _FFTConv(torch.autograd.Function):
         grad_y = grad_y.to(k_f.real.dtype).contiguous()
         phase = _shift_phase(plan, k_f.device, k_f.dtype)
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        k_x = k_f.conj() * phase if need_x else None
-        lengths = tuple(a.length for a in plan.axes)
-        batch = grad_y.shape[0]
-        chunk = _batch_chunk(k_f, batch)
-        grad_x = gk_f = None  # gk_f: sum over the batch of G_b conj(X_b)
-        for i in range(0, batch, chunk):  # cache-sized batch chunks, each output-gradient spectrum used twice
-            g_f = _forward_transform(grad_y[i : i + chunk], plan)
-            if need_x:
-                g_x = _inverse_transform(g_f * k_x, plan, (0,) * nd, lengths)
-                if batch <= chunk:
-                    grad_x = g_x
-                else:
-                    grad_x = g_x.new_empty((batch, *g_x.shape[1:])) if grad_x is None else grad_x
-                    grad_x[i : i + chunk] = g_x
-            if need_k:
-                part = (g_f * _forward_transform(x[i : i + chunk], plan).conj()).sum(0)
-                gk_f = part if gk_f is None else gk_f + part
-        grad_k = _inverse_transform(gk_f * phase, plan, (0,) * nd, ctx.kernel_shape) if need_k else None
+        gk_f = None  # sum over the batch of G_b conj(X_b), accumulated chunk by chunk
+
+        def kernel_grad(i: int, g_f: torch.Tensor) -> None:
+            nonlocal gk_f
+            part = (g_f * _forward_transform(x[i : i + g_f.shape[0]], plan).conj()).sum(0)
+            gk_f = part if gk_f is None else gk_f + part
+
+        grad_x = grad_k = None
+        if need_x:  # each output-gradient spectrum serves both gradients
+            starts, lengths = (0,) * nd, tuple(a.length for a in plan.axes)
+            grad_x = _filter_chunks(grad_y, k_f.conj() * phase, plan, starts, lengths, kernel_grad if need_k else None)
+        elif need_k:
+            chunk = _batch_chunk(k_f, grad_y.shape[0])
+            for i in range(0, grad_y.shape[0], chunk):
+                kernel_grad(i, _forward_transform(grad_y[i : i + chunk], plan))
+        if need_k:
+            grad_k = _inverse_transform(gk_f * phase, plan, (0,) * nd, ctx.kernel_shape)
         return grad_x, grad_k, None
 
 
