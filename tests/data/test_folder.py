@@ -15,6 +15,7 @@ from hyenapixel.data import (
     build_datasets,
     build_transforms,
     check_image_folder,
+    check_split,
 )
 
 
@@ -37,6 +38,17 @@ def test_check_image_folder_ok(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "data", classes=("zebra", "ant", "moth"))
     (root / "train" / "ant" / "notes.txt").write_text("not an image")
     assert check_image_folder(root) == ["ant", "moth", "zebra"]
+
+
+def test_check_split_alone(tmp_path: Path) -> None:
+    """One split is checked like check_image_folder checks each (used when evaluating without train/)."""
+    root = make_folder(tmp_path / "data", classes=("b", "a"))
+    assert check_split(root, "val") == ["a", "b"]
+    (root / "val" / "empty").mkdir()
+    with pytest.raises(DataError, match=str(root / "val" / "empty")):
+        check_split(root, "val")
+    with pytest.raises(DataError, match="missing 'test' split folder"):
+        check_split(root, "test")
 
 
 def test_missing_root(tmp_path: Path) -> None:

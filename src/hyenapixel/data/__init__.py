@@ -7,7 +7,8 @@ Public API (used by ``hyenapixel.train``):
   ``balance`` (:class:`BalanceDataset`, the default: is the left or the right half heavier?) and ``pathfinder``
   (:class:`PathfinderDataset`: are two dots joined by a curve?), each with its difficulty presets
   (:data:`BALANCE_DIFFICULTIES`, :data:`PATHFINDER_DIFFICULTIES`) at :data:`BUILTIN_IMAGE_SIZE` pixels.
-- :func:`check_image_folder`, :class:`ImageFolderDataset`: ImageNet-style folders, checked before training.
+- :func:`check_image_folder` (:func:`check_split` for one split), :class:`ImageFolderDataset`: ImageNet-style
+  folders, checked before training.
 - :func:`build_transforms`, :func:`build_mixup`: timm augmentation for image folders.
 - :func:`build_datasets`: ``(train_ds, val_ds, class_names)`` from a path or ``None`` (built-in).
 
@@ -17,7 +18,7 @@ This package imports only torch, torchvision, timm, PIL and numpy, never ``hyena
 from .balance import BALANCE_DIFFICULTIES, BalanceDataset, BalanceDifficulty, BalanceSample
 from .builder import BUILTIN_DATASETS, DEFAULT_BUILTIN, build_datasets
 from .errors import DataError
-from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder
+from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder, check_split
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
 from .pathfinder import PATHFINDER_DIFFICULTIES, PathfinderDataset, PathfinderDifficulty, PathfinderSample
 from .transforms import build_mixup, build_transforms
@@ -42,4 +43,5 @@ __all__ = [
     "build_mixup",
     "build_transforms",
     "check_image_folder",
+    "check_split",
 ]

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError
 
-__all__ = ["IMG_EXTENSIONS", "SPLITS", "ImageFolderDataset", "check_image_folder"]
+__all__ = ["IMG_EXTENSIONS", "SPLITS", "ImageFolderDataset", "check_image_folder", "check_split"]
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """File name endings (compared in lower case) that count as images."""
@@ -51,8 +51,22 @@ def _class_images(folder: Path) -> list[Path]:
     return files
 
 
-def _class_folders(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in split_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
+def check_split(root: str | os.PathLike[str], split: str) -> list[str]:
+    """Check one split folder ``root/split`` and return its sorted class names.
+
+    Raises :class:`DataError`, naming the offending path, when the split folder is missing, holds no class
+    folders, or a class folder holds no image file. :func:`check_image_folder` runs this for both splits;
+    evaluation on a folder without ``train/`` runs it for ``val`` alone.
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: missing '{split}' split folder (expected {root}/{split}/<class>/<images>)")
+    names = sorted(e.name for e in split_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not names:
+        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<images>)")
+    for name in names:
+        _class_images(split_dir / name)
+    return names
 
 
 def check_image_folder(root: str | os.PathLike[str]) -> list[str]:
@@ -69,17 +83,7 @@ def check_image_folder(root: str | os.PathLike[str]) -> list[str]:
         raise DataError(f"{root}: data folder does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: data path is not a folder (expected {root}/train/<class>/ and {root}/val/<class>/)")
-    classes: dict[str, list[str]] = {}
-    for split in SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise DataError(f"{split_dir}: missing '{split}' split folder (expected {root}/{split}/<class>/<images>)")
-        names = _class_folders(split_dir)
-        if not names:
-            raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<images>)")
-        for name in names:
-            _class_images(split_dir / name)
-        classes[split] = names
+    classes = {split: check_split(root, split) for split in SPLITS}
     train, val = (set(classes[s]) for s in SPLITS)
     if train != val:
         raise DataError(

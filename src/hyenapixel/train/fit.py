@@ -189,7 +189,7 @@ def build_data(
                 **common,
             )
     if val_only and data is not None and not (Path(data) / "train").is_dir():
-        classes = _val_classes(Path(data))
+        classes = hdata.check_split(data, "val")
         val_ds = hdata.ImageFolderDataset(Path(data) / "val", classes, val_tf, skip_corrupt=skip_corrupt)
         if skip_corrupt:
             val_ds = CorruptFileReporter(val_ds)
@@ -220,19 +220,6 @@ def build_data(
         val_size=len(val_ds),
     )
     return {"train": train_ds, "val": val_ds, "settings": resolved}
-
-
-def _val_classes(root: Path) -> list[str]:
-    """Class folders of ``root/val`` (for evaluation without a ``train/`` split)."""
-    from hyenapixel.data import DataError
-
-    val = root / "val"
-    if not val.is_dir():
-        raise DataError(f"{val}: missing 'val' split folder (expected {root}/val/<class>/<images>)")
-    classes = sorted(e.name for e in val.iterdir() if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise DataError(f"{val}: no class folders (expected {val}/<class>/<images>)")
-    return classes
 
 
 def _default_output(model: str) -> str:
