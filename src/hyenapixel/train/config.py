@@ -87,6 +87,11 @@ def _check_fields(obj: Any) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+BUILTIN_DATASET_NAMES = ("balance", "pathfinder")
+"""Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
+compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer)."""
+
+
 @dataclass
 class ModelConfig:
     """Which network to train and how it is regularised."""
@@ -146,7 +151,7 @@ class DataConfig:
         "balance",
         "Built-in generated dataset used without --data: balance (is the left or the right half heavier?) or "
         "pathfinder (are two dots joined by a curve?). See docs/training.md.",
-        choices=("balance", "pathfinder"),
+        choices=BUILTIN_DATASET_NAMES,
     )
     input_size: int | None = option(
         None, "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders."
@@ -402,7 +407,7 @@ class ValidateConfig:
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
     builtin: str | None = option(
         None, "Built-in dataset: balance or pathfinder. none: as in the checkpoint's run.",
-        choices=("balance", "pathfinder"),
+        choices=BUILTIN_DATASET_NAMES,
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
     skip_corrupt: bool = option(False, "Skip unreadable images with a warning instead of stopping.")

@@ -43,6 +43,7 @@ from hyenapixel.train.checkpoint import (
     save_training_state,
 )
 from hyenapixel.train.config import ConfigError, TrainConfig
+from hyenapixel.train.datasets import build_data
 from hyenapixel.train.distributed import (
     DistInfo,
     assert_replicas_in_sync,
@@ -65,7 +66,7 @@ from hyenapixel.train.plots import plot_training_curves
 from hyenapixel.train.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.schedule import LRSchedule, peak_lr
 
-__all__ = ["METRIC_FIELDS", "Run", "build_data", "build_run", "fit", "resolve_batching", "restore"]
+__all__ = ["METRIC_FIELDS", "Run", "build_run", "fit", "resolve_batching", "restore"]
 
 log = logging.getLogger("hyenapixel")
 
@@ -105,121 +106,6 @@ def resolve_batching(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         )
     lr = peak_lr(cfg.optim.lr, cfg.optim.base_lr, cfg.optim.base_batch, global_batch)
     return {"world_size": world_size, "global_batch": global_batch, "accum_steps": global_batch // per_step, "lr": lr}
-
-
-def model_data_defaults(name: str) -> dict[str, Any]:
-    """input_size, mean, std, crop_pct and interpolation from the model's pretrained cfg (ImageNet fallbacks)."""
-    import timm
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    pcfg = timm.models.get_pretrained_cfg(name)
-    get = (lambda k, d: getattr(pcfg, k, None) or d) if pcfg is not None else (lambda k, d: d)
-    return {
-        "input_size": int(get("input_size", (3, 224, 224))[-1]),
-        "mean": tuple(get("mean", IMAGENET_DEFAULT_MEAN)),
-        "std": tuple(get("std", IMAGENET_DEFAULT_STD)),
-        "crop_pct": float(get("crop_pct", 0.875)),
-    }
-
-
-def builtin_input_size() -> int:
-    """Image size of the built-in dataset when ``--input-size`` is not given (the data layer's default)."""
-    import hyenapixel.data as hdata
-
-    return int(hdata.BUILTIN_IMAGE_SIZE)
-
-
-def build_data(
-    data: str | None,
-    *,
-    model_name: str,
-    input_size: int | None,
-    crop_pct: float | None,
-    interpolation: str,
-    mean: tuple[float, ...] | None,
-    std: tuple[float, ...] | None,
-    train_samples: int,
-    val_samples: int,
-    seed: int,
-    skip_corrupt: bool,
-    aug: Any | None,
-    builtin: str = "balance",
-    difficulty: str = "default",
-    val_only: bool = False,
-) -> dict[str, Any]:
-    """Datasets and the resolved data settings; raises ``hyenapixel.data.DataError`` before any training.
-
-    ``aug`` is an :class:`~hyenapixel.train.config.AugConfig` (training transforms) or None. With ``val_only``
-    an image folder needs only its ``val/`` split (``train`` is then None).
-    """
-    import hyenapixel.data as hdata
-
-    if data is None:
-        if builtin not in hdata.BUILTIN_DATASETS:
-            raise ConfigError("builtin", f"invalid choice {builtin!r}; choose from {', '.join(hdata.BUILTIN_DATASETS)}")
-        presets = hdata.BUILTIN_DATASETS[builtin].difficulties
-        if difficulty not in presets:
-            raise ConfigError("difficulty", f"invalid choice {difficulty!r}; choose from {', '.join(presets)}")
-        # the generated dataset yields normalised tensors of its own: no image transforms, no crop
-        size = input_size or builtin_input_size()
-        resolved: dict[str, Any] = {"input_size": size, "crop_pct": None, "interpolation": None, "mean": None,
-                                    "std": None}  # fmt: skip
-        train_tf = val_tf = None
-    else:
-        defaults = model_data_defaults(model_name)
-        size = input_size or defaults["input_size"]
-        resolved = {
-            "input_size": size,
-            "crop_pct": crop_pct if crop_pct is not None else defaults["crop_pct"],
-            "interpolation": interpolation,
-            "mean": tuple(mean) if mean is not None else defaults["mean"],
-            "std": tuple(std) if std is not None else defaults["std"],
-        }
-        common = {k: resolved[k] for k in ("interpolation", "mean", "std")}
-        val_tf = hdata.build_transforms(False, size, crop_pct=resolved["crop_pct"], **common)
-        train_tf = val_tf
-        if aug is not None:
-            train_tf = hdata.build_transforms(
-                True,
-                size,
-                auto_augment=aug.auto_augment,
-                re_prob=aug.re_prob,
-                re_mode=aug.re_mode,
-                crop_pct=resolved["crop_pct"],
-                **common,
-            )
-    if val_only and data is not None and not (Path(data) / "train").is_dir():
-        classes = hdata.check_split(data, "val")
-        val_ds = hdata.ImageFolderDataset(Path(data) / "val", classes, val_tf, skip_corrupt=skip_corrupt)
-        if skip_corrupt:
-            val_ds = CorruptFileReporter(val_ds)
-        resolved.update(dataset=str(data), classes=classes, num_classes=len(classes), in_chans=3, train_size=0,
-                        val_size=len(val_ds))  # fmt: skip
-        return {"train": None, "val": val_ds, "settings": resolved}
-    train_ds, val_ds, classes = hdata.build_datasets(
-        data,
-        input_size=size,
-        skip_corrupt=skip_corrupt,
-        train_transform=train_tf,
-        val_transform=val_tf,
-        builtin_train_samples=train_samples,
-        builtin_val_samples=val_samples,
-        builtin=builtin,
-        builtin_difficulty=difficulty,
-        seed=seed,
-    )
-    if skip_corrupt:
-        train_ds, val_ds = CorruptFileReporter(train_ds), CorruptFileReporter(val_ds)
-    in_chans = int(getattr(train_ds, "in_chans", 0) or getattr(val_ds, "in_chans", 0) or 3)
-    resolved.update(
-        dataset=f"{builtin}-{difficulty} (built-in)" if data is None else str(data),
-        classes=list(classes),
-        num_classes=len(classes),
-        in_chans=in_chans,
-        train_size=len(train_ds),
-        val_size=len(val_ds),
-    )
-    return {"train": train_ds, "val": val_ds, "settings": resolved}
 
 
 def _default_output(model: str) -> str:

@@ -20,8 +20,8 @@ import torch
 
 from hyenapixel.train.checkpoint import is_training_state, load_model_weights
 from hyenapixel.train.config import ConfigError, ValidateConfig
+from hyenapixel.train.datasets import build_data, model_data_defaults
 from hyenapixel.train.distributed import DistInfo, resolve_device
-from hyenapixel.train.fit import build_data, model_data_defaults
 from hyenapixel.train.loaders import ShardSampler, make_loader
 from hyenapixel.train.loop import evaluate, predict, topk_from_probs
 from hyenapixel.train.model import check_model_name, create_model
