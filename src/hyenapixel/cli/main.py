@@ -92,14 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = args._parser.prog
     try:
         return int(args._run(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except DataError as exc:
         print(f"{prog}: data error: {_worker_message(exc)}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)

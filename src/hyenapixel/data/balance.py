@@ -20,11 +20,11 @@ Everything is generated on the fly with numpy from ``(seed, index)``: no files a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
+from .generated import GeneratedDataset
 
 __all__ = ["BALANCE_DIFFICULTIES", "BalanceDataset", "BalanceDifficulty", "BalanceSample", "render_balance"]
 
@@ -165,9 +165,6 @@ class BalanceDataset(GeneratedDataset[BalanceDifficulty]):
     difficulties: ClassVar[dict[str, BalanceDifficulty]] = BALANCE_DIFFICULTIES
     difficulty_type: ClassVar[type] = BalanceDifficulty
     min_image_size: ClassVar[int] = 8
-
-    def __init__(self, num_samples: int, image_size: int = BUILTIN_IMAGE_SIZE, **kwargs: Any) -> None:
-        super().__init__(num_samples, image_size, **kwargs)
 
     def render_sample(self, rng: np.random.Generator, label: int) -> BalanceSample:
         """Shape: returns a sample whose image is (image_size, image_size) uint8."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -309,9 +309,6 @@ class PathfinderDataset(GeneratedDataset[PathfinderDifficulty]):
     classes: ClassVar[list[str]] = ["disconnected", "connected"]
     difficulties: ClassVar[dict[str, PathfinderDifficulty]] = PATHFINDER_DIFFICULTIES
     difficulty_type: ClassVar[type] = PathfinderDifficulty
-
-    def __init__(self, num_samples: int, image_size: int = BUILTIN_IMAGE_SIZE, **kwargs: Any) -> None:
-        super().__init__(num_samples, image_size, **kwargs)
 
     def render_sample(self, rng: np.random.Generator, label: int) -> PathfinderSample:
         """Shape: returns a sample whose image is (image_size, image_size) uint8."""
