@@ -13,6 +13,7 @@ from types import ModuleType
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mixer.py"
 
@@ -42,6 +43,7 @@ def test_baseline_computes_the_same_mixer(bench: ModuleType) -> None:
 def test_bench_stage_gives_finite_times(bench: ModuleType) -> None:
     res = bench.bench_stage(_tiny(bench), batch=2, warmup=0, repeats=1)
     keys = {"fwd_ours", "fwd_base", "fwdbwd_ours", "fwdbwd_base", "eval_cached", "eval_nocache", "eval_base"}
+    keys.add("eval_shared")
     assert set(res) == keys
     assert all(math.isfinite(v) and v > 0 for v in res.values())
     table = bench.format_stage_table({"tiny": res}, batch=2)
@@ -94,3 +96,40 @@ def test_main_quick_end_to_end(bench: ModuleType, tmp_path: Path) -> None:
     parts = res["breakdown"]["hpx_former_s18"]
     assert {"0.token_mixer", "3.mlp", "total"} <= set(parts) and parts["total"] >= parts["0.token_mixer"] > 0
     assert json.loads(out.read_text())["stages"]["4"]["fwd_ours"] == res["stages"]["4"]["fwd_ours"]
+
+
+ALTERNATIVES = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_eval_alternatives.py"
+
+
+@pytest.fixture(scope="module")
+def alternatives(bench: ModuleType) -> ModuleType:  # imports bench_mixer by name: load that first
+    spec = importlib.util.spec_from_file_location("bench_eval_alternatives", ALTERNATIVES)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_eval_alternatives"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), [(6, 6, 11, 11), (5, 7, 3, 9), (4, 3, 15, 2), (1, 1, 1, 1)])
+def test_dft_products_equal_a_direct_convolution(alternatives: ModuleType, h: int, w: int, kh: int, kw: int) -> None:
+    # The benchmarked alternative must compute the mixer's convolution, or its timing says nothing. Reference: a
+    # direct centered convolution (torch's conv2d is cross-correlation, so the kernel is flipped), float64.
+    torch.manual_seed(0)
+    c = 3
+    x = torch.randn(2, h, w, c, dtype=torch.float64)
+    k = torch.randn(c, kh, kw, dtype=torch.float64)
+    m = alternatives.DFTMatrices.make(h, w, kh, kw, dtype=torch.float64)
+    kr, ki = m.spectrum(k)
+    got = alternatives.dft_conv_cl(x, kr, ki, m)
+    # y[i] = sum_a k[a] x[i + kh//2 - a]: pad so that every tap that can reach the output sees zeros outside
+    xp = F.pad(x.permute(0, 3, 1, 2), (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2))
+    ref = F.conv2d(xp, k.flip(-1, -2)[:, None], groups=c).permute(0, 2, 3, 1)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() < 1e-12
+
+
+def test_alternatives_benchmark_runs(alternatives: ModuleType) -> None:
+    res = alternatives.main(["--stages", "4", "--batch", "1", "--warmup", "0", "--repeats", "1"])
+    assert set(res) == {"4"}
+    assert all(math.isfinite(v) and v > 0 for v in res["4"].values())

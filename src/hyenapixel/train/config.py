@@ -406,7 +406,8 @@ class ValidateConfig:
     val_samples: int | None = option(None, "Built-in dataset: validation images. none: as in the checkpoint's run.")
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
     builtin: str | None = option(
-        None, "Built-in dataset: balance or pathfinder. none: as in the checkpoint's run.",
+        None,
+        "Built-in dataset: balance or pathfinder. none: as in the checkpoint's run.",
         choices=BUILTIN_DATASET_NAMES,
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
