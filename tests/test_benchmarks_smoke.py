@@ -13,19 +13,25 @@ from types import ModuleType
 
 import pytest
 import torch
-import torch.nn.functional as F
+
+from conv_references import ref_conv2d
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mixer.py"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_mixer", SCRIPT)
+def _load_script(path: Path) -> ModuleType:
+    """Import a benchmark script as the module its file name gives."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_mixer"] = module  # dataclasses resolve their module by name
+    sys.modules[path.stem] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load_script(SCRIPT)
 
 
 def _tiny(bench: ModuleType):  # noqa: ANN202 - returns the script's Stage
@@ -103,18 +109,13 @@ ALTERNATIVES = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_eval_
 
 @pytest.fixture(scope="module")
 def alternatives(bench: ModuleType) -> ModuleType:  # imports bench_mixer by name: load that first
-    spec = importlib.util.spec_from_file_location("bench_eval_alternatives", ALTERNATIVES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_eval_alternatives"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load_script(ALTERNATIVES)
 
 
 @pytest.mark.parametrize(("h", "w", "kh", "kw"), [(6, 6, 11, 11), (5, 7, 3, 9), (4, 3, 15, 2), (1, 1, 1, 1)])
 def test_dft_products_equal_a_direct_convolution(alternatives: ModuleType, h: int, w: int, kh: int, kw: int) -> None:
-    # The benchmarked alternative must compute the mixer's convolution, or its timing says nothing. Reference: a
-    # direct centered convolution (torch's conv2d is cross-correlation, so the kernel is flipped), float64.
+    # The benchmarked alternative must compute the mixer's convolution, or its timing says nothing. Reference: the
+    # direct centered convolution the op tests use, float64.
     torch.manual_seed(0)
     c = 3
     x = torch.randn(2, h, w, c, dtype=torch.float64)
@@ -122,9 +123,7 @@ def test_dft_products_equal_a_direct_convolution(alternatives: ModuleType, h: in
     m = alternatives.DFTMatrices.make(h, w, kh, kw, dtype=torch.float64)
     kr, ki = m.spectrum(k)
     got = alternatives.dft_conv_cl(x, kr, ki, m)
-    # y[i] = sum_a k[a] x[i + kh//2 - a]: pad so that every tap that can reach the output sees zeros outside
-    xp = F.pad(x.permute(0, 3, 1, 2), (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2))
-    ref = F.conv2d(xp, k.flip(-1, -2)[:, None], groups=c).permute(0, 2, 3, 1)
+    ref = ref_conv2d(x.permute(0, 3, 1, 2), k).permute(0, 2, 3, 1)
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() < 1e-12
 

@@ -9,18 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conv_references import ref_conv2d
 from hyenapixel.filters import ExplicitFilter2d, SeparableFilter2d
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.models.families import _MIXER_NORM
-
-
-def _direct_conv2d(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Centered depthwise linear convolution by F.conv2d (cross-correlation with the flipped kernel)."""
-    C, kh, kw = k.shape
-    w = k.flip(-1, -2)[:, None]
-    # pad so that output (i, j) sees x[i + kh//2 - a, j + kw//2 - b]
-    pad = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
-    return F.conv2d(F.pad(u, pad), w, groups=C)
 
 
 def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
@@ -31,7 +23,7 @@ def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
     q, k, v = qkv.chunk(3, 1)
     qk = m.qk_norm((q * k).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     kernel = m.filter()
-    y = _direct_conv2d(qk, kernel) + qk * m.filter.skip[None, :, None, None]
+    y = ref_conv2d(qk, kernel) + qk * m.filter.skip[None, :, None, None]
     y = (v * y).permute(0, 2, 3, 1)
     return m.out_proj(m.out_norm(y))
 
@@ -54,8 +46,8 @@ def test_ablation_filters_in_mixer(filter_layer):
 def test_separable_filter_is_two_axis_convolutions():
     f = SeparableFilter2d(3, kernel_size=(7, 5)).double()
     u = torch.randn(2, 3, 9, 11, dtype=torch.float64)
-    sequential = _direct_conv2d(_direct_conv2d(u, f.weight_v[:, :, None]), f.weight_h[:, None, :])
-    torch.testing.assert_close(_direct_conv2d(u, f()), sequential)
+    sequential = ref_conv2d(ref_conv2d(u, f.weight_v[:, :, None]), f.weight_h[:, None, :])
+    torch.testing.assert_close(ref_conv2d(u, f()), sequential)
 
 
 def _reference_hyena1d(m, x: torch.Tensor) -> torch.Tensor:
