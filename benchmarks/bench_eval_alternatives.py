@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_mixer import STAGES, Stage, interleaved_medians, machine_info  # noqa: E402
 
-from hyenapixel.ops import AxisPlan, apply_spectrum, kernel_spectrum, plan_conv2d  # noqa: E402
+from hyenapixel.ops import AxisPlan, ConvPlan, apply_spectrum, kernel_spectrum, plan_conv2d  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,7 @@ class DFTMatrices:
     @staticmethod
     def make(h: int, w: int, kh: int, kw: int, dtype: torch.dtype = torch.float32) -> DFTMatrices:
         ah, aw_ = AxisPlan.make(h, kh, kh // 2), AxisPlan.make(w, kw, kw // 2)
-        # any length without wrap-around onto the input works for a matrix DFT: take the smallest
-        nh = h + max(ah.center, ah.stop - ah.start - 1 - ah.center)
-        nw = w + max(aw_.center, aw_.stop - aw_.start - 1 - aw_.center)
+        nh, nw = ah.min_len, aw_.min_len  # a matrix DFT needs no fast length: the smallest without wrap-around
         f = nw // 2 + 1
         d = torch.float64
         two_pi = 2 * math.pi
@@ -110,7 +108,7 @@ def dft_conv_cl(x: torch.Tensor, kr: torch.Tensor, ki: torch.Tensor, m: DFTMatri
     return torch.matmul(m.aw, y2).view(b, h, w, c)
 
 
-def fft_conv_cl(x: torch.Tensor, k_f: torch.Tensor, plan) -> torch.Tensor:  # noqa: ANN001 - ConvPlan
+def fft_conv_cl(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
     """The library's cached-eval path as the mixer uses it: NCHW copy in, FFT convolution, channels-last view out.
 
     Shape:
@@ -194,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     )
     results: dict[str, dict[str, float]] = {}
     for key in [s.strip() for s in args.stages.split(",") if s.strip()]:
-        stage = STAGES[key] if key in STAGES else None
-        if stage is None:
+        if key not in STAGES:
             raise SystemExit(f"unknown stage {key!r}; choose from {', '.join(STAGES)}")
+        stage = STAGES[key]
         r = bench_long_conv(stage, args.batch, args.warmup, args.repeats)
         r |= bench_projections(stage, args.batch, args.warmup, args.repeats)
         results[key] = r

@@ -22,6 +22,7 @@ kernel) and :func:`apply_spectrum` (transform of the input, product, inverse tra
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -84,16 +85,19 @@ class AxisPlan:
     center: int
     fft_len: int
 
+    @property
+    def min_len(self) -> int:
+        """Smallest circular length without wrap-around onto the input's support: ``N >= L + c`` and
+        ``N >= L + taps - 1 - c``. ``fft_len`` is the next fast length from here."""
+        return self.length + max(self.center, self.stop - self.start - 1 - self.center, 0)
+
     @staticmethod
     def make(length: int, kernel_len: int, center: int, even: bool = False) -> AxisPlan:
         # Taps a contribute to some output i in [0, L) from some input j in [0, L) iff |a - center| <= L - 1.
         start = max(0, center - (length - 1))
         stop = min(kernel_len, center + length)
-        c = center - start
-        taps = stop - start
-        # No wrap-around onto the input's support: N >= L + c and N >= L + taps - 1 - c.
-        need = length + max(c, taps - 1 - c, 0)
-        return AxisPlan(length, start, stop, c, next_fast_len(need, even=even))
+        unsized = AxisPlan(length, start, stop, center - start, 0)
+        return dataclasses.replace(unsized, fft_len=next_fast_len(unsized.min_len, even=even))
 
 
 @dataclass(frozen=True)
