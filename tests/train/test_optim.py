@@ -8,9 +8,9 @@ from torch import nn
 from train_helpers import make_tiny_model
 
 from hyenapixel.train.config import ConfigError
-from hyenapixel.train.fit import resolve_batching
 from hyenapixel.train.optim import build_optimizer, param_groups
 from hyenapixel.train.recipes import resolve_train_config
+from hyenapixel.train.run import resolve_batching
 
 
 @pytest.fixture
