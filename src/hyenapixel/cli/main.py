@@ -83,7 +83,7 @@ def _worker_message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code."""
     from hyenapixel.data import DataError
-    from hyenapixel.train.config import ConfigError
+    from hyenapixel.errors import UserError
     from hyenapixel.train.loop import NonFiniteLossError
 
     parser = build_parser()
@@ -92,11 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = args._parser.prog
     try:
         return int(args._run(args) or 0)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
     except DataError as exc:
         print(f"{prog}: data error: {_worker_message(exc)}", file=sys.stderr)
+        return 2
+    except (UserError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from hyenapixel.models.families import (
 )
 from hyenapixel.models.metaformer import MetaFormer, MetaFormerBlock, MetaFormerStage
 from hyenapixel.models.resample import load_checkpoint_into, resample_hyenapixel_filters
+from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint, read_weights
 
 __all__ = [
     "FAMILIES",
@@ -21,13 +22,18 @@ __all__ = [
     "OFFICIAL_WEIGHTS",
     "REGISTERED_MODELS",
     "SIZES",
+    "Checkpoint",
     "MetaFormer",
     "MetaFormerBlock",
     "MetaFormerStage",
+    "WeightsError",
     "checkpoint_filter_fn",
     "hb_mixer",
     "hpx_mixer",
     "load_checkpoint_into",
+    "load_model",
+    "read_checkpoint",
+    "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
     "unwrap_state_dict",

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hyenapixel.errors import UserError
+
 __all__ = [
     "ARCH_FIELDS",
     "AugConfig",
@@ -45,7 +47,7 @@ DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A nonsense option value. The message names the flag (``--epochs``) and, where known, the valid choices."""
 
     def __init__(self, name: str, message: str) -> None:

@@ -1,0 +1,100 @@
+"""``--model NAME [--checkpoint PATH | --pretrained]``, repeatable: the model options of the tool subcommands.
+
+Each ``--model`` starts a new entry; a ``--checkpoint`` or ``--pretrained`` that follows it belongs to that entry::
+
+    hyenapixel erf --model hpx_former_s18 --checkpoint hpx.bin --model convformer_s18 --pretrained
+
+Parsing imports nothing heavy (no torch, no timm), so ``--help`` and usage errors stay fast; :func:`build_models`
+builds the networks when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ModelRequest", "add_model_arguments", "build_models"]
+
+
+@dataclass
+class ModelRequest:
+    """One ``--model`` entry of the command line."""
+
+    name: str | None
+    checkpoint: str | None = None
+    pretrained: bool = False
+
+    @property
+    def label(self) -> str:
+        """How the model is named in tables, legends and file names."""
+        return self.name or (self.checkpoint or "model")
+
+
+def _explicit_entries(namespace: argparse.Namespace) -> list[ModelRequest]:
+    """The entries given so far on the command line (the default list is dropped at the first option)."""
+    if not getattr(namespace, "_models_given", False):
+        namespace._models_given = True
+        return []
+    return list(namespace.models)
+
+
+class _ModelAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        entries = _explicit_entries(namespace)
+        entries.append(ModelRequest(values))
+        setattr(namespace, self.dest, entries)
+
+
+class _AttachAction(argparse.Action):
+    """``--checkpoint`` / ``--pretrained``: attached to the latest ``--model`` (or a new entry without a name)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        entries = _explicit_entries(namespace)
+        if not entries or entries[-1].checkpoint or entries[-1].pretrained:
+            if option_string == "--pretrained":
+                parser.error("--pretrained must follow a --model NAME")
+            entries.append(ModelRequest(None))
+        if option_string == "--pretrained":
+            entries[-1].pretrained = True
+        else:
+            entries[-1].checkpoint = values
+        namespace.models = entries
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[str] = ()) -> None:
+    """Add ``--model``, ``--checkpoint`` and ``--pretrained`` (repeatable, grouped by position)."""
+    group = parser.add_argument_group("models (repeat --model to compare several)")
+    group.add_argument(
+        "--model",
+        dest="models",
+        action=_ModelAction,
+        metavar="NAME",
+        default=[ModelRequest(n) for n in default],
+        help="a timm model name (HyenaPixel names after `import hyenapixel`)"
+        + (f"; default: {' '.join(default)}" if default else ""),
+    )
+    group.add_argument(
+        "--checkpoint",
+        action=_AttachAction,
+        metavar="PATH",
+        help="weights for the preceding --model: a run's .pt/.safetensors (which also names the model) or an "
+        "official checkpoint",
+    )
+    group.add_argument(
+        "--pretrained", action=_AttachAction, nargs=0, help="hub weights for the preceding --model (needs network)"
+    )
+
+
+def build_models(requests: Sequence[ModelRequest], **kwargs: Any) -> list[tuple[ModelRequest, Any]]:
+    """Create each requested model (eval mode) with :func:`hyenapixel.models.load_model`; kwargs go to timm."""
+    from hyenapixel.models import load_model
+
+    models = []
+    for req in requests:
+        model = load_model(req.name, checkpoint=req.checkpoint, pretrained=req.pretrained, **kwargs).eval()
+        if req.name is None:
+            req.name = getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
+        models.append((req, model))
+    return models

@@ -1,0 +1,238 @@
+"""Weight files: read any checkpoint safely and build a model from it (paper Section 4.1 checkpoints).
+
+One reader for every layer above the models (training, evaluation, analysis, dense prediction, export):
+
+* :func:`read_checkpoint` opens a training state of ours (``last.pt``, ``best.pt``), exported weights of ours
+  (``best.safetensors``, whose metadata holds the model spec), an official checkpoint (``.bin`` / ``.pth`` /
+  ``.safetensors``) or any plain state dict. Nothing is unpickled (``weights_only=True`` or safetensors); a
+  missing, corrupt or unsafe file is a :class:`WeightsError` naming the file and the problem.
+* :func:`load_model` builds the network a checkpoint belongs to (``timm.create_model`` with the stored spec:
+  custom ``dims``, ``kernel_sizes`` ...) and loads the weights through timm's pretrained path, so
+  ``features_only=True`` and a new ``num_classes`` work as with hub weights.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hyenapixel.errors import UserError
+
+__all__ = [
+    "TRAIN_STATE_FORMAT",
+    "Checkpoint",
+    "WeightsError",
+    "check_model_name",
+    "load_model",
+    "read_checkpoint",
+    "read_weights",
+]
+
+#: Marker stored in every training state written by ``hyenapixel.train``.
+TRAIN_STATE_FORMAT = "hyenapixel-train-state-v1"
+
+_WEIGHT_KEYS = ("model", "ema", "optimizer", "scaler", "rng")
+
+
+class WeightsError(UserError, ValueError):
+    """A checkpoint that is missing, unreadable, unsafe, or does not fit the model it is loaded into."""
+
+
+def read_weights(path: str | os.PathLike) -> Any:
+    """The raw content of a weights file: safetensors, or a torch file read with ``weights_only=True``.
+
+    Raises:
+        WeightsError: the file does not exist, is not a checkpoint, is corrupt or holds pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - corrupt header, truncated file
+            raise WeightsError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle errors, zip errors, unsafe globals
+        raise WeightsError(
+            f"{path} is not a checkpoint that can be loaded safely: only tensor files are accepted "
+            f"(weights_only=True / safetensors); it is corrupt, not a checkpoint, or holds pickled objects "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - read_weights has already reported unreadable files
+        return {}
+
+
+@dataclass
+class Checkpoint:
+    """What a weights file holds: the state dict, and where known the model it belongs to.
+
+    Attributes:
+        path: the file.
+        state_dict: parameter and buffer tensors (a training state's ``model`` or ``ema`` weights).
+        spec: ``{"name": ..., "kwargs": {...}}`` for files written by a run of ours, else None.
+        meta: everything else stored beside the weights (``config``, ``class_names``, ``num_classes``, ...).
+        kind: ``"train-state"``, ``"safetensors"`` or ``"plain"`` (official or other state dicts).
+    """
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    spec: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "plain"
+
+    @property
+    def model_name(self) -> str | None:
+        return (self.spec or {}).get("name")
+
+
+def is_training_state(obj: Any) -> bool:
+    """Whether a loaded object is a training state of ours."""
+    return isinstance(obj, dict) and obj.get("format") == TRAIN_STATE_FORMAT
+
+
+def read_checkpoint(path: str | os.PathLike, *, use_ema: bool = False) -> Checkpoint:
+    """Read any supported weights file (see the module docstring) into a :class:`Checkpoint`.
+
+    Args:
+        use_ema: take a training state's EMA weights instead of the model's.
+    """
+    path = Path(path)
+    obj = read_weights(path)
+    if is_training_state(obj):
+        key = "ema" if use_ema else "model"
+        if obj.get(key) is None:
+            hint = " (the run was trained without --ema)" if use_ema else ""
+            raise WeightsError(f"{path} holds no {key!r} weights{hint}")
+        meta = {k: v for k, v in obj.items() if k not in _WEIGHT_KEYS}
+        return Checkpoint(path, dict(obj[key]), obj.get("model_spec"), meta, "train-state")
+    if use_ema:
+        raise WeightsError(f"EMA weights need a training checkpoint (last.pt/best.pt); {path} is a plain weights file")
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    if path.suffix == ".safetensors":
+        raw = _safetensors_metadata(path)
+        meta: dict[str, Any] = {}
+        for k, v in raw.items():
+            try:
+                meta[k] = json.loads(v)
+            except (TypeError, ValueError):
+                meta[k] = v
+        spec = meta.pop("model_spec", None)
+        return Checkpoint(path, dict(obj), spec if isinstance(spec, dict) else None, meta, "safetensors")
+    return Checkpoint(path, dict(obj), None, {}, "plain")
+
+
+def check_model_name(name: str) -> None:
+    """Raise a :class:`UserError` naming close matches if timm does not know ``name``."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models("*former*"), n=5, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    from hyenapixel.models.families import REGISTERED_MODELS
+
+    hint = f"close matches: {', '.join(close)}" if close else f"HyenaPixel models: {', '.join(REGISTERED_MODELS)}"
+    raise UserError(f"unknown model {name!r}; {hint}")
+
+
+def _classifier_outputs(name: str, state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """Number of classes of the classifier in ``state_dict`` (by the model's ``pretrained_cfg['classifier']``)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    classifiers = (getattr(cfg, "classifier", None) if cfg else None) or "head.fc"
+    for classifier in [classifiers] if isinstance(classifiers, str) else list(classifiers):
+        for key in (f"{classifier}.weight", f"{classifier}.fc2.weight", "head.fc2.weight", "head.fc.weight"):
+            w = state_dict.get(key)
+            if isinstance(w, torch.Tensor) and w.ndim >= 1:
+                return int(w.shape[0])
+    return None
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = False,
+    use_ema: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a timm model, from the hub, from a local checkpoint, or with random weights.
+
+    Args:
+        name: a timm model name; may be None when ``checkpoint`` is a file of ours (its spec names the model).
+        checkpoint: a training state, exported safetensors or official/plain weights file. Files of ours rebuild
+            the exact architecture they were trained with (custom dims, depths, kernel sizes, input channels) and
+            class count. Official HyenaPixel keys are converted and filters of another kernel size resampled.
+        pretrained: load the hub weights (``timm.create_model(..., pretrained=True)``); not with ``checkpoint``.
+        use_ema: a training state's EMA weights.
+        kwargs: passed to ``timm.create_model`` (``features_only=True``, ``num_classes=N`` for a new head, ...).
+
+    Raises:
+        UserError: unknown model name; WeightsError: unreadable checkpoint, a checkpoint of another variant, or
+        weights that do not fit.
+    """
+    import timm
+
+    import hyenapixel.models  # noqa: F401  (registers the HyenaPixel models in timm)
+
+    if checkpoint is not None and pretrained:
+        raise UserError("give either a checkpoint or pretrained=True, not both")
+    if checkpoint is None:
+        if name is None:
+            raise UserError("load_model needs a model name or a checkpoint")
+        check_model_name(name)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+    ck = read_checkpoint(checkpoint, use_ema=use_ema)
+    if ck.spec is not None:
+        if name is not None and name != ck.model_name:
+            raise WeightsError(f"{ck.path} holds a {ck.model_name} model, not {name}; pass --model {ck.model_name}")
+        name = ck.model_name
+        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in (ck.spec.get("kwargs") or {}).items()}
+        if ck.meta.get("in_chans") is not None:
+            arch["in_chans"] = int(ck.meta["in_chans"])
+        kwargs = {**arch, **kwargs}
+    if name is None:
+        raise WeightsError(f"{ck.path} does not say which model it belongs to; give the model name")
+    check_model_name(name)
+    overlay: dict[str, Any] = {"state_dict": ck.state_dict}
+    classes = ck.meta.get("num_classes") or _classifier_outputs(name, ck.state_dict)
+    if classes is not None:
+        overlay["num_classes"] = int(classes)
+        kwargs.setdefault("num_classes", int(classes))
+    if ck.meta.get("input_size") is not None:
+        overlay["input_size"] = tuple(int(v) for v in ck.meta["input_size"])
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise WeightsError(f"{ck.path} does not fit {name}: {_first_line(exc)}") from None
