@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conv_references import ref_conv2d
 from hyenapixel.filters import ExplicitFilter2d, SeparableFilter2d
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
-from hyenapixel.models.families import _MIXER_NORM
+from hyenapixel.models import MIXER_NORM
 
 
 def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kernel_size, size", [(9, (7, 7)), (27, (14, 14)), (13, (9, 6)), (8, (5, 6))])
-@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+@pytest.mark.parametrize("norm", [None, MIXER_NORM])
 def test_hyenapixel_mixer_matches_direct_reference(kernel_size, size, norm):
     m = HyenaPixelMixer(8, kernel_size=kernel_size, filter_emb_dim=8, qk_norm_layer=norm, out_norm_layer=norm).double()
     x = torch.randn(2, *size, 8, dtype=torch.float64)
@@ -69,7 +69,7 @@ def _reference_hyena1d(m, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("cls", [BidirectionalHyenaMixer, CausalHyenaMixer])
 @pytest.mark.parametrize("size", [(4, 4), (3, 5), (6, 6)])
-@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+@pytest.mark.parametrize("norm", [None, MIXER_NORM])
 def test_hyena_mixers_match_direct_reference(cls, size, norm):
     """Trained for 4x4 = 16 tokens; other sizes exercise the resampled filter."""
     m = cls(8, seq_len=16, filter_emb_dim=5, filter_hidden=8, qk_norm_layer=norm, out_norm_layer=norm).double()
@@ -89,7 +89,7 @@ def test_causal_hyena_is_causal_and_bidirectional_is_not():
 
 
 def test_mixer_gradients_reach_all_parameters():
-    for m in (HyenaPixelMixer(8, 9, 8, qk_norm_layer=_MIXER_NORM), BidirectionalHyenaMixer(8, 16, 5, 8)):
+    for m in (HyenaPixelMixer(8, 9, 8, qk_norm_layer=MIXER_NORM), BidirectionalHyenaMixer(8, 16, 5, 8)):
         m(torch.randn(2, 4, 4, 8)).square().sum().backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
 

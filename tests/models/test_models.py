@@ -1,13 +1,17 @@
-"""One test over all registered models (DESIGN item 9) plus the timm interface: features, intermediates, grad
+"""One test over all registered models plus the timm interface: features, intermediates, grad
 checkpointing, classifier reset, meta-device construction, overrides and input validation."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
-from hyenapixel.models import REGISTERED_MODELS
+from hyenapixel.models import REGISTERED_MODELS, families
+from hyenapixel.models.metaformer import take_indices
 
 SMALL = dict(dims=[16, 16, 32, 32])
 
@@ -24,6 +28,22 @@ def test_all_families_and_sizes_registered():
     } | {"hpx_former_s18_384", "hpx_former_b36_384"}
     assert expected == set(REGISTERED_MODELS)
     assert expected <= set(timm.list_models())
+
+
+def test_each_model_is_one_registered_function_with_one_cfg():
+    """REGISTERED_MODELS is derived from the cfg table; every public model function of families.py is in it and is
+    the entry point timm calls, and every cfg names the function it configures."""
+    functions = {
+        name
+        for name, obj in vars(families).items()
+        if inspect.isfunction(obj) and not name.startswith("_") and obj.__annotations__.get("return") == "MetaFormer"
+    }
+    assert functions == set(REGISTERED_MODELS)
+    for name in REGISTERED_MODELS:
+        assert timm.models.model_entrypoint(name) is getattr(families, name)
+        assert timm.models.get_pretrained_cfg(name).architecture == name
+    with torch.device("meta"):
+        assert timm.create_model("hb_former_b36").pretrained_cfg["architecture"] == "hb_former_b36"
 
 
 @pytest.mark.slow
@@ -80,6 +100,44 @@ def test_forward_intermediates_match_forward_features():
     torch.testing.assert_close(inter[-1], final)
     only = model.forward_intermediates(x, indices=[0, 2], intermediates_only=True, stop_early=True)
     torch.testing.assert_close(only[1], inter[2])
+
+
+def test_forward_intermediates_norm_normalises_the_last_stage_only():
+    model = timm.create_model("hpx_former_s4", **SMALL).eval()
+    with torch.no_grad():
+        model.norm.weight.normal_(1, 0.5)
+        model.norm.bias.normal_(0, 0.5)
+    x = torch.randn(1, 3, 64, 96)
+    final, plain = model.forward_intermediates(x)
+    final_n, normed = model.forward_intermediates(x, norm=True)
+    torch.testing.assert_close(final_n, final)  # the head pools before its norm: the final map stays as it was
+    for a, b in zip(plain[:-1], normed[:-1]):
+        torch.testing.assert_close(a, b)
+    # direct LayerNorm over the channel axis of every position of the last stage's output
+    ref = F.layer_norm(plain[-1].permute(0, 2, 3, 1), (32,), model.norm.weight, model.norm.bias, model.norm.eps)
+    torch.testing.assert_close(normed[-1], ref.permute(0, 3, 1, 2))
+    assert (normed[-1] - plain[-1]).abs().max() > 0.1
+    # an earlier last index is not the network's last stage: nothing to normalise
+    early = model.forward_intermediates(x, indices=[1], norm=True, intermediates_only=True)
+    torch.testing.assert_close(early[0], plain[1])
+
+
+@pytest.mark.parametrize("indices", [None, 1, 2, 4, [0], [1, 3], [-1], [-4, 2], (0, -2), [3, 3]])
+def test_take_indices_follow_timms_convention(indices):
+    """Pins our helper to timm's (private) ``feature_take_indices``, which FeatureGetterNet's callers assume."""
+    from timm.models._features import feature_take_indices
+
+    assert take_indices(4, indices) == feature_take_indices(4, indices)
+
+
+@pytest.mark.parametrize("indices", [0, 5, [4], [-5], []])
+def test_take_indices_rejects_what_timm_rejects(indices):
+    from timm.models._features import feature_take_indices
+
+    with pytest.raises((AssertionError, ValueError)):
+        feature_take_indices(4, indices)
+    with pytest.raises(ValueError, match="indices"):
+        take_indices(4, indices)
 
 
 def test_head_interface():
