@@ -154,3 +154,17 @@ def test_cache_not_copied_by_deepcopy():
     with torch.no_grad():
         m(torch.randn(1, 4, 4, 8))
     assert len(copy.deepcopy(m).spectrum_cache) == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: HyenaPixelMixer(8, 9, 8, **kw),
+        lambda **kw: BidirectionalHyenaMixer(8, 16, 5, 8, **kw),
+        lambda **kw: CausalHyenaMixer(8, 16, 5, 8, **kw),
+    ],
+)
+def test_misspelled_keyword_is_an_error(make):
+    make()
+    with pytest.raises(TypeError, match="kernel_sise"):
+        make(kernel_sise=5)

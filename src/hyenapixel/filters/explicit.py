@@ -1,5 +1,9 @@
 """Ablation filters of paper Section 4.2: explicit (directly learned) long kernels and spatially separable long
 kernels ("H_px SC", main axes only).
+
+Both take the constructor arguments of :class:`~hyenapixel.filters.ImplicitFilter2d` that
+:class:`~hyenapixel.mixers.HyenaPixelMixer` passes (``channels, kernel_size, emb_dim=``), so they can replace it;
+``emb_dim`` has no meaning for a directly learned kernel and is not used.
 """
 
 from __future__ import annotations
@@ -7,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hyenapixel.filters.implicit2d import _pair
+from hyenapixel.filters.implicit2d import pair
 
 
 class ExplicitFilter2d(nn.Module):
@@ -17,9 +21,9 @@ class ExplicitFilter2d(nn.Module):
         forward() -> (channels, kh, kw)
     """
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, **_) -> None:
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, emb_dim: int | None = None) -> None:
         super().__init__()
-        kh, kw = _pair(kernel_size)
+        kh, kw = pair(kernel_size)
         self.channels, self.kernel_size = channels, (kh, kw)
         self.weight = nn.Parameter(torch.randn(channels, kh, kw) * (kh * kw) ** -0.5)
         self.skip = nn.Parameter(torch.zeros(channels))
@@ -37,9 +41,9 @@ class SeparableFilter2d(nn.Module):
         forward() -> (channels, kh, kw)
     """
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, **_) -> None:
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, emb_dim: int | None = None) -> None:
         super().__init__()
-        kh, kw = _pair(kernel_size)
+        kh, kw = pair(kernel_size)
         self.channels, self.kernel_size = channels, (kh, kw)
         self.weight_v = nn.Parameter(torch.randn(channels, kh) * kh**-0.5)
         self.weight_h = nn.Parameter(torch.randn(channels, kw) * kw**-0.5)

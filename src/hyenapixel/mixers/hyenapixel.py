@@ -19,7 +19,7 @@ from hyenapixel.mixers.cache import SpectrumCache
 from hyenapixel.ops import plan_conv2d
 
 
-def _with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
+def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
     """Add the per-channel skip term to the kernel tap that multiplies the input at the output position.
 
     Shape:
@@ -80,7 +80,7 @@ class HyenaPixelMixer(nn.Module):
             -> (C, kh, kw)
         """
         k = self.filter()
-        return _with_skip(k, self.filter.skip, (k.shape[-2] // 2, k.shape[-1] // 2))
+        return with_skip(k, self.filter.skip, (k.shape[-2] // 2, k.shape[-1] // 2))
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) to a channels-first map.
