@@ -8,6 +8,7 @@ checked against an explicit loop over the definition on tiny shapes.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ from hyenapixel.ops import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():  # noqa: ANN202 - fixture
+def _single_thread() -> Iterator[None]:
     """Tiny shapes gain nothing from intra-op threads, and on a busy machine their barriers make small ops slow."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
