@@ -5,7 +5,7 @@ Filters only build kernels; applying them is the job of :mod:`hyenapixel.ops`, c
 """
 
 from hyenapixel.filters.decay import DECAY_TARGET, FAST_DECAY_PCT, SLOW_DECAY_PCT, decay_rates
-from hyenapixel.filters.explicit import ExplicitFilter2d, SeparableFilter2d
+from hyenapixel.filters.explicit import DirectFilter2d, ExplicitFilter2d, SeparableFilter2d
 from hyenapixel.filters.implicit1d import ImplicitFilter1d, hyena_positional_encoding
 from hyenapixel.filters.implicit2d import (
     ImplicitFilter2d,
@@ -20,6 +20,7 @@ __all__ = [
     "DECAY_TARGET",
     "FAST_DECAY_PCT",
     "SLOW_DECAY_PCT",
+    "DirectFilter2d",
     "ExplicitFilter2d",
     "ImplicitFilter1d",
     "ImplicitFilter2d",

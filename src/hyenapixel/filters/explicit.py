@@ -14,8 +14,8 @@ from torch import nn
 from hyenapixel.filters.implicit2d import pair
 
 
-class ExplicitFilter2d(nn.Module):
-    """A directly learned (non-implicit) depthwise kernel of any size, plus the skip term.
+class DirectFilter2d(nn.Module):
+    """Base of the directly learned filters: ``channels``, ``kernel_size`` and the per-channel skip term.
 
     Shape:
         forward() -> (channels, kh, kw)
@@ -23,16 +23,30 @@ class ExplicitFilter2d(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, emb_dim: int | None = None) -> None:
         super().__init__()
-        kh, kw = pair(kernel_size)
-        self.channels, self.kernel_size = channels, (kh, kw)
-        self.weight = nn.Parameter(torch.randn(channels, kh, kw) * (kh * kw) ** -0.5)
+        self.channels, self.kernel_size = channels, pair(kernel_size)
         self.skip = nn.Parameter(torch.zeros(channels))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+
+
+class ExplicitFilter2d(DirectFilter2d):
+    """A directly learned (non-implicit) depthwise kernel of any size, plus the skip term.
+
+    Shape:
+        forward() -> (channels, kh, kw)
+    """
+
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, emb_dim: int | None = None) -> None:
+        super().__init__(channels, kernel_size)
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.randn(channels, kh, kw) * (kh * kw) ** -0.5)
 
     def forward(self) -> torch.Tensor:
         return self.weight
 
 
-class SeparableFilter2d(nn.Module):
+class SeparableFilter2d(DirectFilter2d):
     """Spatially separable long kernel: the outer product of a learned vertical and horizontal 1D kernel.
 
     Convolving with it equals a vertical long convolution followed by a horizontal one.
@@ -42,12 +56,10 @@ class SeparableFilter2d(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 55, emb_dim: int | None = None) -> None:
-        super().__init__()
-        kh, kw = pair(kernel_size)
-        self.channels, self.kernel_size = channels, (kh, kw)
+        super().__init__(channels, kernel_size)
+        kh, kw = self.kernel_size
         self.weight_v = nn.Parameter(torch.randn(channels, kh) * kh**-0.5)
         self.weight_h = nn.Parameter(torch.randn(channels, kw) * kw**-0.5)
-        self.skip = nn.Parameter(torch.zeros(channels))
 
     def forward(self) -> torch.Tensor:
         return self.weight_v[:, :, None] * self.weight_h[:, None, :]
