@@ -7,14 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from hyenapixel.train.config import (
-    DEFAULT_DIMS,
-    ConfigError,
-    DataConfig,
-    TrainConfig,
-    ValidateConfig,
-    config_fields,
-)
+from hyenapixel.train.config import DEFAULT_DIMS, ConfigError, DataConfig, TrainConfig, ValidateConfig
+from hyenapixel.train.configio import config_fields
 from hyenapixel.train.recipes import RECIPES, load_recipe, resolve_train_config
 
 

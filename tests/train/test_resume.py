@@ -18,9 +18,28 @@ from hyenapixel.train.checkpoint import load_training_state
 
 pytestmark = pytest.mark.slow
 
-ARGS = [*TINY_FLAGS, "--epochs", "3", "--warmup-epochs", "1", "--train-samples", "192", "--val-samples", "16",
-        "--batch-size", "16", "--drop-path", "0.1", "--checkpoint-every-steps", "5", "--deterministic",
-        "--progress", "log", "--seed", "7"]  # fmt: skip
+ARGS = [
+    *TINY_FLAGS,
+    "--epochs",
+    "3",
+    "--warmup-epochs",
+    "1",
+    "--train-samples",
+    "192",
+    "--val-samples",
+    "16",
+    "--batch-size",
+    "16",
+    "--drop-path",
+    "0.1",
+    "--checkpoint-every-steps",
+    "5",
+    "--deterministic",
+    "--progress",
+    "log",
+    "--seed",
+    "7",
+]
 
 
 def _env() -> dict[str, str]:
