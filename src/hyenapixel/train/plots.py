@@ -57,7 +57,7 @@ def draw_training_curves(rows: list[dict[str, str]], *, title: str | None = None
             ax.set_ylim(max(min(low, chance - 5), 0.0), min(max(high, chance + 5), 100.5))
         ax.set(xlabel="epoch", ylabel=unit, title=name)
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.legend()
         ax.grid(alpha=0.3)
     return fig
