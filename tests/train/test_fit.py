@@ -76,6 +76,10 @@ def test_train_then_validate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert result["count"] == 32
     assert main(["validate", "--checkpoint", str(out / "best.safetensors"), "--output-json", str(report)]) == 0
     assert json.loads(report.read_text())["top1"] == pytest.approx(summary["best_top1"])
+    # evaluation in bfloat16 autocast, as training offers: at most two of the 32 predictions may flip
+    bf16 = ["--amp", "--amp-dtype", "bfloat16", "--device", "cpu", "--output-json", str(report)]
+    assert main(["validate", "--checkpoint", str(out / "last.pt"), *bf16]) == 0
+    assert abs(json.loads(report.read_text())["top1"] - summary["val_top1"]) <= 2 * 100 / 32
 
     # a two-model ensemble (softmax average); the generated data has no crop to search
     assert (

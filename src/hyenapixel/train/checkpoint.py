@@ -166,7 +166,7 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     for path in output_dir.glob("*.pt"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - unreadable files are simply not candidates
+        except Exception:  # unreadable files are simply not candidates
             continue
         if not is_training_state(state):
             continue

@@ -55,7 +55,7 @@ DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
 
 
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:  # noqa: A002
+def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:
     """A dataclass field with its help text (and optional choices) in the metadata."""
     return field(default=default, metadata={"help": help, "choices": choices})
 

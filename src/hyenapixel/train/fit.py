@@ -1,7 +1,7 @@
 """``fit(cfg)``: a complete, resumable, optionally distributed training run (paper Section 4.1).
 
 ``fit`` builds the run with :func:`hyenapixel.train.run.build_run` (datasets, model, optimizer, closed-form schedule,
-timm's losses, Mixup/CutMix and EMA), resumes it with :func:`~hyenapixel.train.run.restore`, and drives the loop
+timm's losses, Mixup/CutMix and EMA; restored from its checkpoint when resuming), and drives the loop
 functions of :mod:`hyenapixel.train.loop` epoch by epoch. Only rank 0 writes files:
 
 ``config.yaml`` (the resolved config plus derived values), ``train.log`` (the log, ending with the summary block),
@@ -62,7 +62,7 @@ from hyenapixel.train.loaders import (
 from hyenapixel.train.loop import evaluate, train_one_epoch
 from hyenapixel.train.plots import plot_training_curves
 from hyenapixel.train.progress import Progress, format_seconds, progress_mode
-from hyenapixel.train.run import RUN_FILES, Best, EpochMetrics, Run, build_run, restore, seed_all
+from hyenapixel.train.run import RUN_FILES, Best, EpochMetrics, Run, build_run, seed_all
 from hyenapixel.train.summary import format_summary
 
 __all__ = ["EMA_FIELDS", "METRIC_FIELDS", "MetricsCSV", "StopRequest", "fit", "metric_fields"]
@@ -290,10 +290,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
 def _fit(cfg: TrainConfig, info: DistInfo, t_start: float, stop: StopRequest) -> dict[str, Any]:
     """Build, resume, train every remaining epoch, summarise."""
     run = build_run(cfg, info)
-    rng = restore(run, run.resume_path) if run.resume_path else None
     with _run_files(run) as files:
         try:
-            _train(run, rng, files, stop)
+            _train(run, files, stop)
         except KeyboardInterrupt:
             newest = find_resume_checkpoint(run.out_dir) if info.is_main else None
             raise RunInterrupted(run.out_dir, newest, run.schedule.num_updates) from None
@@ -303,7 +302,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, t_start: float, stop: StopRequest) ->
     return summary
 
 
-def _train(run: Run, rng: dict[str, Any] | None, files: _RunFiles | None, stop: StopRequest) -> None:
+def _train(run: Run, files: _RunFiles | None, stop: StopRequest) -> None:
     """Every remaining epoch of the run (stops early on a SIGTERM, after saving)."""
     cfg, info = run.cfg, run.info
     val_loader = make_loader(
@@ -316,8 +315,8 @@ def _train(run: Run, rng: dict[str, Any] | None, files: _RunFiles | None, stop: 
         seed=cfg.run.seed,
     )
     sampler = ResumableDistributedSampler(run.train_ds, info.world_size, info.rank, seed=cfg.run.seed)
-    if rng is not None:
-        restore_rng_state(rng)
+    if run.rng_state is not None:
+        restore_rng_state(run.rng_state)
     else:
         seed_all(cfg.run.seed + info.rank)  # dropout and drop path differ per rank
     for epoch in range(run.start_epoch, cfg.sched.epochs):

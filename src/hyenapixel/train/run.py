@@ -190,6 +190,7 @@ class Run:
     start_batch: int = 0
     best: Best = field(default_factory=Best)
     last_metrics: EpochMetrics | None = None
+    rng_state: dict[str, Any] | None = None  # this rank's random state of the resumed checkpoint
 
     @property
     def num_params(self) -> int:
@@ -285,7 +286,8 @@ def _resolve_output(cfg: TrainConfig, info: DistInfo) -> tuple[Path, Path | None
 
 
 def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
-    """Check the options, build data (errors before any training), model, optimizer, schedule, loss and EMA."""
+    """Everything a run needs, from its config: check the options, build data (errors before any training), model,
+    optimizer, schedule, loss and EMA, and restore the saved state when resuming."""
     import hyenapixel.data as hdata
 
     check_model_name(cfg.model.model)
@@ -397,6 +399,8 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         resume_path=resume_path,
     )
     run.config_dict = _config_record(run)
+    if resume_path is not None:
+        run.rng_state = restore(run, resume_path)
     return run
 
 
