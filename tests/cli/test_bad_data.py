@@ -13,8 +13,22 @@ from PIL import Image
 from hyenapixel.cli.main import main
 
 TINY = ["--model", "hpx_former_s4", "--dims", "8", "16", "24", "32", "--kernel-sizes", "15", "7", "3", "1"]
-FAST = ["--input-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0", "--workers", "0",
-        "--progress", "none", "--threads", "1"]  # fmt: skip
+FAST = [
+    "--input-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "1",
+    "--warmup-epochs",
+    "0",
+    "--workers",
+    "0",
+    "--progress",
+    "none",
+    "--threads",
+    "1",
+]
 
 
 def _image(path: Path, seed: int) -> None:
@@ -92,13 +106,40 @@ def test_validate_on_a_folder(tmp_path: Path) -> None:
     data = make_folder(tmp_path / "data")
     assert _train(tmp_path, data) == 0
     report = tmp_path / "val.json"
-    assert main(["validate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data),
-                 "--workers", "0", "--crop-search", "--output-json", str(report)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "validate",
+                "--checkpoint",
+                str(tmp_path / "run" / "best.pt"),
+                "--data",
+                str(data),
+                "--workers",
+                "0",
+                "--crop-search",
+                "--output-json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(report.read_text())
     assert result["count"] == 8 and len(result["results"]) == 5
     # without --data: the folder the checkpoint was trained on
-    assert main(["validate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--workers", "0",
-                 "--output-json", str(report)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "validate",
+                "--checkpoint",
+                str(tmp_path / "run" / "best.pt"),
+                "--workers",
+                "0",
+                "--output-json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert json.loads(report.read_text())["dataset"] == str(data)
 
 
@@ -107,8 +148,10 @@ def test_validate_needs_only_the_val_split(tmp_path: Path, capsys) -> None:
     data = make_folder(tmp_path / "data")
     assert _train(tmp_path, data) == 0
     val_only = make_folder(tmp_path / "val_only", splits=("val",))
-    assert main(["validate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(val_only),
-                 "--workers", "0"]) == 0  # fmt: skip
+    assert (
+        main(["validate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(val_only), "--workers", "0"])
+        == 0
+    )
     assert "top-1" in capsys.readouterr().out
     assert main(["validate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(tmp_path)]) == 2
     _assert_clean_error(capsys, "data error", "missing 'val' split folder")

@@ -10,7 +10,9 @@ import yaml
 
 from hyenapixel.cli.args import format_default
 from hyenapixel.cli.main import SUBCOMMANDS, build_parser, main
-from hyenapixel.train.config import TrainConfig, ValidateConfig, config_fields, flag_name
+from hyenapixel.train.config import TrainConfig, ValidateConfig
+from hyenapixel.train.configio import config_fields
+from hyenapixel.train.errors import flag_name
 
 
 def _help(capsys: pytest.CaptureFixture, *argv: str) -> str:

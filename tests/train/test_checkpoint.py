@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints: atomic writes, weights_only loading, random states, newest-checkpoint lookup."""
+"""Crash-safe checkpoints: atomic writes, weights_only loading through the models layer's reader, random states,
+newest-checkpoint lookup, self-describing safetensors."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from train_helpers import make_tiny_model
 
+from hyenapixel.models import WeightsError, read_checkpoint
 from hyenapixel.train.checkpoint import (
     atomic_write,
     capture_rng_state,
     find_resume_checkpoint,
-    load_model_weights,
     load_training_state,
     restore_rng_state,
     save_safetensors,
     save_training_state,
 )
+from hyenapixel.train.model import load_initial_weights
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
@@ -57,11 +60,37 @@ def test_training_state_round_trip_is_weights_only(tmp_path) -> None:
     opt2 = torch.optim.AdamW(nn.Linear(3, 2).parameters(), lr=1e-3)
     opt2.load_state_dict(loaded["optimizer"])
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    fresh = nn.Linear(3, 2)
-    load_model_weights(fresh, tmp_path / "last.pt")
-    assert torch.equal(fresh.weight, model.weight)
-    with pytest.raises(ValueError, match="no 'ema' weights"):
-        load_model_weights(fresh, tmp_path / "last.pt", use_ema=True)
+    ck = read_checkpoint(tmp_path / "last.pt")  # the models layer reads training states too
+    assert ck.kind == "train-state" and torch.equal(ck.state_dict["weight"], model.weight)
+    with pytest.raises(WeightsError, match="no 'ema' weights"):
+        read_checkpoint(tmp_path / "last.pt", use_ema=True)
+
+
+def test_not_a_training_state_is_a_weights_error(tmp_path) -> None:
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="garbage.pt is not a checkpoint that can be loaded safely"):
+        load_training_state(tmp_path / "garbage.pt")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(WeightsError, match="plain.pt is not a training state.*--initial-checkpoint"):
+        load_training_state(tmp_path / "plain.pt")
+    with pytest.raises(WeightsError, match="checkpoint not found"):
+        load_training_state(tmp_path / "missing.pt")
+
+
+def test_initial_weights_keep_a_new_classifier(tmp_path) -> None:
+    """--initial-checkpoint: every weight but a classifier of another shape comes from the file."""
+    source = make_tiny_model(num_classes=5)
+    save_training_state(tmp_path / "last.pt", {"model": source.state_dict(), "ema": None})
+    target = make_tiny_model(num_classes=2)
+    fresh_head = target.head.fc2.weight.detach().clone()
+    load_initial_weights(target, tmp_path / "last.pt")
+    for name, value in target.state_dict().items():
+        if name.startswith("head.fc2."):
+            continue
+        assert torch.equal(value, source.state_dict()[name]), name
+    assert torch.equal(target.head.fc2.weight, fresh_head)
+    with pytest.raises(WeightsError, match="does not fit|does not match"):
+        load_initial_weights(nn.Linear(3, 2), tmp_path / "last.pt")
 
 
 def test_rng_state_round_trip() -> None:
@@ -82,10 +111,11 @@ def test_find_resume_checkpoint_picks_highest_step(tmp_path) -> None:
     assert find_resume_checkpoint(tmp_path) == tmp_path / "last.pt"
 
 
-def test_safetensors_export(tmp_path) -> None:
-    from safetensors.torch import load_file
-
+def test_safetensors_export_reads_back_with_its_metadata(tmp_path) -> None:
     model = nn.Linear(3, 2)
-    save_safetensors(tmp_path / "w.safetensors", model.state_dict(), {"epoch": "1"})
-    loaded = load_file(tmp_path / "w.safetensors")
-    assert torch.equal(loaded["weight"], model.weight)
+    spec = {"name": "hpx_former_s4", "kwargs": {"dims": [8, 16, 24, 32]}}
+    meta = {"model_spec": '{"name": "hpx_former_s4", "kwargs": {"dims": [8, 16, 24, 32]}}', "num_classes": "2"}
+    save_safetensors(tmp_path / "w.safetensors", model.state_dict(), meta)
+    ck = read_checkpoint(tmp_path / "w.safetensors")
+    assert ck.kind == "safetensors" and torch.equal(ck.state_dict["weight"], model.weight)
+    assert ck.spec == spec and ck.meta["num_classes"] == 2

@@ -7,14 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from hyenapixel.train.config import (
-    DEFAULT_DIMS,
-    ConfigError,
-    DataConfig,
-    TrainConfig,
-    ValidateConfig,
-    config_fields,
-)
+from hyenapixel.train.config import DEFAULT_DIMS, ConfigError, DataConfig, TrainConfig, ValidateConfig
+from hyenapixel.train.configio import config_fields
 from hyenapixel.train.recipes import RECIPES, load_recipe, resolve_train_config
 
 
@@ -147,3 +141,70 @@ def test_validate_config_checks_and_crop_grid() -> None:
         ValidateConfig(model=("a", "b"), checkpoint=("x.pt",))
     with pytest.raises(ConfigError, match="--crop-min"):
         ValidateConfig(checkpoint=("a.pt",), crop_min=0.9, crop_max=0.8)
+
+
+def test_configs_and_recipes_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hyenapixel.train import RECIPES, TrainConfig, resolve_train_config\n"
+        "import hyenapixel.train.configio, hyenapixel.cli.train\n"
+        "cfg = resolve_train_config('in1k', {'epochs': 33})\n"
+        "print(cfg.sched.epochs, sorted({'torch', 'timm', 'numpy'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["33", "[]"]
+
+
+def test_shared_options_are_declared_once() -> None:
+    """The data and device options of training and validation are the same fields (one help text, one check)."""
+    train, val = config_fields(TrainConfig), config_fields(ValidateConfig)
+    for name in ("data", "input_size", "crop_pct", "interpolation", "workers", "skip_corrupt", "device", "amp"):
+        assert train[name][1] is val[name][1], name
+    for cls, key in ((DataConfig, "workers"), (ValidateConfig, "workers")):
+        with pytest.raises(ConfigError, match="--workers: must be >= 0"):
+            cls(**{key: -1}, **({"checkpoint": ("a.pt",)} if cls is ValidateConfig else {}))
+
+
+@dataclasses.dataclass
+class _SectionA:
+    x: int = 1
+
+
+@dataclasses.dataclass
+class _SectionB:
+    x: int = 2
+
+
+@dataclasses.dataclass
+class _Twice:
+    a: _SectionA = dataclasses.field(default_factory=_SectionA)
+    b: _SectionB = dataclasses.field(default_factory=_SectionB)
+
+
+def test_config_conversion_is_generic() -> None:
+    """configio builds flat and sectioned config classes alike and refuses an option declared twice."""
+    from hyenapixel.train.configio import build_config, to_plain
+
+    val = build_config(ValidateConfig, {"checkpoint": ["a.pt", "b.pt"], "crop_pct": "0.9", "amp": "yes"})
+    assert val.checkpoint == ("a.pt", "b.pt") and val.crop_pct == 0.9 and val.amp is True
+    nested = build_config(TrainConfig, {"optim": {"lr": "1e-3"}, "epochs": 4}, recipe="x")
+    assert nested.optim.lr == 1e-3 and nested.sched.epochs == 4 and nested.recipe == "x"
+    assert to_plain(nested)["model"]["dims"] == list(DEFAULT_DIMS)
+    with pytest.raises(TypeError, match="'x' is declared twice"):
+        config_fields(_Twice)
+
+
+def test_amp_dtype_is_resolved_once_for_training_and_evaluation() -> None:
+    import torch
+
+    from hyenapixel.train.loop import amp_dtype_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert amp_dtype_for(None, "bfloat16", cpu) is None  # auto: off on the CPU
+    assert amp_dtype_for(None, "float16", cuda) is torch.float16
+    assert amp_dtype_for(True, "bfloat16", cpu) is torch.bfloat16
+    assert amp_dtype_for(False, "bfloat16", cuda) is None
+    assert ValidateConfig(checkpoint=("a.pt",), amp_dtype="bfloat16").amp_dtype == "bfloat16"

@@ -20,18 +20,55 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 def test_torchrun_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hyenapixel", "train", *TINY_FLAGS, "--epochs", "2", "--warmup-epochs", "0",
-           "--train-samples", "128", "--val-samples", "41", "--batch-size", "8", "--global-batch", "32",
-           "--drop-path", "0.1", "--check-sync-every", "1", "--device", "cpu", "--progress", "log",
-           "--output", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hyenapixel",
+        "train",
+        *TINY_FLAGS,
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--train-samples",
+        "128",
+        "--val-samples",
+        "41",
+        "--batch-size",
+        "8",
+        "--global-batch",
+        "32",
+        "--drop-path",
+        "0.1",
+        "--check-sync-every",
+        "1",
+        "--device",
+        "cpu",
+        "--progress",
+        "log",
+        "--output",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["best.pt", "best.safetensors", "config.yaml", "curves.png", "last.pt", "metrics.csv",
-                     "summary.json", "train.log"]  # fmt: skip
+    assert files == [
+        "best.pt",
+        "best.safetensors",
+        "config.yaml",
+        "curves.png",
+        "last.pt",
+        "metrics.csv",
+        "summary.json",
+        "train.log",
+    ]
     assert list(tmp_path.iterdir()) == [out]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 32

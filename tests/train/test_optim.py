@@ -10,7 +10,7 @@ from train_helpers import make_tiny_model
 from hyenapixel.train.config import ConfigError
 from hyenapixel.train.optim import build_optimizer, param_groups
 from hyenapixel.train.recipes import resolve_train_config
-from hyenapixel.train.run import resolve_batching
+from hyenapixel.train.run import Batching, resolve_batching
 
 
 @pytest.fixture
@@ -69,10 +69,10 @@ def test_hyena_rule_needs_a_hyena_model() -> None:
 def test_global_batch_by_accumulation_and_lr_scaling() -> None:
     cfg = resolve_train_config("in1k", {"batch_size": 128})
     b = resolve_batching(cfg, world_size=8)
-    assert b == {"world_size": 8, "global_batch": 4096, "accum_steps": 4, "lr": 4e-3}
+    assert b == Batching(world_size=8, global_batch=4096, accum_steps=4, lr=4e-3)
     b = resolve_batching(resolve_train_config("in1k", {"batch_size": 128, "global_batch": 1024}), 8)
-    assert b["accum_steps"] == 1 and b["lr"] == pytest.approx(1e-3)  # linear scaling
+    assert b.accum_steps == 1 and b.lr == pytest.approx(1e-3)  # linear scaling
     b = resolve_batching(resolve_train_config("in1k", {"batch_size": 128, "global_batch": 1024, "lr": 3e-3}), 8)
-    assert b["lr"] == 3e-3
+    assert b.lr == 3e-3
     with pytest.raises(ConfigError, match="--global-batch.*not divisible"):
         resolve_batching(resolve_train_config("in1k", {"batch_size": 96}), 8)

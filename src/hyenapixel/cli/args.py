@@ -1,7 +1,7 @@
 """Generate argparse options from the typed config dataclasses (for the paper's Section 4.1 recipes).
 
 Every dataclass field becomes one ``--flag`` whose help text is the field's ``metadata["help"]`` followed by its
-default. Values are parsed by :func:`hyenapixel.train.config.coerce`, so the command line, recipes and YAML files
+default. Values are parsed by :func:`hyenapixel.train.configio.coerce`, so the command line, recipes and YAML files
 share one conversion, and a bad value is reported with the flag's name. Options that are not given stay out of the
 namespace (``argparse.SUPPRESS``), so that only explicit flags override a recipe.
 """
@@ -13,7 +13,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from hyenapixel.train.config import config_fields, flag_name, unwrap_optional
+from hyenapixel.train.configio import config_fields, unwrap_optional
+from hyenapixel.train.errors import flag_name
 
 __all__ = ["add_dataclass_arguments", "explicit_options", "format_default"]
 

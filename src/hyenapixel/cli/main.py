@@ -1,21 +1,26 @@
 """The ``hyenapixel`` console script: one command, one subcommand per task (training: paper Section 4.1).
 
 Adding a subcommand is one line in :data:`SUBCOMMANDS`: the named module provides ``HELP`` (a one-line
-summary), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Modules are imported only when
-the parser is built, and errors are turned into clean messages and exit codes here:
+summary), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code), optionally ``USAGE`` (a short
+usage line for commands with many options; argparse's generated one is used otherwise). The modules and their
+``add_arguments`` import nothing heavy: the options are parsed before torch or timm are loaded, so ``--help``
+and usage errors answer at once; ``run`` imports what the command needs. Errors become one-line messages and
+exit codes here:
 
 * 0: success; 1: the run failed (for example a diverged loss); 2: bad options or bad data (no traceback);
-  130: interrupted.
+  130: interrupted (Ctrl-C); 143: stopped by SIGTERM after saving a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -31,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyenapixel",
         description="HyenaPixel (Spravil et al., ECAI 2024): train and evaluate models.",
+        epilog="`hyenapixel COMMAND --help` lists the options of a command with their defaults.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in SUBCOMMANDS:
@@ -38,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
+            usage=getattr(module, "USAGE", None),
             help=module.HELP,
             description=doc or module.HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,11 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``unrecognized arguments: ...`` with a "did you mean" for every misspelled option."""
+    known = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    hints = []
+    for arg in extras:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"did you mean {close[0]} instead of {arg}?")
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    return message + ("; " + " ".join(hints) if hints else "")
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (tests and notebooks replace it)."""
 
     @property
-    def stream(self):  # noqa: ANN201
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
@@ -80,23 +100,38 @@ def _worker_message(exc: BaseException) -> str:
     return rest if sep and head.endswith(type(exc).__name__) else last
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code."""
-    from hyenapixel.data import DataError
-    from hyenapixel.errors import UserError
-    from hyenapixel.train.loop import NonFiniteLossError
+def _is_data_error(exc: BaseException) -> bool:
+    """A :class:`hyenapixel.data.DataError` (only loaded if the data layer was, which raising one implies)."""
+    errors = sys.modules.get("hyenapixel.data.errors")
+    return errors is not None and isinstance(exc, errors.DataError)
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code.
+
+    Bare ``hyenapixel`` prints the help. Usage errors exit with status 2 through argparse (``SystemExit``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if not argv:
+        parser.print_help()
+        return 0
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        target = getattr(args, "_parser", parser)
+        target.error(unrecognized_message(target, extras))
+    args._argv = argv
     _setup_logging()
     prog = args._parser.prog
+
+    from hyenapixel.errors import UserError
+    from hyenapixel.train.errors import NonFiniteLossError
+
     try:
         return int(args._run(args) or 0)
-    except DataError as exc:
-        print(f"{prog}: data error: {_worker_message(exc)}", file=sys.stderr)
-        return 2
     except (UserError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        kind = "data error" if _is_data_error(exc) else "error"
+        print(f"{prog}: {kind}: {_worker_message(exc)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)

@@ -41,7 +41,13 @@ def _explicit_entries(namespace: argparse.Namespace) -> list[ModelRequest]:
 
 
 class _ModelAction(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         entries = _explicit_entries(namespace)
         entries.append(ModelRequest(values))
         setattr(namespace, self.dest, entries)
@@ -50,7 +56,13 @@ class _ModelAction(argparse.Action):
 class _AttachAction(argparse.Action):
     """``--checkpoint`` / ``--pretrained``: attached to the latest ``--model`` (or a new entry without a name)."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         entries = _explicit_entries(namespace)
         if not entries or entries[-1].checkpoint or entries[-1].pretrained:
             if option_string == "--pretrained":

@@ -7,18 +7,25 @@
 
 Precedence: the defaults shown < --recipe (a preset name or a YAML file, e.g. a run's config.yaml) < flags.
 Without --lr the learning rate is --base-lr scaled linearly from --base-batch to the global batch.
+A folder that holds a run is never overwritten: continue it (--resume auto), or pass --overwrite.
+Ctrl-C prints the command that continues the run; SIGTERM (e.g. Slurm preemption) first saves a checkpoint at
+the current step (exit status 143).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
 from hyenapixel.train.config import TrainConfig
 from hyenapixel.train.recipes import RECIPES
 
+USAGE = "%(prog)s [--recipe NAME|FILE] [--OPTION VALUE ...]   (--help lists every option)"
 HELP = "train a model (built-in CPU demo by default, or a paper recipe)"
 
 _TITLES = {
@@ -29,6 +36,9 @@ _TITLES = {
     "sched": "schedule",
     "run": "run, checkpoints and devices",
 }
+
+#: Options that the resume command replaces: (flag, takes a value).
+_RESUME_REPLACES = (("--output", True), ("--resume", True), ("--overwrite", False), ("--no-overwrite", False))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,43 +55,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, TrainConfig, titles=_TITLES)
 
 
+def resume_command(argv: Sequence[str], out_dir: str | os.PathLike[str], options: Sequence[str]) -> str:
+    """The command line that continues a run: ``argv`` with ``--output OUT --resume auto`` instead of its own.
+
+    Args:
+        argv: the arguments of the command (``["train", ...]``).
+        out_dir: the run directory.
+        options: every option string of the train parser (abbreviations of the replaced flags are resolved
+            against them as argparse does).
+    """
+
+    def replaced(token: str) -> tuple[str, bool] | None:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--"):
+            return None
+        full = [o for o in options if o.startswith(name)]
+        full = [name] if name in options else full
+        for flag, takes_value in _RESUME_REPLACES:
+            if full == [flag]:
+                return flag, takes_value and "=" not in token
+        return None
+
+    kept: list[str] = []
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        hit = replaced(tokens[i])
+        if hit is None:
+            kept.append(tokens[i])
+        elif hit[1]:
+            i += 1  # skip the value too
+        i += 1
+    prog = "hyenapixel" if Path(sys.argv[0]).name == "hyenapixel" else "python -m hyenapixel"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        prog = "torchrun <same options> -m hyenapixel"
+    return f"{prog} {shlex.join([*kept, '--output', str(out_dir), '--resume', 'auto'])}"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Resolve the config, train, print the summary."""
+    """Resolve the config, train, print the summary (or how to continue a stopped run)."""
     import yaml
 
     from hyenapixel.train.recipes import resolve_train_config
 
-    cfg = resolve_train_config(args.recipe, explicit_options(args, TrainConfig))
+    options = explicit_options(args, TrainConfig)
+    if "model" in options:  # an unknown name is reported before anything else is said about it
+        from hyenapixel.train.model import check_model_name
+
+        check_model_name(str(options["model"]))
+    cfg = resolve_train_config(args.recipe, options)
     if args.print_config:
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
+    from hyenapixel.train.errors import RunInterrupted, RunTerminatedError
     from hyenapixel.train.fit import fit
+    from hyenapixel.train.summary import format_summary
 
-    summary = fit(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        _print_summary(summary)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    argv = getattr(args, "_argv", None) or ["train"]
+    flags = [s for action in args._parser._actions for s in action.option_strings]
+    try:
+        summary = fit(cfg)
+    except RunTerminatedError as exc:
+        if main_rank:
+            print(
+                f"{args._parser.prog}: {exc.signal_name}: saved {exc.checkpoint} at step {exc.step}; continue with:\n"
+                f"  {resume_command(argv, exc.out_dir, flags)}",
+                file=sys.stderr,
+            )
+        return 143
+    except RunInterrupted as exc:
+        if main_rank:
+            where = f"newest checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint yet: starts again"
+            print(
+                f"{args._parser.prog}: interrupted ({where}); continue with:\n"
+                f"  {resume_command(argv, exc.out_dir, flags)}",
+                file=sys.stderr,
+            )
+        return 130
+    if main_rank:
+        print("\n" + format_summary(summary))
+        sys.stdout.flush()
     return 0
-
-
-def _print_summary(summary: dict) -> None:
-    lines = [
-        "",
-        "summary",
-        f"  model        {summary['model']}  ({summary['num_params'] / 1e6:.2f}M parameters)",
-        f"  dataset      {summary['dataset']}  ({summary['train_size']} train / {summary['val_size']} val, "
-        f"{summary['num_classes']} classes, chance {summary['chance_top1']:.1f}%)",
-        f"  epochs       {summary['epochs']}  ({summary['steps']} steps, global batch {summary['global_batch']}, "
-        f"lr {summary['lr']:.3g}, {summary['world_size']} process(es) on {summary['device']})",
-        f"  val top-1    {_pct(summary['val_top1'])}   top-5 {_pct(summary['val_top5'])}   "
-        f"(best top-1 {_pct(summary['best_top1'])} at epoch {summary['best_epoch']}, {summary['evaluated']} weights)",
-        f"  wall time    {summary['wall_time_s']:.1f} s",
-        f"  output       {summary['output']}",
-    ]
-    if summary.get("corrupt_files_skipped"):
-        lines.append(f"  skipped      {summary['corrupt_files_skipped']} corrupt image file(s)")
-    print("\n".join(lines))
-    sys.stdout.flush()
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}%"

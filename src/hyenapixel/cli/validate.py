@@ -1,6 +1,7 @@
 """Evaluate checkpoints (paper Section 4.1): top-1/top-5, the crop search and ensembles.
 
   hyenapixel validate --checkpoint runs/<run>/best.pt                  # built-in data of that run
+  hyenapixel validate --checkpoint runs/<run>/best.safetensors         # the exported weights name their model too
   hyenapixel validate --model hpx_former_s18 --checkpoint hpx_s18.pth --data /imagenet --crop-search
   hyenapixel validate --model hpx_former_s18 --checkpoint a.pth --model convformer_s18 --pretrained ...
   hyenapixel validate --model hpx_former_s18 --checkpoint a.pth --model hb_former_s18 --checkpoint b.pth \\
@@ -15,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
 from hyenapixel.train.config import ValidateConfig
 
+USAGE = "%(prog)s --checkpoint PATH [--model NAME] [--OPTION VALUE ...]   (--help lists every option)"
 HELP = "evaluate a checkpoint or an ensemble (top-1/top-5, crop search)"
 
 
@@ -30,41 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the config, evaluate, print a table (and write --output-json)."""
     from hyenapixel.train.checkpoint import atomic_write_text
+    from hyenapixel.train.configio import build_config
     from hyenapixel.train.validate import validate
 
-    cfg = _config(explicit_options(args, ValidateConfig))
+    cfg = build_config(ValidateConfig, explicit_options(args, ValidateConfig))
     result = validate(cfg)
-    _print(result)
+    print(format_result(result))
+    sys.stdout.flush()
     if cfg.output_json:
-        atomic_write_text(cfg.output_json, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(cfg.output_json, json.dumps(result.to_dict(), indent=2) + "\n")
     return 0
 
 
-def _config(values: dict) -> ValidateConfig:
-    from hyenapixel.train.config import coerce, config_fields
+def format_result(result: Any) -> str:
+    """The table of a :class:`hyenapixel.train.validate.ValidationResult`: one row per crop, the best marked."""
+    from hyenapixel.train.validate import format_crop
 
-    index = config_fields(ValidateConfig)
-    return ValidateConfig(**{k: coerce(v, index[k][2], k) for k, v in values.items()})
-
-
-def _print(result: dict) -> None:
     members = ", ".join(
-        m["model"] + (f" ({m['checkpoint']})" if m["checkpoint"] else " (pretrained)") for m in result["members"]
+        m["model"] + (f" ({m['checkpoint']})" if m["checkpoint"] else " (pretrained)") for m in result.members
     )
-    lines = [f"dataset {result['dataset']}  models: {members}", f"{'crop':>6} {'top-1':>8} {'top-5':>8}"]
-    for r in result["results"]:
-        mark = "  <- best" if r["crop_pct"] == result["crop_pct"] and len(result["results"]) > 1 else ""
-        lines.append(f"{_crop(r['crop_pct']):>6} {r['top1']:>8.2f} {r['top5']:>8.2f}{mark}")
-        if len(r["members"]) > 1:
-            for m in r["members"]:
-                lines.append(f"{'':>6} {m['top1']:>8.2f} {m['top5']:>8.2f}   {m['model']}")
+    best = result.best
+    lines = [f"dataset {result.dataset}  models: {members}", f"{'crop':>6} {'top-1':>8} {'top-5':>8}"]
+    for r in result.results:
+        mark = "  <- best" if r is best and len(result.results) > 1 else ""
+        lines.append(f"{format_crop(r.crop_pct):>6} {r.top1:>8.2f} {r.top5:>8.2f}{mark}")
+        if len(r.members) > 1:
+            for m in r.members:
+                lines.append(f"{'':>6} {m.top1:>8.2f} {m.top5:>8.2f}   {m.model}")
     lines.append(
-        f"top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  (crop {_crop(result['crop_pct'])}, "
-        f"{result['count']} images)"
+        f"top-1 {best.top1:.2f}  top-5 {best.top5:.2f}  (crop {format_crop(best.crop_pct)}, {best.count} images)"
     )
-    print("\n".join(lines))
-    sys.stdout.flush()
-
-
-def _crop(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "\n".join(lines)

@@ -68,8 +68,19 @@ def read_weights(path: str | os.PathLike) -> Any:
         raise WeightsError(
             f"{path} is not a checkpoint that can be loaded safely: only tensor files are accepted "
             f"(weights_only=True / safetensors); it is corrupt, not a checkpoint, or holds pickled objects "
-            f"({type(exc).__name__}: {_first_line(exc)})"
+            f"({type(exc).__name__}: {_torch_load_reason(exc)})"
         ) from None
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """torch's reason, without its advice to load with ``weights_only=False`` (which would unpickle code)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = [line for line in lines if line.startswith(("WeightsUnpickler error", "Unsupported"))]
+    if detail:
+        return detail[0][:200]
+    if lines and lines[0].startswith("Weights only load failed"):
+        return "not a tensor file written by torch.save"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -209,6 +220,10 @@ def load_model(
         if name is None:
             raise UserError("load_model needs a model name or a checkpoint")
         check_model_name(name)
+        if pretrained:
+            from hyenapixel.models.hub import check_pretrained_available
+
+            check_pretrained_available(name, kwargs.get("pretrained_cfg_overlay"))
         return timm.create_model(name, pretrained=pretrained, **kwargs)
 
     ck = read_checkpoint(checkpoint, use_ema=use_ema)
@@ -228,8 +243,10 @@ def load_model(
     if classes is not None:
         overlay["num_classes"] = int(classes)
         kwargs.setdefault("num_classes", int(classes))
-    if ck.meta.get("input_size") is not None:
-        overlay["input_size"] = tuple(int(v) for v in ck.meta["input_size"])
+    size = ck.meta.get("input_size")
+    if size is not None:  # (C, H, W) as timm writes it, or the side of a square image
+        size = [kwargs.get("in_chans", 3), size, size] if isinstance(size, int) else size
+        overlay["input_size"] = tuple(int(v) for v in size)
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, ValueError, KeyError) as exc:

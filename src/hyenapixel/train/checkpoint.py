@@ -6,7 +6,11 @@
   ``torch.load(..., weights_only=True)``; nothing is unpickled. The config is stored as a plain dict.
 * It restores everything a resumed run needs: model, optimizer, schedule, grad scaler, EMA, epoch, step, the
   position in the epoch, and the python / numpy / torch / cuda random states.
-* Exported weights (``best.safetensors``) are safetensors.
+* Exported weights (``best.safetensors``) are safetensors whose metadata names the model (``model_spec``,
+  ``num_classes``, ``in_chans``, ``input_size``, ``config`` as JSON strings), so every file a run writes is read
+  back by :func:`hyenapixel.models.read_checkpoint` / :func:`hyenapixel.models.load_model` with no extra options.
+* Reading is the models layer's (:func:`hyenapixel.models.read_weights`): one reader, one error type
+  (:class:`hyenapixel.models.WeightsError`) for every weights file.
 """
 
 from __future__ import annotations
@@ -21,24 +25,21 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from torch import nn
+
+from hyenapixel.models.weights import TRAIN_STATE_FORMAT, WeightsError, is_training_state, read_weights
 
 log = logging.getLogger("hyenapixel")
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "atomic_write",
+    "atomic_write_text",
     "capture_rng_state",
     "find_resume_checkpoint",
-    "is_training_state",
-    "load_model_weights",
     "load_training_state",
     "restore_rng_state",
     "save_safetensors",
     "save_training_state",
 ]
-
-CHECKPOINT_FORMAT = "hyenapixel-train-state-v1"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -134,25 +135,30 @@ def _cpu(obj: Any) -> Any:
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Atomically ``torch.save`` a training state (plain data only; tensors are moved to CPU)."""
-    state = {"format": CHECKPOINT_FORMAT, **_cpu(state)}
+    state = {"format": TRAIN_STATE_FORMAT, **_cpu(state)}
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a training state with ``weights_only=True``; raise ValueError if it is not one."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a training state safely (``weights_only=True``).
+
+    Raises:
+        WeightsError: the file is missing or unreadable, or is a weights file rather than a training state.
+    """
+    state = read_weights(path)
     if not is_training_state(state):
-        raise ValueError(f"{path} is not a hyenapixel training checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
+        raise WeightsError(
+            f"{path} is not a training state of a hyenapixel run (last.pt, best.pt, epoch_N.pt); it cannot be "
+            "resumed. To start from its weights use --initial-checkpoint"
+        )
     return state
 
 
-def is_training_state(obj: Any) -> bool:
-    """Whether a loaded object is a training state written by :func:`save_training_state`."""
-    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
-
-
 def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest training state in a run directory (by the step stored inside, then mtime), or None."""
+    """The newest training state in a run directory (by the step stored inside, then mtime), or None.
+
+    Candidates are only peeked at (memory-mapped), not read in full; unreadable files are no candidates.
+    """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
@@ -160,7 +166,7 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     for path in output_dir.glob("*.pt"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - unreadable files are simply not candidates
+        except Exception:  # unreadable files are simply not candidates
             continue
         if not is_training_state(state):
             continue
@@ -185,67 +191,3 @@ def save_safetensors(path: str | os.PathLike, state_dict: dict[str, torch.Tensor
         tensors[key] = t
     data = save(tensors, metadata=metadata)
     return atomic_write(path, lambda f: f.write(data))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Weights for evaluation and fine-tuning
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _read_weights(path: Path) -> dict[str, Any]:
-    """A plain weights file: safetensors, or a torch file read with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _load_state_dict(model: nn.Module, state_dict: dict[str, Any], path: Path, new_classifier_ok: bool) -> None:
-    """Strict load; with ``new_classifier_ok`` a classifier of another shape is left freshly initialised."""
-    if not new_classifier_ok:
-        model.load_state_dict(state_dict, strict=True)
-        return
-    prefix = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head") + "."
-    target = model.state_dict()
-    dropped = [
-        k for k in state_dict if k.startswith(prefix) and (k not in target or state_dict[k].shape != target[k].shape)
-    ]
-    state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if unexpected or any(not k.startswith(prefix) for k in missing):
-        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if dropped:
-        log.info("%s: classifier %s has another shape; it is newly initialised", path, prefix.rstrip("."))
-
-
-def load_model_weights(
-    model: nn.Module, path: str | os.PathLike, *, use_ema: bool = False, new_classifier_ok: bool = False
-) -> dict[str, Any]:
-    """Load weights into ``model`` from a training state or any other weights file.
-
-    A training state (``last.pt``, ``best.pt``) loads its ``model`` weights (or ``ema`` with ``use_ema``). Other
-    files (official checkpoints, ``.safetensors``, plain state dicts) are converted by
-    ``hyenapixel.models.checkpoint_filter_fn``, which renames official keys and resamples HyenaPixel filters whose
-    kernel size differs. With ``new_classifier_ok`` (fine-tuning on another label set) a classifier whose shape
-    differs is not loaded.
-
-    Returns:
-        The training state's metadata (``config``, ``model_spec``, ``class_names``, ...) or ``{}``.
-    """
-    from hyenapixel.models import checkpoint_filter_fn
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = _read_weights(path)
-    if is_training_state(obj):
-        key = "ema" if use_ema else "model"
-        if obj.get(key) is None:
-            raise ValueError(f"{path} holds no {key!r} weights" + (" (trained without --ema)" if use_ema else ""))
-        _load_state_dict(model, obj[key], path, new_classifier_ok)
-        return {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scaler", "rng")}
-    if use_ema:
-        raise ValueError(f"--ema needs a training checkpoint; {path} is a plain weights file")
-    _load_state_dict(model, checkpoint_filter_fn(obj, model), path, new_classifier_ok)
-    return {}

@@ -1,10 +1,13 @@
 """Typed configuration of training and validation (paper Section 4.1).
 
-A :class:`TrainConfig` is a set of small dataclass sections (model, data, aug, optim, sched, run). Every field
-carries its help text in ``metadata["help"]``; the command line is generated from these fields, so ``--help``
-lists every option with its default, and every check lives in one ``__post_init__``. Field names are unique
-across sections, so a config can be written flat (``{"lr": 1e-3}``) or nested (``{"optim": {"lr": 1e-3}}``);
-``config.yaml`` of a run is the nested form and can be passed back as a recipe.
+This module is the schema only. A :class:`TrainConfig` is a set of small dataclass sections (model, data, aug,
+optim, sched, run). Every field carries its help text in ``metadata["help"]``; the command line is generated from
+these fields, so ``--help`` lists every option with its default, and every check lives in one ``__post_init__``.
+The options that training and validation share (data and devices) are declared once, in base classes both
+inherit. Conversion from and to YAML, recipes and flags is :mod:`hyenapixel.train.configio`; field names are
+unique across sections, so a config can be written flat (``{"lr": 1e-3}``) or nested (``{"optim": {"lr": 1e-3}}``);
+``config.yaml`` of a run is the nested form and can be passed back as a recipe. Like the recipes, this module
+imports without torch.
 
 The dataclass defaults are the built-in CPU job (``hyenapixel train`` with no arguments): a small HyenaPixel
 model on the built-in generated Balance dataset. The paper's recipes (:mod:`hyenapixel.train.recipes`) override them.
@@ -13,28 +16,33 @@ model on the built-in generated Balance dataset. The paper's recipes (:mod:`hyen
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from hyenapixel.errors import UserError
+from hyenapixel.train.configio import build_config, flatten, to_plain
+from hyenapixel.train.errors import ConfigError
 
 __all__ = [
+    "AMP_DTYPES",
     "ARCH_FIELDS",
+    "BUILTIN_DATASET_NAMES",
+    "DEVICES",
+    "INTERPOLATIONS",
+    "RE_MODES",
+    "SCHEDULES",
+    "WD_FILTER_RULES",
     "AugConfig",
     "ConfigError",
     "DataConfig",
+    "DeviceOptions",
+    "ImageOptions",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "ScheduleConfig",
     "TrainConfig",
     "ValidateConfig",
-    "config_fields",
-    "flag_name",
 ]
 
 #: Default model of the built-in run and its architecture overrides (tuned with the built-in dataset size).
@@ -47,20 +55,7 @@ DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
 
 
-class ConfigError(UserError, ValueError):
-    """A nonsense option value. The message names the flag (``--epochs``) and, where known, the valid choices."""
-
-    def __init__(self, name: str, message: str) -> None:
-        self.name = name
-        super().__init__(f"{flag_name(name)}: {message}")
-
-
-def flag_name(name: str) -> str:
-    """Command-line flag of a config field: ``warmup_epochs`` -> ``--warmup-epochs``."""
-    return "--" + name.replace("_", "-")
-
-
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:  # noqa: A002
+def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:
     """A dataclass field with its help text (and optional choices) in the metadata."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -89,9 +84,25 @@ def _check_fields(obj: Any) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Choice lists: each spelled once, here (the modules that act on them import them; the config needs no torch).
+#: Autocast dtypes of --amp-dtype (training and evaluation).
+AMP_DTYPES = ("float16", "bfloat16")
+#: Devices of --device.
+DEVICES = ("auto", "cpu", "cuda")
+#: Resize interpolations of --interpolation (timm's names).
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: Random-erasing fill modes of --re-mode (timm's RandomErasing modes).
+RE_MODES = ("pixel", "rand", "const")
+#: Weight-decay rules of --wd-filters (see :mod:`hyenapixel.train.optim`).
+WD_FILTER_RULES = ("paper", "hyena")
+#: Learning-rate schedules of --sched (see :mod:`hyenapixel.train.schedule`).
+SCHEDULES = ("cosine", "constant")
+
+#: Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
+#: compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer).
 BUILTIN_DATASET_NAMES = ("balance", "pathfinder")
-"""Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
-compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer)."""
+#: The built-in dataset of ``hyenapixel train`` (and of ``validate`` for a file that does not name its data).
+DEFAULT_BUILTIN = "balance"
 
 
 @dataclass
@@ -127,7 +138,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model", "must not be empty")
-        for name in ("dims", "depths", "kernel_sizes"):
+        for name in ARCH_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 _check(len(value) > 0 and all(v > 0 for v in value), name, f"must be positive integers, got {value}")
@@ -141,22 +152,45 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where images come from and how they are prepared for evaluation."""
+class ImageOptions:
+    """Where validation images come from and how they are prepared (shared by training and ``validate``)."""
 
     data: str | None = option(
         None,
-        "Image-folder dataset root with train/<class>/* and val/<class>/* (ImageNet layout). none: the built-in "
-        "generated dataset chosen by --builtin.",
+        "Image-folder dataset root with train/<class>/* and val/<class>/* (ImageNet layout; validate needs only "
+        "val/). none: the built-in generated dataset (validate: the data of the checkpoint's run).",
     )
+    input_size: int | None = option(
+        None,
+        "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders "
+        "(validate: the checkpoint's run's size).",
+    )
+    crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
+    interpolation: str = option("bicubic", "Resize interpolation.", choices=INTERPOLATIONS)
+    workers: int | None = option(
+        None, "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8 (the CPU count)."
+    )
+    skip_corrupt: bool = option(False, "Skip unreadable images with a warning (and a final count) instead of stopping.")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if self.input_size is not None:
+            _check(self.input_size >= 8, "input_size", f"must be >= 8, got {self.input_size}")
+        if self.workers is not None:
+            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        if self.crop_pct is not None:
+            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
+
+
+@dataclass
+class DataConfig(ImageOptions):
+    """Where images come from and how they are prepared for evaluation."""
+
     builtin: str = option(
-        "balance",
+        DEFAULT_BUILTIN,
         "Built-in generated dataset used without --data: balance (is the left or the right half heavier?) or "
         "pathfinder (are two dots joined by a curve?). See docs/training.md.",
         choices=BUILTIN_DATASET_NAMES,
-    )
-    input_size: int | None = option(
-        None, "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders."
     )
     train_samples: int = option(8000, "Built-in dataset: number of training images.")
     val_samples: int = option(2000, "Built-in dataset: number of validation images.")
@@ -164,23 +198,13 @@ class DataConfig:
         "default",
         "Built-in dataset: difficulty preset (easy, default, hard) of the --builtin dataset's class.",
     )
-    skip_corrupt: bool = option(False, "Skip unreadable images with a warning (and a final count) instead of stopping.")
-    workers: int | None = option(None, "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8.")
-    crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
-    interpolation: str = option("bicubic", "Resize interpolation.", choices=("bicubic", "bilinear", "nearest"))
     mean: tuple[float, ...] | None = option(None, "Normalisation mean per channel. none: the model's default.")
     std: tuple[float, ...] | None = option(None, "Normalisation std per channel. none: the model's default.")
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        if self.input_size is not None:
-            _check(self.input_size >= 8, "input_size", f"must be >= 8, got {self.input_size}")
+        super().__post_init__()
         _check(self.train_samples >= 1, "train_samples", f"must be >= 1, got {self.train_samples}")
         _check(self.val_samples >= 1, "val_samples", f"must be >= 1, got {self.val_samples}")
-        if self.workers is not None:
-            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
-        if self.crop_pct is not None:
-            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
@@ -195,7 +219,7 @@ class AugConfig:
 
     auto_augment: str | None = option(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (paper). none: off.")
     re_prob: float = option(0.0, "Random erasing probability (paper: 0.25).")
-    re_mode: str = option("pixel", "Random erasing fill mode.", choices=("pixel", "rand", "const"))
+    re_mode: str = option("pixel", "Random erasing fill mode.", choices=RE_MODES)
     mixup: float = option(0.0, "Mixup alpha; 0 disables (paper: 0.8).")
     cutmix: float = option(0.0, "CutMix alpha; 0 disables (paper: 1.0).")
     mixup_switch_prob: float = option(0.5, "Probability of CutMix instead of Mixup when both are on (paper: 0.5).")
@@ -226,7 +250,7 @@ class OptimConfig:
         "Weight decay of Hyena filter parameters. paper: timm's rule as in the official code (no decay only for "
         "biases, norms and other <=1-D parameters, so 4-D filter weights are decayed). hyena: additionally no "
         "decay for the names in model.hyena_no_weight_decay() (positional embeddings, decays, shifts, biases).",
-        choices=("paper", "hyena"),
+        choices=WD_FILTER_RULES,
     )
     opt_eps: float = option(1e-8, "Optimizer epsilon.")
     betas: tuple[float, float] = option((0.9, 0.999), "Adam betas.")
@@ -250,9 +274,7 @@ class ScheduleConfig:
     """Epochs and the learning-rate schedule: linear warmup, cosine decay, constant cooldown."""
 
     epochs: int = option(6, "Total training epochs, cooldown included (paper: 310).")
-    sched: str = option(
-        "cosine", "lr schedule after warmup: cosine decay to --min-lr, or constant.", choices=("cosine", "constant")
-    )
+    sched: str = option("cosine", "lr schedule after warmup: cosine decay to --min-lr, or constant.", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "Linear warmup epochs from --warmup-lr to the peak lr (paper: 20).")
     warmup_lr: float = option(1e-6, "Learning rate at the start of warmup (paper: 1e-6).")
     min_lr: float = option(1e-5, "Final learning rate of the cosine decay, held during cooldown (paper: 1e-5).")
@@ -274,7 +296,21 @@ class ScheduleConfig:
 
 
 @dataclass
-class RunConfig:
+class DeviceOptions:
+    """Where and in which precision to compute (shared by training and ``validate``)."""
+
+    device: str = option("auto", "Device: auto (cuda if available), cpu, cuda.", choices=DEVICES)
+    amp: bool | None = option(None, "Mixed precision. none: on for cuda, off for cpu.")
+    amp_dtype: str = option(
+        "float16", "Mixed-precision dtype (training with float16 uses a grad scaler).", choices=AMP_DTYPES
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+
+@dataclass
+class RunConfig(DeviceOptions):
     """Batching, devices, checkpoints, logging."""
 
     batch_size: int = option(64, "Images per process and micro-step.")
@@ -283,18 +319,18 @@ class RunConfig:
         "Images per optimizer step over all processes, reached by gradient accumulation (paper: 4096). none: "
         "--batch-size times the number of processes. Must be divisible by --batch-size * processes.",
     )
-    output: str | None = option(None, "Run directory. none: runs/<timestamp>-<model>.")
+    output: str | None = option(
+        None,
+        "Run directory. none: runs/<timestamp>-<model>-<dataset> (a new folder). A folder that already holds a "
+        "run is never overwritten silently: continue it with --resume auto, or pass --overwrite.",
+    )
     resume: str | None = option(
         None, "Continue from a checkpoint file, or 'auto' for the newest checkpoint in --output (fresh if none)."
     )
+    overwrite: bool = option(False, "Replace the run files in an --output folder that already holds a run.")
     seed: int = option(0, "Random seed (also the built-in dataset's).")
     deterministic: bool = option(
         False, "Deterministic algorithms and per-sample augmentation seeds: a resumed run ends bitwise equal."
-    )
-    device: str = option("auto", "Device: auto (cuda if available), cpu, cuda.", choices=("auto", "cpu", "cuda"))
-    amp: bool | None = option(None, "Mixed precision. none: on for cuda, off for cpu.")
-    amp_dtype: str = option(
-        "float16", "Mixed-precision dtype (float16 uses a grad scaler).", choices=("float16", "bfloat16")
     )
     threads: int | None = option(None, "CPU threads per process (torch.set_num_threads). none: torch's default.")
     channels_last: bool = option(False, "Use channels-last memory format.")
@@ -354,28 +390,18 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], recipe: str | None = None) -> TrainConfig:
         """Build from a flat or nested mapping; unknown keys raise :class:`ConfigError` with close matches."""
-        flat = flatten(values)
-        index = config_fields(cls)
-        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-        for key, value in flat.items():
-            if key == "recipe":
-                recipe = recipe or value
-                continue
-            if key not in index:
-                raise ConfigError(key, f"unknown option{_suggest(key, index)}")
-            section, f, hint = index[key]
-            sections[section][key] = coerce(value, hint, key)
-        return cls(**{name: SECTIONS[name](**kw) for name, kw in sections.items()}, recipe=recipe)
+        values = dict(values)
+        recipe = recipe or values.pop("recipe", None)
+        values.pop("recipe", None)
+        return build_config(cls, values, recipe=recipe)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (lists instead of tuples): safe for YAML and checkpoints."""
-        out: dict[str, Any] = {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
-        out["recipe"] = self.recipe
-        return out
+        return to_plain(self)
 
     def flat(self) -> dict[str, Any]:
         """All fields as one flat dict."""
-        return flatten(self.to_dict())
+        return flatten(self.to_dict(), SECTIONS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -384,27 +410,22 @@ class TrainConfig:
 
 
 @dataclass
-class ValidateConfig:
+class ValidateConfig(ImageOptions, DeviceOptions):
     """Evaluate one model or an ensemble (softmax average) on a validation split; optionally search the crop."""
 
     model: tuple[str, ...] = option(
         (), "Model name; repeat together with --checkpoint for an ensemble. Omitted: taken from the checkpoint."
     )
-    checkpoint: tuple[str, ...] = option((), "Weights for each --model (a run's .pt, .safetensors, official file).")
+    checkpoint: tuple[str, ...] = option(
+        (), "Weights for each --model: any file a run wrote (.pt, .safetensors; they name their model) or official."
+    )
     pretrained: bool = option(False, "Use each model's pretrained weights instead of --checkpoint.")
     ema: bool = option(False, "Evaluate the EMA weights of a training checkpoint.")
-    data: str | None = option(None, "Dataset root with val/<class>/*. none: the built-in dataset's validation split.")
-    input_size: int | None = option(None, "Image side. none: from the checkpoint's run, or the model default.")
-    crop_pct: float | None = option(None, "Center-crop fraction. none: the model's default.")
     crop_search: bool = option(False, "Paper protocol: evaluate crops from --crop-min to --crop-max, report the best.")
     crop_min: float = option(0.8, "Smallest crop fraction of the search.")
     crop_max: float = option(1.0, "Largest crop fraction of the search.")
     crop_step: float = option(0.05, "Step of the crop search.")
-    interpolation: str = option("bicubic", "Resize interpolation.", choices=("bicubic", "bilinear", "nearest"))
     batch_size: int = option(64, "Images per batch.")
-    workers: int | None = option(None, "DataLoader workers. none: 0 for built-in data, else up to 8.")
-    device: str = option("auto", "Device: auto, cpu, cuda.", choices=("auto", "cpu", "cuda"))
-    amp: bool | None = option(None, "Mixed precision. none: on for cuda.")
     val_samples: int | None = option(None, "Built-in dataset: validation images. none: as in the checkpoint's run.")
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
     builtin: str | None = option(
@@ -413,16 +434,11 @@ class ValidateConfig:
         choices=BUILTIN_DATASET_NAMES,
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
-    skip_corrupt: bool = option(False, "Skip unreadable images with a warning instead of stopping.")
     output_json: str | None = option(None, "Also write the results to this JSON file.")
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        super().__post_init__()
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.workers is not None:
-            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
-        if self.crop_pct is not None:
-            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
         _check(0.0 < self.crop_min <= self.crop_max <= 1.0, "crop_min", "need 0 < --crop-min <= --crop-max <= 1")
         _check(self.crop_step > 0, "crop_step", f"must be > 0, got {self.crop_step}")
         if self.val_samples is not None:
@@ -445,104 +461,3 @@ class ValidateConfig:
         n = int(round((self.crop_max - self.crop_min) / self.crop_step))
         grid = [round(self.crop_min + i * self.crop_step, 6) for i in range(n + 1)]
         return [c for c in grid if c <= self.crop_max + 1e-9]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers shared by the CLI
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def config_fields(cls: type) -> dict[str, tuple[str | None, dataclasses.Field, Any]]:
-    """Flat index ``name -> (section or None, field, type hint)`` of a config class's options."""
-    index: dict[str, tuple[str | None, dataclasses.Field, Any]] = {}
-    if cls is TrainConfig:
-        for section, sub in SECTIONS.items():
-            hints = typing.get_type_hints(sub)
-            for f in dataclasses.fields(sub):
-                assert f.name not in index, f"duplicate config field {f.name}"
-                index[f.name] = (section, f, hints[f.name])
-        return index
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        index[f.name] = (None, f, hints[f.name])
-    return index
-
-
-def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten one level of sections (``{"optim": {"lr": 1}}`` -> ``{"lr": 1}``); flat input passes through."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in SECTIONS and isinstance(value, Mapping):
-            flat.update(value)
-        elif key == "resolved":  # derived values saved next to the config; not options
-            continue
-        else:
-            flat[key] = value
-    return flat
-
-
-def _suggest(key: str, names: Mapping[str, Any] | list[str]) -> str:
-    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(flag_name(c) for c in close)}?" if close else ""
-
-
-def unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; anything else -> ``(hint, False)``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return args[0], True
-    return hint, False
-
-
-def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Convert a YAML/CLI value to the field's type (lists to tuples, ints to floats); raise ConfigError."""
-    base, optional = unwrap_optional(hint)
-    if optional and isinstance(value, (list, tuple)) and len(value) == 1 and str(value[0]).lower() == "none":
-        value = None
-    if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
-        if optional:
-            return None
-        raise ConfigError(name, "must not be none")
-    origin = typing.get_origin(base)
-    try:
-        if origin is tuple:
-            args = typing.get_args(base)
-            item = args[0]
-            if not isinstance(value, (list, tuple)):
-                value = [value]
-            return tuple(_scalar(v, item) for v in value)
-        if origin is Literal:
-            return value
-        return _scalar(value, base)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(name, f"invalid value {value!r} ({exc})") from None
-
-
-def _scalar(value: Any, kind: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise ValueError("expected a boolean")
-    if kind is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("expected an integer")
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
-        return float(value)
-    if kind is str:
-        return str(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -7,13 +7,66 @@ model's own settings), checks names and presets of the built-in datasets, and wr
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hyenapixel.train.config import ConfigError
 from hyenapixel.train.loaders import CorruptFileReporter
 
-__all__ = ["build_data", "builtin_input_size", "model_data_defaults"]
+__all__ = ["BuiltData", "DataSettings", "build_data", "builtin_input_size", "default_workers", "model_data_defaults"]
+
+#: DataLoader workers per process for image folders (the built-in data is generated in the main process).
+MAX_FOLDER_WORKERS = 8
+
+
+def default_workers(data: str | None) -> int:
+    """Workers when ``--workers`` is not given: 0 for the built-in data, else up to 8 (at most the CPU count)."""
+    return 0 if data is None else min(MAX_FOLDER_WORKERS, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The resolved data of a run: what the model sees and how the images were prepared."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    in_chans: int
+    train_size: int
+    val_size: int
+    input_size: int
+    crop_pct: float | None
+    interpolation: str | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def record(self) -> dict[str, Any]:
+        """Plain values for config.yaml (``resolved``), without the class names."""
+        return {
+            "dataset": self.dataset,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "train_size": self.train_size,
+            "val_size": self.val_size,
+            "input_size": self.input_size,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean) if self.mean is not None else None,
+            "std": list(self.std) if self.std is not None else None,
+        }
+
+
+class BuiltData(NamedTuple):
+    """Training and validation datasets (``train`` is None for a validation-only folder) and their settings."""
+
+    train: Any
+    val: Any
+    settings: DataSettings
 
 
 def model_data_defaults(name: str) -> dict[str, Any]:
@@ -55,7 +108,7 @@ def build_data(
     builtin: str,
     difficulty: str = "default",
     val_only: bool = False,
-) -> dict[str, Any]:
+) -> BuiltData:
     """Datasets and the resolved data settings; raises ``hyenapixel.data.DataError`` before any training.
 
     ``aug`` is an :class:`~hyenapixel.train.config.AugConfig` (training transforms) or None. With ``val_only``
@@ -71,8 +124,7 @@ def build_data(
             raise ConfigError("difficulty", f"invalid choice {difficulty!r}; choose from {', '.join(presets)}")
         # the generated dataset yields normalised tensors of its own: no image transforms, no crop
         size = input_size or builtin_input_size()
-        resolved: dict[str, Any] = {"input_size": size, "crop_pct": None, "interpolation": None, "mean": None,
-                                    "std": None}  # fmt: skip
+        resolved: dict[str, Any] = dict(input_size=size, crop_pct=None, interpolation=None, mean=None, std=None)
         train_tf = val_tf = None
     else:
         defaults = model_data_defaults(model_name)
@@ -102,9 +154,10 @@ def build_data(
         val_ds = hdata.ImageFolderDataset(Path(data) / "val", classes, val_tf, skip_corrupt=skip_corrupt)
         if skip_corrupt:
             val_ds = CorruptFileReporter(val_ds)
-        resolved.update(dataset=str(data), classes=classes, num_classes=len(classes), in_chans=3, train_size=0,
-                        val_size=len(val_ds))  # fmt: skip
-        return {"train": None, "val": val_ds, "settings": resolved}
+        settings = DataSettings(
+            dataset=str(data), classes=tuple(classes), in_chans=3, train_size=0, val_size=len(val_ds), **resolved
+        )
+        return BuiltData(None, val_ds, settings)
     train_ds, val_ds, classes = hdata.build_datasets(
         data,
         input_size=size,
@@ -120,12 +173,12 @@ def build_data(
     if skip_corrupt:
         train_ds, val_ds = CorruptFileReporter(train_ds), CorruptFileReporter(val_ds)
     in_chans = int(getattr(train_ds, "in_chans", 0) or getattr(val_ds, "in_chans", 0) or 3)
-    resolved.update(
+    settings = DataSettings(
         dataset=f"{builtin}-{difficulty} (built-in)" if data is None else str(data),
-        classes=list(classes),
-        num_classes=len(classes),
+        classes=tuple(classes),
         in_chans=in_chans,
         train_size=len(train_ds),
         val_size=len(val_ds),
+        **resolved,
     )
-    return {"train": train_ds, "val": val_ds, "settings": resolved}
+    return BuiltData(train_ds, val_ds, settings)

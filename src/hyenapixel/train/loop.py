@@ -11,21 +11,53 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from timm.utils import accuracy
 from torch import nn
 
 from hyenapixel.train.distributed import DistInfo, all_reduce_sum, any_rank
+from hyenapixel.train.errors import NonFiniteLossError
 from hyenapixel.train.progress import Progress
 from hyenapixel.train.schedule import LRSchedule
 
-__all__ = ["NonFiniteLossError", "evaluate", "predict", "train_one_epoch"]
+__all__ = [
+    "EvalMetrics",
+    "NonFiniteLossError",
+    "TrainStats",
+    "amp_dtype_for",
+    "evaluate",
+    "predict",
+    "topk_from_probs",
+    "train_one_epoch",
+]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class TrainStats(NamedTuple):
+    """One epoch of training: mean loss over the micro-batches run (NaN if none) and images seen by all ranks."""
+
+    train_loss: float
+    images: float
+
+
+class EvalMetrics(NamedTuple):
+    """Top-1 / top-5 accuracy (percent) over ``count`` images, and the mean loss where known."""
+
+    top1: float
+    top5: float
+    count: int
+    loss: float | None = None
+
+
+def amp_dtype_for(amp: bool | None, dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` / ``--amp-dtype`` (training and evaluation alike); None: full precision.
+
+    ``amp=None`` means on for CUDA and off for CPU.
+    """
+    if not (amp if amp is not None else device.type == "cuda"):
+        return None
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -54,7 +86,7 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: Progress | None = None,
     on_update: Callable[[int], None] | None = None,
-) -> dict[str, float]:
+) -> TrainStats:
     """Train over the micro-batches ``start_batch .. num_batches - 1`` of one epoch.
 
     Args:
@@ -78,7 +110,7 @@ def train_one_epoch(
         on_update: Called with the number of micro-batches done after every optimizer step (checkpoints).
 
     Returns:
-        ``{"train_loss": mean loss over the micro-batches run, "images": images seen by all ranks}``.
+        :class:`TrainStats`.
 
     Shape:
         images: (B, C, H, W); targets: (B,) class indices.
@@ -138,7 +170,7 @@ def train_one_epoch(
     run = batch_idx - start_batch
     all_reduce_sum(loss_sum, info)
     mean = loss_sum.item() / max(run * info.world_size, 1)
-    return {"train_loss": mean if run else math.nan, "images": float(seen)}
+    return TrainStats(mean if run else math.nan, float(seen))
 
 
 @torch.no_grad()
@@ -150,7 +182,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: Progress | None = None,
-) -> dict[str, float]:
+) -> EvalMetrics:
     """Loss, top-1 and top-5 accuracy (percent) summed exactly over all ranks' shards.
 
     Top-5 is computed as top-``min(5, num_classes)``.
@@ -184,12 +216,7 @@ def evaluate(
     all_reduce_sum(totals, info)
     loss_sum, hits1, hits5, count = totals.tolist()
     count = max(count, 1.0)
-    return {
-        "loss": loss_sum / count,
-        "top1": 100.0 * round(hits1) / count,
-        "top5": 100.0 * round(hits5) / count,
-        "count": int(count),
-    }
+    return EvalMetrics(100.0 * round(hits1) / count, 100.0 * round(hits5) / count, int(count), loss_sum / count)
 
 
 @torch.no_grad()
@@ -218,11 +245,11 @@ def predict(
     return torch.cat(probs), torch.cat(labels)
 
 
-def topk_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+def topk_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> EvalMetrics:
     """Top-1 / top-5 (percent) of probabilities, e.g. an ensemble average.
 
     Shape:
         probs: (N, num_classes); targets: (N,).
     """
     top1, top5 = accuracy(probs, targets, topk=(1, min(5, probs.shape[1])))
-    return {"top1": float(top1), "top5": float(top5), "count": int(targets.shape[0])}
+    return EvalMetrics(float(top1), float(top5), int(targets.shape[0]))

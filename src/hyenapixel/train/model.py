@@ -1,54 +1,39 @@
 """Build the network of a run through timm (paper Sections 3 and 4.1).
 
-Importing :mod:`hyenapixel.models` registers the HyenaPixel families in timm. A model is described by a plain
-*spec* (name + keyword overrides) that is stored in every checkpoint, so that ``hyenapixel validate`` can rebuild
-the exact network of a run (including reduced ``dims`` or ``kernel_sizes``) from the checkpoint alone.
+A model is described by a plain *spec* (name + keyword overrides) that is stored in every checkpoint and in the
+metadata of ``best.safetensors``, so that ``hyenapixel validate`` (through :func:`hyenapixel.models.load_model`)
+rebuilds the exact network of a run, including reduced ``dims`` or ``kernel_sizes``, from the file alone.
 """
 
 from __future__ import annotations
 
-import difflib
+import logging
+import os
 from typing import Any
 
-import timm
 from torch import nn
 
-import hyenapixel.models  # noqa: F401  (registers the HyenaPixel models in timm)
-from hyenapixel.train.config import ConfigError, ModelConfig
+from hyenapixel.errors import UserError
+from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, read_checkpoint
+from hyenapixel.models.weights import check_model_name as _check_name
+from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig
 
-__all__ = ["check_model_name", "create_model", "model_spec"]
+__all__ = ["check_model_name", "create_model", "load_initial_weights", "model_spec"]
+
+log = logging.getLogger("hyenapixel")
 
 
 def check_model_name(name: str, flag: str = "model") -> None:
     """Raise :class:`ConfigError` naming ``--model`` and close matches if timm does not know ``name``."""
-    if timm.is_model(name):
-        return
-    candidates = timm.list_models("*former*")
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
-    if not close:
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"; close matches: {', '.join(close)}" if close else f"; HyenaPixel models: {', '.join(_hpx_models())}"
-    raise ConfigError(flag, f"unknown model {name!r}{hint}")
-
-
-def _hpx_models() -> list[str]:
-    return list(getattr(hyenapixel.models, "REGISTERED_MODELS", []))
-
-
-def _is_hyenapixel_model(name: str) -> bool:
     try:
-        return timm.models.model_entrypoint(name).__module__.startswith("hyenapixel")
-    except (RuntimeError, AttributeError):  # pragma: no cover - unknown models are rejected earlier
-        return False
+        _check_name(name)
+    except UserError as exc:
+        raise ConfigError(flag, str(exc)) from None
 
 
 def model_spec(cfg: ModelConfig) -> dict[str, Any]:
     """The architecture part of a model config as plain data: ``{"name": ..., "kwargs": {...}}``."""
-    kwargs: dict[str, Any] = {}
-    for key in ("dims", "depths", "kernel_sizes"):
-        value = getattr(cfg, key)
-        if value is not None:
-            kwargs[key] = list(value)
+    kwargs: dict[str, Any] = {key: list(getattr(cfg, key)) for key in ARCH_FIELDS if getattr(cfg, key) is not None}
     if cfg.res_scale_stages is not None:
         num_stages = len(cfg.depths or cfg.dims or ()) or 4
         kwargs["res_scale_init_values"] = [1.0 if i in cfg.res_scale_stages else None for i in range(num_stages)]
@@ -64,22 +49,48 @@ def create_model(
     head_dropout: float = 0.0,
     pretrained: bool = False,
 ) -> nn.Module:
-    """``timm.create_model`` from a spec; head dropout is ``head_dropout`` for HyenaPixel models, else ``drop_rate``.
+    """The network of ``spec`` through :func:`hyenapixel.models.load_model` (hub weights with ``pretrained``).
+
+    ``head_dropout`` is timm's ``drop_rate``, which HyenaPixel models take as the dropout before the classifier.
 
     Shape:
         the model maps (B, in_chans, H, W) images to (B, num_classes) logits.
     """
     name = spec["name"]
     check_model_name(name)
-    kwargs: dict[str, Any] = dict(spec.get("kwargs", {}))
-    for key in ("dims", "depths", "kernel_sizes", "res_scale_init_values"):
-        if key in kwargs and kwargs[key] is not None:
-            kwargs[key] = tuple(kwargs[key])
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (spec.get("kwargs") or {}).items()}
     if drop_path:
         kwargs["drop_path_rate"] = drop_path
     if head_dropout:
-        kwargs["head_dropout" if _is_hyenapixel_model(name) else "drop_rate"] = head_dropout
+        kwargs["drop_rate"] = head_dropout
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return load_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise ConfigError("model", f"{name} does not accept these options ({exc})") from None
+
+
+def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Start a run from the weights of ``path`` (``--initial-checkpoint``): a run's file or an official checkpoint.
+
+    Official keys are renamed and HyenaPixel filters of another kernel size resampled
+    (:func:`hyenapixel.models.checkpoint_filter_fn`). A classifier of another shape (fine-tuning on another label
+    set) stays freshly initialised.
+
+    Raises:
+        WeightsError: unreadable file, or weights that do not fit the model.
+    """
+    ck = read_checkpoint(path)
+    try:
+        state_dict = checkpoint_filter_fn(ck.state_dict, model)
+    except ValueError as exc:
+        raise WeightsError(f"{ck.path}: {' '.join(str(exc).split())}") from None
+    prefix = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head") + "."
+    target = model.state_dict()
+    dropped = [
+        k for k in state_dict if k.startswith(prefix) and (k not in target or state_dict[k].shape != target[k].shape)
+    ]
+    missing, unexpected = model.load_state_dict({k: v for k, v in state_dict.items() if k not in dropped}, strict=False)
+    if unexpected or any(not k.startswith(prefix) for k in missing):
+        raise WeightsError(f"{ck.path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if dropped:
+        log.info("%s: the classifier (%s) has another shape; it starts freshly initialised", ck.path, prefix[:-1])

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "param_groups", "WD_FILTER_RULES"]
+from hyenapixel.train.config import WD_FILTER_RULES
 
-WD_FILTER_RULES = ("paper", "hyena")
+__all__ = ["build_optimizer", "param_groups", "WD_FILTER_RULES"]
 
 
 def _matches(name: str, patterns: Collection[str]) -> bool:

@@ -10,8 +10,9 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["plot_training_curves"]
+__all__ = ["draw_training_curves", "plot_training_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,58 @@ def _column(rows: list[dict[str, str]], name: str) -> list[float | None]:
     return out
 
 
-def plot_training_curves(metrics_csv: str | os.PathLike[str], png: str | os.PathLike[str]) -> Path | None:
-    """Plot loss (train, val) and validation top-1 (and EMA top-1 if present) per epoch from ``metrics.csv``.
+def draw_training_curves(rows: list[dict[str, str]], *, title: str | None = None, chance: float | None = None) -> Any:
+    """A matplotlib figure of loss (train, val) and validation top-1 (and EMA top-1) per epoch of ``metrics.csv`` rows.
+
+    The epoch axis reaches half an epoch beyond the first and last points and has integer ticks only (a one-epoch
+    run is a dot in the middle of an axis ticked 1); the accuracy panel shows chance level as a dashed line and
+    its axis includes it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    if title:
+        fig.suptitle(title)
+    panels = (
+        ("loss", "loss", (("train_loss", "train"), ("val_loss", "validation"))),
+        ("validation accuracy", "top-1 (%)", (("val_top1", "top-1"), ("ema_top1", "EMA top-1"))),
+    )
+    for ax, (name, unit, curves) in zip(axes, panels):
+        for column, label in curves:
+            pts = [(e, y) for e, y in zip(epochs, _column(rows, column)) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label)
+        if unit.startswith("top-1") and chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.3g}%)")
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(min(low, chance - 5), 0.0), min(max(high, chance + 5), 100.5))
+        ax.set(xlabel="epoch", ylabel=unit, title=name)
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_training_curves(
+    metrics_csv: str | os.PathLike[str],
+    png: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    chance: float | None = None,
+) -> Path | None:
+    """Draw ``metrics.csv`` (see :func:`draw_training_curves`) into ``png``.
 
     Returns the written path, or None when matplotlib is not installed or the CSV has no rows. The picture is
     written to a temporary file first and then moved into place.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401  (optional dependency: only its absence is checked here)
     except ImportError:
         log.info("matplotlib is not installed: no curves.png (pip install 'hyenapixel[analysis]')")
         return None
@@ -42,21 +84,9 @@ def plot_training_curves(metrics_csv: str | os.PathLike[str], png: str | os.Path
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    panels = (
-        ("loss", "loss", (("train_loss", "train"), ("val_loss", "validation"))),
-        ("validation accuracy", "%", (("val_top1", "top-1"), ("ema_top1", "EMA top-1"))),
-    )
-    for ax, (title, unit, curves) in zip(axes, panels):
-        for name, label in curves:
-            pts = [(e, y) for e, y in zip(epochs, _column(rows, name)) if y is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=label)
-        ax.set(xlabel="epoch", ylabel=unit, title=title)
-        ax.legend()
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig = draw_training_curves(rows, title=title, chance=chance)
+    import matplotlib.pyplot as plt
+
     png = Path(png)
     tmp = png.with_name(png.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -1,7 +1,8 @@
 """Progress display for long loops (training and evaluation of paper Section 4.1).
 
 A tqdm bar on an interactive terminal, plain periodic log lines otherwise (batch jobs, CI, pipes), or nothing
-(non-zero ranks). Both show the loss, lr, images/s and ETA.
+(non-zero ranks). Both show the loss, lr, images/s and the ETA of the whole run (the bar's own remaining time
+covers the current epoch only).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Progress", "format_seconds", "progress_mode"]
@@ -42,7 +44,8 @@ class Progress:
         mode: ``bar``, ``log`` or ``none``.
         log_interval: Steps between log lines in ``log`` mode.
         initial: Steps already done (mid-epoch resume).
-        run_remaining_steps: Steps left in the whole run after this loop, for a run ETA.
+        run_remaining_steps: Steps left in the whole run after this loop: the ETA covers the run (None: this loop).
+        clock: Seconds as a float (``time.perf_counter``).
     """
 
     def __init__(
@@ -52,7 +55,8 @@ class Progress:
         mode: str = "log",
         log_interval: int = 20,
         initial: int = 0,
-        run_remaining_steps: int = 0,
+        run_remaining_steps: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.total = total
         self.desc = desc
@@ -61,7 +65,8 @@ class Progress:
         self.n = initial
         self.start_n = initial
         self.run_remaining_steps = run_remaining_steps
-        self.t0 = time.perf_counter()
+        self.clock = clock
+        self.t0 = clock()
         self.images = 0
         self._bar = None
         if mode == "bar":
@@ -71,7 +76,7 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        return self.clock() - self.t0
 
     def images_per_s(self) -> float:
         return self.images / max(self.elapsed, 1e-9)
@@ -82,7 +87,7 @@ class Progress:
         if done <= 0:
             return float("nan")
         per_step = self.elapsed / done
-        return per_step * (self.total - self.n + self.run_remaining_steps)
+        return per_step * (self.total - self.n + (self.run_remaining_steps or 0))
 
     def update(self, images: int, **metrics: Any) -> None:
         """One step done with ``images`` images; ``metrics`` (loss=..., lr=...) are shown."""
@@ -92,12 +97,14 @@ class Progress:
             return
         shown = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()}
         shown["img/s"] = f"{self.images_per_s():.1f}"
+        eta = self.eta()
+        eta_text = format_seconds(eta) if eta == eta else "?"
         if self._bar is not None:
+            if self.run_remaining_steps is not None:
+                shown["run eta"] = eta_text
             self._bar.set_postfix(shown, refresh=False)
             self._bar.update(1)
         elif self.n % self.log_interval == 0 or self.n == self.total:
-            eta = self.eta()
-            eta_text = format_seconds(eta) if eta == eta else "?"
             parts = " ".join(f"{k} {v}" for k, v in shown.items())
             log.info("%s [%d/%d] %s eta %s", self.desc, self.n, self.total, parts, eta_text)
 

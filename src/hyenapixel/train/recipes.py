@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from hyenapixel.train.config import ARCH_FIELDS, DEFAULT_MODEL, ConfigError, TrainConfig, flatten
+from hyenapixel.train.config import ARCH_FIELDS, DEFAULT_MODEL, SECTIONS, ConfigError, TrainConfig
+from hyenapixel.train.configio import flatten
 
 __all__ = ["RECIPES", "load_recipe", "resolve_train_config"]
 
@@ -113,16 +114,17 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             values = yaml.safe_load(f) or {}
         if not isinstance(values, Mapping):
             raise ConfigError("recipe", f"{path} must hold a mapping of options")
-        return flatten(values)
+        return flatten(values, SECTIONS)
     raise ConfigError("recipe", f"unknown recipe {name_or_path!r}; choose from {', '.join(RECIPES)} or a YAML file")
 
 
 def resolve_train_config(recipe: str | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Defaults < recipe < overrides (flat field names), with the architecture-reset rule for ``--model``.
 
-    The architecture overrides (``dims``, ``depths``, ``kernel_sizes``, ``res_scale_stages``) of the defaults
-    or the recipe belong to their model. If ``overrides`` switch to another model, those not overridden
-    too are reset to ``None`` (the new model's own values).
+    The architecture overrides (:data:`~hyenapixel.train.config.ARCH_FIELDS`) of the defaults or the recipe belong
+    to their model. If ``overrides`` switch to another model, those not overridden too are reset to ``None`` (the
+    new model's own values). The caller checks the model name first (it needs timm), so that this note is never
+    printed for a name that does not exist.
     """
     overrides = dict(overrides or {})
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}

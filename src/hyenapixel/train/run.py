@@ -5,40 +5,103 @@ schedule, loss, Mixup/CutMix and EMA into a :class:`Run`; :func:`restore` loads 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
+from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch import nn
+from torch.utils.data import Dataset
 
-from hyenapixel.train.checkpoint import (
-    capture_rng_state,
-    find_resume_checkpoint,
-    load_model_weights,
-    load_training_state,
-)
+from hyenapixel.train.checkpoint import capture_rng_state, find_resume_checkpoint, load_training_state
 from hyenapixel.train.config import ConfigError, TrainConfig
-from hyenapixel.train.datasets import build_data
+from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import DistInfo, broadcast_object
+from hyenapixel.train.errors import NonFiniteLossError
 from hyenapixel.train.loaders import ResumableDistributedSampler, SeededSamples, batches_per_epoch, make_loader
-from hyenapixel.train.loop import NonFiniteLossError
-from hyenapixel.train.model import check_model_name, create_model, model_spec
+from hyenapixel.train.loop import amp_dtype_for
+from hyenapixel.train.model import check_model_name, create_model, load_initial_weights, model_spec
 from hyenapixel.train.optim import build_optimizer
 from hyenapixel.train.schedule import LRSchedule, peak_lr
 
-__all__ = ["Run", "build_run", "resolve_batching", "restore", "seed_all"]
+__all__ = [
+    "RUN_FILES",
+    "Batching",
+    "Best",
+    "EpochMetrics",
+    "Run",
+    "build_run",
+    "holds_run",
+    "resolve_batching",
+    "restore",
+    "seed_all",
+]
+
+#: The files a run writes into its directory (besides ``epoch_<N>.pt``): what --overwrite removes.
+RUN_FILES = (
+    "config.yaml",
+    "train.log",
+    "metrics.csv",
+    "curves.png",
+    "last.pt",
+    "best.pt",
+    "best.safetensors",
+    "summary.json",
+)
 
 log = logging.getLogger("hyenapixel")
 
 
-def resolve_batching(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+class Batching(NamedTuple):
+    """How the global batch is made: ``world_size`` processes x ``--batch-size`` x ``accum_steps`` micro-steps."""
+
+    world_size: int
+    global_batch: int
+    accum_steps: int
+    lr: float
+
+
+@dataclass
+class EpochMetrics:
+    """The record of one finished epoch: a row of ``metrics.csv`` (plus ``val_count``), kept in checkpoints."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_loss: float
+    val_loss: float | None
+    val_top1: float
+    val_top5: float
+    val_count: int
+    ema_top1: float | None = None
+    ema_top5: float | None = None
+    epoch_time_s: float = 0.0
+    images_per_s: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EpochMetrics | None:
+        """Inverse of ``dataclasses.asdict`` for the record stored in a checkpoint (None if there is none)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names}) if values else None
+
+
+@dataclass
+class Best:
+    """The best validation top-1 so far and its epoch (1-based; None before the first evaluation)."""
+
+    top1: float = -math.inf
+    epoch: int | None = None
+
+
+def resolve_batching(cfg: TrainConfig, world_size: int) -> Batching:
     """Global batch, gradient-accumulation steps and peak lr for ``world_size`` processes.
 
     ``accum = global_batch / (batch_size * world_size)`` must be a whole number. The peak lr is ``--lr`` if given,
@@ -53,11 +116,29 @@ def resolve_batching(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
             f"= {per_step}; choose a --batch-size that divides {global_batch // world_size}",
         )
     lr = peak_lr(cfg.optim.lr, cfg.optim.base_lr, cfg.optim.base_batch, global_batch)
-    return {"world_size": world_size, "global_batch": global_batch, "accum_steps": global_batch // per_step, "lr": lr}
+    return Batching(world_size, global_batch, global_batch // per_step, lr)
 
 
-def _default_output(model: str) -> str:
-    return os.path.join("runs", f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{model}")
+def _dataset_label(cfg: TrainConfig) -> str:
+    """The data part of a default run name: ``balance``, ``pathfinder-easy`` or the folder's name."""
+    if cfg.data.data is not None:
+        return Path(cfg.data.data).resolve().name or "data"
+    return cfg.data.builtin + ("" if cfg.data.difficulty == "default" else f"-{cfg.data.difficulty}")
+
+
+def _default_output(cfg: TrainConfig) -> Path:
+    """``runs/<time>-<model>-<dataset>``; a suffix ``-2``, ``-3``, ... if that folder exists already."""
+    base = Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.model.model}-{_dataset_label(cfg)}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def holds_run(path: Path) -> bool:
+    """Whether a directory holds files of a training run (finished or not)."""
+    return path.is_dir() and (any((path / f).exists() for f in RUN_FILES) or any(path.glob("epoch_*.pt")))
 
 
 def seed_all(seed: int) -> None:
@@ -79,13 +160,6 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    amp = cfg.run.amp if cfg.run.amp is not None else device.type == "cuda"
-    if not amp:
-        return None
-    return torch.float16 if cfg.run.amp_dtype == "float16" else torch.bfloat16
-
-
 @dataclass
 class Run:
     """The components of one training run, built by :func:`build_run`, and its progress counters."""
@@ -93,20 +167,20 @@ class Run:
     cfg: TrainConfig
     info: DistInfo
     out_dir: Path
-    settings: dict[str, Any]
-    train_ds: Any
-    val_ds: Any
+    settings: DataSettings
+    train_ds: Dataset
+    val_ds: Dataset
     spec: dict[str, Any]
     model: nn.Module
     ddp_model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     loss_fn: nn.Module
-    mixup: Any
+    mixup: Mixup | None
     scaler: torch.amp.GradScaler | None
-    ema: Any
+    ema: ModelEmaV3 | None
     amp_dtype: torch.dtype | None
-    batching: dict[str, Any]
+    batching: Batching
     num_batches: int
     updates_per_epoch: int
     workers: int
@@ -114,8 +188,9 @@ class Run:
     resume_path: Path | None = None
     start_epoch: int = 0
     start_batch: int = 0
-    best: dict[str, Any] = field(default_factory=lambda: {"top1": -math.inf, "epoch": None})
-    last_metrics: dict[str, Any] = field(default_factory=dict)
+    best: Best = field(default_factory=Best)
+    last_metrics: EpochMetrics | None = None
+    rng_state: dict[str, Any] | None = None  # this rank's random state of the resumed checkpoint
 
     @property
     def num_params(self) -> int:
@@ -143,16 +218,16 @@ class Run:
             "step": self.schedule.num_updates,
             "world_size": self.info.world_size,
             "batch_size": self.cfg.run.batch_size,
-            "accum_steps": self.batching["accum_steps"],
-            "best": dict(self.best),
+            "accum_steps": self.batching.accum_steps,
+            "best": {"top1": self.best.top1, "epoch": self.best.epoch},
             "rng": _gather_rng(self.info),
             "config": self.config_dict,
             "model_spec": self.spec,
-            "class_names": self.settings["classes"],
-            "num_classes": self.settings["num_classes"],
-            "in_chans": self.settings["in_chans"],
-            "input_size": self.settings["input_size"],
-            "metrics": dict(self.last_metrics),
+            "class_names": list(self.settings.classes),
+            "num_classes": self.settings.num_classes,
+            "in_chans": self.settings.in_chans,
+            "input_size": [self.settings.in_chans, self.settings.input_size, self.settings.input_size],
+            "metrics": dataclasses.asdict(self.last_metrics) if self.last_metrics else {},
         }
 
     def loader(self, epoch: int, sampler: ResumableDistributedSampler) -> Any:
@@ -172,8 +247,20 @@ class Run:
         )
 
 
+def _output_problem(cfg: TrainConfig, output: Path, resume_path: Path | None) -> str | None:
+    """Why ``output`` must not be written by this run (a finished or unfinished run is there), or None."""
+    if cfg.run.overwrite or cfg.run.resume == "auto" or not holds_run(output):
+        return None
+    if resume_path is not None and resume_path.parent.resolve() == output.resolve():
+        return None
+    return (
+        f"{output} already holds a run; continue it with --resume auto, or choose another --output "
+        "(or pass --overwrite to replace it)"
+    )
+
+
 def _resolve_output(cfg: TrainConfig, info: DistInfo) -> tuple[Path, Path | None]:
-    """Run directory (rank 0 picks the default name) and the checkpoint to resume from, if any."""
+    """Run directory (rank 0 picks the default name and checks it) and the checkpoint to resume from, if any."""
     resume_path: Path | None = None
     output = cfg.run.output
     if cfg.run.resume and cfg.run.resume != "auto":
@@ -183,7 +270,15 @@ def _resolve_output(cfg: TrainConfig, info: DistInfo) -> tuple[Path, Path | None
         output = output or str(resume_path.parent)
     if cfg.run.resume == "auto" and output is None:
         raise ConfigError("resume", "'auto' needs --output (the run directory to continue)")
-    out_dir = Path(broadcast_object(output or _default_output(cfg.model.model), info))
+    problem = None
+    if info.is_main:
+        chosen = Path(output) if output else _default_output(cfg)
+        problem = _output_problem(cfg, chosen, resume_path)
+        output = str(chosen)
+    output, problem = broadcast_object((output, problem), info)
+    if problem:
+        raise ConfigError("output", problem)
+    out_dir = Path(output)
     if cfg.run.resume == "auto":
         resume_path = find_resume_checkpoint(out_dir)
         log.info("--resume auto: %s", f"continuing from {resume_path}" if resume_path else "no checkpoint, fresh run")
@@ -191,7 +286,8 @@ def _resolve_output(cfg: TrainConfig, info: DistInfo) -> tuple[Path, Path | None
 
 
 def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
-    """Check the options, build data (errors before any training), model, optimizer, schedule, loss and EMA."""
+    """Everything a run needs, from its config: check the options, build data (errors before any training), model,
+    optimizer, schedule, loss and EMA, and restore the saved state when resuming."""
     import hyenapixel.data as hdata
 
     check_model_name(cfg.model.model)
@@ -215,33 +311,28 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         builtin=cfg.data.builtin,
         difficulty=cfg.data.difficulty,
     )
-    settings, train_ds = data["settings"], data["train"]
+    settings, train_ds = data.settings, data.train
     if cfg.run.deterministic:
         train_ds = SeededSamples(train_ds, cfg.run.seed)
-    workers = cfg.data.workers
-    if workers is None:
-        workers = 0 if cfg.data.data is None else min(8, os.cpu_count() or 1)
+    workers = cfg.data.workers if cfg.data.workers is not None else default_workers(cfg.data.data)
     num_batches = batches_per_epoch(len(train_ds), info.world_size, cfg.run.batch_size)
-    num_batches -= num_batches % batching["accum_steps"]
+    num_batches -= num_batches % batching.accum_steps
     if num_batches == 0:
         raise ConfigError(
-            "global_batch", f"{batching['global_batch']} images per step exceed the {len(train_ds)} training images"
+            "global_batch", f"{batching.global_batch} images per step exceed the {len(train_ds)} training images"
         )
 
     spec = model_spec(cfg.model)
     model = create_model(
         spec,
-        num_classes=settings["num_classes"],
-        in_chans=settings["in_chans"],
+        num_classes=settings.num_classes,
+        in_chans=settings.in_chans,
         drop_path=cfg.model.drop_path,
         head_dropout=cfg.model.head_dropout,
         pretrained=cfg.model.pretrained,
     )
     if cfg.model.initial_checkpoint:
-        try:
-            load_model_weights(model, cfg.model.initial_checkpoint, new_classifier_ok=True)
-        except (ValueError, RuntimeError) as exc:
-            raise ConfigError("initial_checkpoint", str(exc)) from None
+        load_initial_weights(model, cfg.model.initial_checkpoint)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(info.device)
@@ -251,15 +342,15 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
     optimizer = build_optimizer(
         model,
         opt=cfg.optim.opt,
-        lr=batching["lr"],
+        lr=batching.lr,
         weight_decay=cfg.optim.weight_decay,
         wd_filters=cfg.optim.wd_filters,
         eps=cfg.optim.opt_eps,
         betas=cfg.optim.betas,
     )
-    updates_per_epoch = num_batches // batching["accum_steps"]
+    updates_per_epoch = num_batches // batching.accum_steps
     schedule = LRSchedule(
-        batching["lr"],
+        batching.lr,
         cfg.sched.epochs,
         warmup_epochs=cfg.sched.warmup_epochs,
         warmup_lr=cfg.sched.warmup_lr,
@@ -268,14 +359,10 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         kind=cfg.sched.sched,
         updates_per_epoch=updates_per_epoch,
     )
-    amp_dtype = _amp_dtype(cfg, info.device)
-    ema = None
-    if cfg.run.ema:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.run.ema_decay)
+    amp_dtype = amp_dtype_for(cfg.run.amp, cfg.run.amp_dtype, info.device)
+    ema = ModelEmaV3(model, decay=cfg.run.ema_decay) if cfg.run.ema else None
     mixup = hdata.build_mixup(
-        cfg.aug.mixup, cfg.aug.cutmix, cfg.aug.mixup_switch_prob, cfg.aug.smoothing, settings["num_classes"]
+        cfg.aug.mixup, cfg.aug.cutmix, cfg.aug.mixup_switch_prob, cfg.aug.smoothing, settings.num_classes
     )
     if mixup is not None:
         loss_fn: nn.Module = SoftTargetCrossEntropy()  # Mixup/CutMix make soft, label-smoothed targets
@@ -294,7 +381,7 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         out_dir=out_dir,
         settings=settings,
         train_ds=train_ds,
-        val_ds=data["val"],
+        val_ds=data.val,
         spec=spec,
         model=model,
         ddp_model=ddp_model,
@@ -312,6 +399,8 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         resume_path=resume_path,
     )
     run.config_dict = _config_record(run)
+    if resume_path is not None:
+        run.rng_state = restore(run, resume_path)
     return run
 
 
@@ -320,13 +409,13 @@ def _config_record(run: Run) -> dict[str, Any]:
     record = run.cfg.to_dict()
     record["run"]["output"] = str(run.out_dir)
     record["resolved"] = {
-        **run.batching,
+        **run.batching._asdict(),
         "updates_per_epoch": run.updates_per_epoch,
         "device": str(run.info.device),
         "amp_dtype": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None,
         "workers": run.workers,
         "num_params": run.num_params,
-        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in run.settings.items() if k != "classes"},
+        **run.settings.record(),
         "model_spec": run.spec,
     }
     return record
@@ -348,17 +437,18 @@ def restore(run: Run, path: Path) -> dict[str, Any] | None:
         else:
             log.warning("checkpoint has no EMA weights; EMA restarts from the current weights")
     run.start_epoch, run.start_batch = int(state["epoch"]), int(state["batch_in_epoch"])
-    run.best = dict(state.get("best") or run.best)
-    run.last_metrics = dict(state.get("metrics") or {})
+    best = state.get("best") or {}
+    run.best = Best(float(best.get("top1", -math.inf)), best.get("epoch"))
+    run.last_metrics = EpochMetrics.from_dict(state.get("metrics") or {})
     same_layout = (
         state.get("world_size") == run.info.world_size
         and state.get("batch_size") == run.cfg.run.batch_size
-        and state.get("accum_steps") == run.batching["accum_steps"]
+        and state.get("accum_steps") == run.batching.accum_steps
     )
     if run.start_batch and not same_layout:
         log.warning("batch layout changed since the checkpoint: epoch %d restarts from its start", run.start_epoch + 1)
         run.start_batch = 0
-    run.schedule.num_updates = run.start_epoch * run.updates_per_epoch + run.start_batch // run.batching["accum_steps"]
+    run.schedule.num_updates = run.start_epoch * run.updates_per_epoch + run.start_batch // run.batching.accum_steps
     log.info(
         "resumed from %s: epoch %d, micro-batch %d, step %d",
         path,

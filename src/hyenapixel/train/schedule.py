@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from hyenapixel.train.config import SCHEDULES
+
 __all__ = ["LRSchedule", "peak_lr"]
 
 
@@ -55,7 +57,7 @@ class LRSchedule:
         kind: str = "cosine",
         updates_per_epoch: int = 1,
     ) -> None:
-        if kind not in ("cosine", "constant"):
+        if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}")
         if updates_per_epoch < 1:
             raise ValueError("updates_per_epoch must be >= 1")

@@ -4,205 +4,328 @@
   that maximizes the accuracy" - every crop fraction of the grid is evaluated and the best is reported.
 * **Ensembles**: the softmax outputs of several models (each with its own input size and normalisation) are
   averaged, as for the "Hpx / Conv / Hb / CA" ensembles of Table 1.
-* A run's own checkpoint carries its model spec and data settings, so ``--checkpoint runs/x/best.pt`` alone
-  rebuilds the network; without ``--data`` the built-in dataset's validation split of that run is used.
+* Every file a run writes (``last.pt``, ``best.pt``, ``epoch_N.pt``, ``best.safetensors``) names its model and
+  data settings, so ``--checkpoint runs/x/best.safetensors`` alone rebuilds the network
+  (:func:`hyenapixel.models.load_model`); without ``--data`` the validation split of that run's data is used.
+
+:func:`validate` runs four steps: load the members, resolve the data source, evaluate every crop, report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-from hyenapixel.train.checkpoint import is_training_state, load_model_weights
-from hyenapixel.train.config import ConfigError, ValidateConfig
-from hyenapixel.train.datasets import build_data, model_data_defaults
+from hyenapixel.models import load_model, read_checkpoint
+from hyenapixel.train.config import ConfigError, DataConfig, ValidateConfig
+from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
 from hyenapixel.train.distributed import DistInfo, resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
-from hyenapixel.train.loop import evaluate, predict, topk_from_probs
-from hyenapixel.train.model import check_model_name, create_model
+from hyenapixel.train.loop import amp_dtype_for, evaluate, predict, topk_from_probs
+from hyenapixel.train.model import check_model_name
 from hyenapixel.train.progress import Progress, progress_mode
 
-__all__ = ["validate"]
+__all__ = ["CropResult", "Member", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
 log = logging.getLogger("hyenapixel")
 
 
-def _peek(path: str) -> dict[str, Any]:
-    """Metadata of a training checkpoint (empty for other weight files)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--checkpoint: file not found: {p}")
-    if p.suffix == ".safetensors":
-        return {}
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a zip checkpoint: let the model loader report it
-        return {}
-    if not is_training_state(obj):
-        return {}
-    return {k: obj.get(k) for k in ("model_spec", "config", "num_classes", "in_chans", "input_size", "class_names")}
+@dataclass
+class Member:
+    """One model of the evaluated ensemble, with what its checkpoint says about the run that trained it."""
+
+    name: str
+    checkpoint: str | None
+    model: nn.Module
+    run_config: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+    input_size: int | None = None
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The derived data settings of the run (normalisation, crop) or ``{}`` for other weight files."""
+        return self.run_config.get("resolved") or {}
+
+    def run_option(self, section: str, name: str) -> Any:
+        """An option of the run that wrote the checkpoint (None for other weight files)."""
+        return (self.run_config.get(section) or {}).get(name)
 
 
-def _members(cfg: ValidateConfig) -> list[dict[str, Any]]:
-    """One entry per ensemble member: model spec, weights and the run's data settings."""
+@dataclass(frozen=True)
+class MemberResult:
+    """One member's accuracy at one crop."""
+
+    model: str
+    checkpoint: str | None
+    top1: float
+    top5: float
+    count: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """The ensemble's (or single model's) accuracy at one crop fraction."""
+
+    crop_pct: float | None
+    top1: float
+    top5: float
+    count: int
+    members: tuple[MemberResult, ...]
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Everything :func:`validate` found; :meth:`to_dict` is the ``--output-json`` content."""
+
+    dataset: str
+    members: tuple[dict[str, Any], ...]
+    ema: bool
+    crop_search: bool
+    results: tuple[CropResult, ...]
+
+    @property
+    def best(self) -> CropResult:
+        return max(self.results, key=lambda r: r.top1)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "dataset": self.dataset,
+            "members": [dict(m) for m in self.members],
+            "ema": self.ema,
+            "crop_search": self.crop_search,
+            "results": [dataclasses.asdict(r) for r in self.results],
+            "crop_pct": best.crop_pct,
+            "top1": best.top1,
+            "top5": best.top5,
+            "count": best.count,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. members
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _input_side(value: Any) -> int | None:
+    """Image side from a stored ``input_size`` ((C, H, W), or a side length in older files)."""
+    if value is None:
+        return None
+    return int(value) if isinstance(value, int) else int(list(value)[-1])
+
+
+def load_members(cfg: ValidateConfig) -> list[Member]:
+    """Build every ``--model`` / ``--checkpoint`` pair through :func:`hyenapixel.models.load_model` (CPU, eval)."""
     checkpoints: list[str | None] = list(cfg.checkpoint) if not cfg.pretrained else [None] * len(cfg.model)
     names: list[str | None] = list(cfg.model) if cfg.model else [None] * len(checkpoints)
     members = []
-    for name, ckpt in zip(names, checkpoints):
-        meta = _peek(ckpt) if ckpt else {}
-        spec = meta.get("model_spec")
-        if name is None:
-            if spec is None:
-                raise ConfigError("model", f"required for {ckpt} (not a hyenapixel training checkpoint)")
-            name = spec["name"]
-        if spec is None or spec.get("name") != name:
-            spec = {"name": name, "kwargs": {}}
-        check_model_name(name)
-        resolved = ((meta.get("config") or {}).get("resolved")) or {}
-        members.append({"name": name, "checkpoint": ckpt, "spec": spec, "meta": meta, "resolved": resolved})
+    for name, path in zip(names, checkpoints):
+        if name is not None:
+            check_model_name(name)
+        if path is None:
+            assert name is not None  # ValidateConfig requires --model with --pretrained
+            model = load_model(name, pretrained=True)
+            members.append(Member(name, None, model.eval()))
+            continue
+        ck = read_checkpoint(path, use_ema=cfg.ema)
+        if name is None and ck.model_name is None:
+            raise ConfigError("model", f"required for {path}: the file does not say which model it holds")
+        model = load_model(name, checkpoint=path, use_ema=cfg.ema).eval()
+        members.append(
+            Member(
+                name=name or str(ck.model_name),
+                checkpoint=path,
+                model=model,
+                run_config=ck.meta.get("config") or {},
+                num_classes=ck.meta.get("num_classes") or getattr(model, "num_classes", None),
+                input_size=_input_side(ck.meta.get("input_size")),
+            )
+        )
     return members
 
 
-def _fmt_crop(crop: float | None) -> str:
-    return "n/a" if crop is None else f"{crop:.3f}"
+# ----------------------------------------------------------------------------------------------------------------
+# 2. data
+# ----------------------------------------------------------------------------------------------------------------
 
 
-def validate(cfg: ValidateConfig) -> dict[str, Any]:
-    """Evaluate the model or ensemble of ``cfg``; return (and log) the results per crop and the best crop.
+@dataclass(frozen=True)
+class DataSource:
+    """Which validation split: an image folder, or a built-in dataset with its generation settings."""
 
-    Returns:
-        ``{"top1", "top5", "crop_pct", "results": [per crop], "members": [...], "dataset", ...}``.
-    """
-    device = resolve_device(cfg.device)
-    info = DistInfo(device=device)
-    amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    amp_dtype = torch.float16 if amp else None
-    members = _members(cfg)
-    first = members[0]
-    run_cfg = (first["meta"].get("config") or {}) if cfg.data is None else {}
-    run_data = (run_cfg.get("data") or {}).get("data")
-    if cfg.data is None and run_data:
-        log.info("no --data: evaluating on %s/val, the data of the checkpoint's run", run_data)
-        cfg = dataclasses.replace(cfg, data=run_data)
-    val_samples = cfg.val_samples or (run_cfg.get("data") or {}).get("val_samples") or 1000
-    seed = cfg.seed if cfg.seed is not None else (run_cfg.get("run") or {}).get("seed", 0)
-    difficulty = cfg.difficulty or (run_cfg.get("data") or {}).get("difficulty") or "default"
-    builtin = cfg.builtin or (run_cfg.get("data") or {}).get("builtin") or "pathfinder"  # runs before --builtin
-    workers = cfg.workers if cfg.workers is not None else (0 if cfg.data is None else min(8, os.cpu_count() or 1))
+    data: str | None
+    builtin: str
+    difficulty: str
+    val_samples: int
+    seed: int
 
-    crops = cfg.crop_pcts() or [None]
-    if cfg.data is None and crops != [None]:
-        log.info("the built-in dataset is generated at the input size: there is no crop to choose")
-        crops = [None]
-    datasets: dict[tuple, Any] = {}
 
-    def val_data(member: dict[str, Any], crop: float | None) -> tuple[Any, dict[str, Any]]:
-        res = member["resolved"]
-        defaults = model_data_defaults(member["name"])
-        size = cfg.input_size or member["meta"].get("input_size")  # None: the model's / built-in default
+def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
+    """Options given > the settings of the first checkpoint's run > the training defaults."""
+    defaults = DataConfig()
+    data = cfg.data
+    if data is None and first.run_option("data", "data"):
+        data = first.run_option("data", "data")
+        log.info("no --data: evaluating on %s/val, the data of the checkpoint's run", data)
+    from_run = cfg.data is None
+
+    def pick(given: Any, section: str, name: str, default: Any) -> Any:
+        if given is not None:
+            return given
+        stored = first.run_option(section, name) if from_run else None
+        return stored if stored is not None else default
+
+    return DataSource(
+        data=data,
+        builtin=pick(cfg.builtin, "data", "builtin", defaults.builtin),
+        difficulty=pick(cfg.difficulty, "data", "difficulty", defaults.difficulty),
+        val_samples=pick(cfg.val_samples, "data", "val_samples", defaults.val_samples),
+        seed=pick(cfg.seed, "run", "seed", 0),
+    )
+
+
+class ValidationSets:
+    """Validation datasets per (member, crop), built once per distinct transform."""
+
+    def __init__(self, cfg: ValidateConfig, source: DataSource) -> None:
+        self.cfg, self.source = cfg, source
+        self._cache: dict[tuple, tuple[Any, DataSettings]] = {}
+
+    def get(self, member: Member, crop: float | None) -> tuple[Any, DataSettings]:
+        res = member.resolved
+        size = self.cfg.input_size or member.input_size  # None: the model's / built-in default
         mean = tuple(res["mean"]) if res.get("mean") else None  # the run's normalisation, else the model's
         std = tuple(res["std"]) if res.get("std") else None
-        crop = crop if crop is not None else (res.get("crop_pct") or defaults["crop_pct"])
-        key = (size, crop, mean, std, cfg.interpolation)
-        if key not in datasets:
+        if crop is None:
+            crop = res.get("crop_pct") or model_data_defaults(member.name)["crop_pct"]
+        key = (size, crop, mean, std, self.cfg.interpolation)
+        if key not in self._cache:
             data = build_data(
-                cfg.data,
-                model_name=member["name"],
+                self.source.data,
+                model_name=member.name,
                 input_size=size,
                 crop_pct=crop,
-                interpolation=cfg.interpolation,
+                interpolation=self.cfg.interpolation,
                 mean=mean,
                 std=std,
                 train_samples=1,
-                val_samples=val_samples,
-                seed=seed,
-                skip_corrupt=cfg.skip_corrupt,
+                val_samples=self.source.val_samples,
+                seed=self.source.seed,
+                skip_corrupt=self.cfg.skip_corrupt,
                 aug=None,
-                builtin=builtin,
-                difficulty=difficulty,
+                builtin=self.source.builtin,
+                difficulty=self.source.difficulty,
                 val_only=True,
             )
-            datasets[key] = (data["val"], data["settings"])
-        return datasets[key]
+            self._cache[key] = (data.val, data.settings)
+        return self._cache[key]
 
-    # build the models once
-    models = []
+
+def _check_classes(members: Sequence[Member], sets: ValidationSets) -> None:
     for m in members:
-        _, settings = val_data(m, None)
-        num_classes = m["meta"].get("num_classes") or settings["num_classes"]
-        if num_classes != settings["num_classes"]:
+        settings = sets.get(m, None)[1]
+        if m.num_classes is not None and m.num_classes != settings.num_classes:
             raise ConfigError(
                 "checkpoint",
-                f"{m['checkpoint']} has {num_classes} classes, the dataset {settings['dataset']} has "
-                f"{settings['num_classes']}",
+                f"{m.checkpoint or m.name} has {m.num_classes} classes, the dataset {settings.dataset} has "
+                f"{settings.num_classes}",
             )
-        model = create_model(
-            m["spec"],
-            num_classes=num_classes,
-            in_chans=m["meta"].get("in_chans") or settings["in_chans"],
-            pretrained=cfg.pretrained,
-        )
-        if m["checkpoint"]:
-            try:
-                load_model_weights(model, m["checkpoint"], use_ema=cfg.ema)
-            except (ValueError, RuntimeError) as exc:
-                raise ConfigError("checkpoint", str(exc)) from None
-        models.append(model.to(device).eval())
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. evaluation of one crop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def format_crop(crop: float | None) -> str:
+    return "n/a" if crop is None else f"{crop:.3f}"
+
+
+def evaluate_crop(
+    cfg: ValidateConfig,
+    members: Sequence[Member],
+    sets: ValidationSets,
+    crop: float | None,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> CropResult:
+    """Accuracy of every member at ``crop`` (None: each model's default) and of their softmax average."""
     mode = progress_mode("auto", True)
-    results = []
-    dataset_name = None
-    for crop in crops:
-        member_results = []
-        prob_sum = None
-        targets = None
-        for m, model in zip(members, models):
-            ds, settings = val_data(m, crop)
-            dataset_name = settings["dataset"]
-            loader = make_loader(
-                ds,
-                ShardSampler(len(ds)),
-                batch_size=cfg.batch_size,
-                workers=workers,
-                drop_last=False,
-                pin_memory=device.type == "cuda",
-                seed=0,
-            )
-            label = f"{m['name']} crop {_fmt_crop(crop if crop is not None else settings['crop_pct'])}"
-            progress = Progress(len(loader), label, mode, log_interval=max(len(loader) // 5, 1))
-            try:
-                if len(members) == 1:
-                    metrics = evaluate(model, loader, info=info, amp_dtype=amp_dtype, progress=progress)
-                else:
-                    probs, targets = predict(model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
-                    metrics = topk_from_probs(probs, targets)
-                    prob_sum = probs if prob_sum is None else prob_sum + probs
-            finally:
-                progress.close()
-            member_results.append({"model": m["name"], "checkpoint": m["checkpoint"], **metrics})
-        if len(members) == 1:
-            combined = {k: member_results[0][k] for k in ("top1", "top5", "count")}
-        else:
-            assert prob_sum is not None and targets is not None
-            combined = topk_from_probs(prob_sum / len(members), targets)
-        crop_value = crop if crop is not None else settings["crop_pct"]
-        results.append({"crop_pct": crop_value, **combined, "members": member_results})
-        log.info("crop %s: top-1 %.2f top-5 %.2f", _fmt_crop(crop_value), combined["top1"], combined["top5"])
+    workers = cfg.workers if cfg.workers is not None else default_workers(sets.source.data)
+    results: list[MemberResult] = []
+    prob_sum: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    crop_value = crop
+    for m in members:
+        ds, settings = sets.get(m, crop)
+        crop_value = crop if crop is not None else settings.crop_pct
+        loader = make_loader(
+            ds,
+            ShardSampler(len(ds)),
+            batch_size=cfg.batch_size,
+            workers=workers,
+            drop_last=False,
+            pin_memory=device.type == "cuda",
+            seed=0,
+        )
+        label = f"{m.name} crop {format_crop(crop_value)}"
+        progress = Progress(len(loader), label, mode, log_interval=max(len(loader) // 5, 1))
+        try:
+            if len(members) == 1:
+                info = DistInfo(device=device)
+                metrics = evaluate(m.model, loader, info=info, amp_dtype=amp_dtype, progress=progress)
+            else:
+                probs, targets = predict(m.model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
+                metrics = topk_from_probs(probs, targets)
+                prob_sum = probs if prob_sum is None else prob_sum + probs
+        finally:
+            progress.close()
+        results.append(MemberResult(m.name, m.checkpoint, metrics.top1, metrics.top5, metrics.count, metrics.loss))
+    if len(members) == 1:
+        combined = metrics
+    else:
+        assert prob_sum is not None and targets is not None
+        combined = topk_from_probs(prob_sum / len(members), targets)
+    log.info("crop %s: top-1 %.2f top-5 %.2f", format_crop(crop_value), combined.top1, combined.top5)
+    return CropResult(crop_value, combined.top1, combined.top5, combined.count, tuple(results))
 
-    best = max(results, key=lambda r: r["top1"])
-    return {
-        "dataset": dataset_name,
-        "members": [{"model": m["name"], "checkpoint": m["checkpoint"], "pretrained": cfg.pretrained} for m in members],
-        "ema": cfg.ema,
-        "crop_search": cfg.crop_search,
-        "results": results,
-        "crop_pct": best["crop_pct"],
-        "top1": best["top1"],
-        "top5": best["top5"],
-        "count": best["count"],
-    }
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. the whole evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def validate(cfg: ValidateConfig) -> ValidationResult:
+    """Evaluate the model or ensemble of ``cfg``: every crop of the grid (or the default crop), best first found.
+
+    Raises:
+        ConfigError / WeightsError: bad options or unreadable checkpoints; DataError: a bad dataset.
+    """
+    device = resolve_device(cfg.device)
+    amp_dtype = amp_dtype_for(cfg.amp, cfg.amp_dtype, device)
+    members = load_members(cfg)
+    for m in members:
+        m.model.to(device)
+    source = data_source(cfg, members[0])
+    crops = cfg.crop_pcts() or [None]
+    if source.data is None and crops != [None]:
+        log.info("the built-in dataset is generated at the input size: there is no crop to choose")
+        crops = [None]
+    sets = ValidationSets(cfg, source)
+    _check_classes(members, sets)
+    results = tuple(evaluate_crop(cfg, members, sets, c, device=device, amp_dtype=amp_dtype) for c in crops)
+    return ValidationResult(
+        dataset=sets.get(members[0], None)[1].dataset,
+        members=tuple({"model": m.name, "checkpoint": m.checkpoint, "pretrained": cfg.pretrained} for m in members),
+        ema=cfg.ema,
+        crop_search=cfg.crop_search,
+        results=results,
+    )
