@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,15 @@ def test_report_helpers() -> None:
 
 
 def test_peak_rss_sees_a_touched_allocation() -> None:
+    # a fresh anonymous mapping, so the pages cannot be memory the process already holds (as a reused malloc or
+    # torch buffer could be); touching one byte per page makes all 64 MiB resident. It is unmapped only after the
+    # block: how promptly the kernel folds freed pages into the peak counter is not what is tested here.
+    size = 64 << 20
     with PeakRSS() as mem:
-        buf = torch.ones(16 << 20)  # 64 MiB, written so that every page is resident
-        del buf
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+    block.close()
     r = mem.result()
     if r["method"].startswith("VmHWM"):  # Linux: the peak since the block started
         assert 60 <= r["peak_above_baseline_mib"] < 1024
