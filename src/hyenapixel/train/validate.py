@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hyenapixel.models import load_model, read_checkpoint
-from hyenapixel.train.config import ConfigError, DataConfig, ValidateConfig
+from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
 from hyenapixel.train.distributed import DistInfo, resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
@@ -132,7 +132,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
         if path is None:
             assert name is not None  # ValidateConfig requires --model with --pretrained
             model = load_model(name, pretrained=True)
-            members.append(Member(name, None, model.eval()))
+            members.append(Member(name, None, model.eval(), num_classes=getattr(model, "num_classes", None)))
             continue
         ck = read_checkpoint(path, use_ema=cfg.ema)
         if name is None and ck.model_name is None:
@@ -169,7 +169,7 @@ class DataSource:
 
 def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
     """Options given > the settings of the first checkpoint's run > the training defaults."""
-    defaults = DataConfig()
+    defaults, run_defaults = DataConfig(), RunConfig()
     data = cfg.data
     if data is None and first.run_option("data", "data"):
         data = first.run_option("data", "data")
@@ -187,7 +187,7 @@ def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
         builtin=pick(cfg.builtin, "data", "builtin", defaults.builtin),
         difficulty=pick(cfg.difficulty, "data", "difficulty", defaults.difficulty),
         val_samples=pick(cfg.val_samples, "data", "val_samples", defaults.val_samples),
-        seed=pick(cfg.seed, "run", "seed", 0),
+        seed=pick(cfg.seed, "run", "seed", run_defaults.seed),
     )
 
 
