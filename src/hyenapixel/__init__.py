@@ -40,7 +40,7 @@ _LAZY = {
     "fftconv2d": "hyenapixel.ops",
 }
 
-__all__ = ["__version__", "create_model", *sorted(_LAZY)]
+__all__ = ["create_model", "register_models", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:

@@ -58,3 +58,29 @@ def test_loader_does_not_consume_global_rng() -> None:
     state = torch.get_rng_state()
     list(loader)
     assert torch.equal(state, torch.get_rng_state())
+
+
+class _WorkerSignals(Dataset):
+    """Sample i: whether SIGTERM is ignored in the process that loads it, and that process's id."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[bool, int]:
+        import os
+        import signal
+
+        return signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, os.getpid()
+
+
+def test_loader_workers_outlive_a_sigterm() -> None:
+    """Slurm signals every process of a job; the workers ignore SIGTERM so that the run can save its step."""
+    import os
+    import signal
+
+    loader = make_loader(
+        _WorkerSignals(), ShardSampler(4), batch_size=2, workers=2, drop_last=False, pin_memory=False, seed=0
+    )
+    ignored, pids = (torch.cat(t) for t in zip(*loader))
+    assert ignored.all() and os.getpid() not in pids.tolist()
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # the training process itself still reacts

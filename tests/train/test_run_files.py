@@ -140,3 +140,29 @@ def test_resume_command_replaces_output_resume_and_overwrite() -> None:
     command = resume_command(argv, "runs/new run", options)
     assert command.endswith(" train --epochs 3 --data 'my dir' --output 'runs/new run' --resume auto"), command
     assert shlex.split(command)[-5:] == ["my dir", "--output", "runs/new run", "--resume", "auto"]
+
+
+def test_sigterm_during_evaluation_stops_after_the_epochs_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """A real SIGTERM to this process while the first epoch is evaluated: the epoch ends, is saved, the run stops."""
+    import os
+    import signal
+
+    from hyenapixel.train import fit as fit_module
+    from hyenapixel.train.checkpoint import load_training_state
+
+    real_evaluate = fit_module.evaluate
+
+    def evaluate_while_terminated(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(fit_module, "evaluate", evaluate_while_terminated)
+    assert _train(out, "--epochs", "2") == 143
+    state = load_training_state(out / "last.pt")
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 0, 2)
+    assert not (out / "summary.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the run's handler is gone again
+    monkeypatch.undo()
+    assert _train(out, "--epochs", "2", "--resume", "auto") == 0
+    assert [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]

@@ -49,9 +49,7 @@ def format_result(result: Any) -> str:
     """The table of a :class:`hyenapixel.train.validate.ValidationResult`: one row per crop, the best marked."""
     from hyenapixel.train.validate import format_crop
 
-    members = ", ".join(
-        m["model"] + (f" ({m['checkpoint']})" if m["checkpoint"] else " (pretrained)") for m in result.members
-    )
+    members = ", ".join(f"{m.model} ({m.checkpoint or 'pretrained'})" for m in result.members)
     best = result.best
     lines = [f"dataset {result.dataset}  models: {members}", f"{'crop':>6} {'top-1':>8} {'top-5':>8}"]
     for r in result.results:

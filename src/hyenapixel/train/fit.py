@@ -322,7 +322,7 @@ def _train(run: Run, files: _RunFiles | None, stop: StopRequest) -> None:
     for epoch in range(run.start_epoch, cfg.sched.epochs):
         _train_and_evaluate_epoch(run, epoch, sampler, val_loader, files, stop)
         if epoch + 1 < cfg.sched.epochs and any_rank(stop.requested, info):
-            _stopped(run, stop, epoch + 1, 0)
+            _stopped(run, stop, f"end of epoch {epoch + 1}")
 
 
 def _stopped(run: Run, stop: StopRequest, where: str) -> None:

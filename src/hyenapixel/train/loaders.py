@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,10 +143,16 @@ class CorruptFileReporter(Dataset):
         return self.found
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    """Seed a worker's python and numpy from its torch seed, and let it ignore SIGTERM.
+
+    A scheduler (Slurm) signals every process of a job: the workers must outlive the SIGTERM so that the training
+    process can finish its step and save (they stop with the loader, or when the training process is gone).
+    """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(
@@ -158,7 +165,7 @@ def make_loader(
     pin_memory: bool,
     seed: int,
 ) -> DataLoader:
-    """A DataLoader with its own generator (seeded by ``seed``) and seeded workers."""
+    """A DataLoader with its own generator (seeded by ``seed``) and seeded workers that ignore SIGTERM."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
@@ -169,7 +176,7 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         generator=generator,
-        worker_init_fn=_seed_worker if workers > 0 else None,
+        worker_init_fn=_init_worker if workers > 0 else None,
         persistent_workers=False,
     )
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hyenapixel.models import load_model, read_checkpoint
-from hyenapixel.train.config import ConfigError, DataConfig, ValidateConfig
+from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
 from hyenapixel.train.distributed import DistInfo, resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
@@ -31,7 +31,7 @@ from hyenapixel.train.loop import amp_dtype_for, evaluate, predict, topk_from_pr
 from hyenapixel.train.model import check_model_name
 from hyenapixel.train.progress import Progress, progress_mode
 
-__all__ = ["CropResult", "Member", "MemberResult", "ValidationResult", "format_crop", "validate"]
+__all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
 log = logging.getLogger("hyenapixel")
 
@@ -55,6 +55,15 @@ class Member:
     def run_option(self, section: str, name: str) -> Any:
         """An option of the run that wrote the checkpoint (None for other weight files)."""
         return (self.run_config.get(section) or {}).get(name)
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """How a member of the report was loaded."""
+
+    model: str
+    checkpoint: str | None
+    pretrained: bool
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class ValidationResult:
     """Everything :func:`validate` found; :meth:`to_dict` is the ``--output-json`` content."""
 
     dataset: str
-    members: tuple[dict[str, Any], ...]
+    members: tuple[MemberInfo, ...]
     ema: bool
     crop_search: bool
     results: tuple[CropResult, ...]
@@ -98,7 +107,7 @@ class ValidationResult:
         best = self.best
         return {
             "dataset": self.dataset,
-            "members": [dict(m) for m in self.members],
+            "members": [dataclasses.asdict(m) for m in self.members],
             "ema": self.ema,
             "crop_search": self.crop_search,
             "results": [dataclasses.asdict(r) for r in self.results],
@@ -132,7 +141,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
         if path is None:
             assert name is not None  # ValidateConfig requires --model with --pretrained
             model = load_model(name, pretrained=True)
-            members.append(Member(name, None, model.eval()))
+            members.append(Member(name, None, model.eval(), num_classes=getattr(model, "num_classes", None)))
             continue
         ck = read_checkpoint(path, use_ema=cfg.ema)
         if name is None and ck.model_name is None:
@@ -169,7 +178,7 @@ class DataSource:
 
 def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
     """Options given > the settings of the first checkpoint's run > the training defaults."""
-    defaults = DataConfig()
+    defaults, run_defaults = DataConfig(), RunConfig()
     data = cfg.data
     if data is None and first.run_option("data", "data"):
         data = first.run_option("data", "data")
@@ -187,7 +196,7 @@ def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
         builtin=pick(cfg.builtin, "data", "builtin", defaults.builtin),
         difficulty=pick(cfg.difficulty, "data", "difficulty", defaults.difficulty),
         val_samples=pick(cfg.val_samples, "data", "val_samples", defaults.val_samples),
-        seed=pick(cfg.seed, "run", "seed", 0),
+        seed=pick(cfg.seed, "run", "seed", run_defaults.seed),
     )
 
 
@@ -324,7 +333,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     results = tuple(evaluate_crop(cfg, members, sets, c, device=device, amp_dtype=amp_dtype) for c in crops)
     return ValidationResult(
         dataset=sets.get(members[0], None)[1].dataset,
-        members=tuple({"model": m.name, "checkpoint": m.checkpoint, "pretrained": cfg.pretrained} for m in members),
+        members=tuple(MemberInfo(m.name, m.checkpoint, cfg.pretrained) for m in members),
         ema=cfg.ema,
         crop_search=cfg.crop_search,
         results=results,
