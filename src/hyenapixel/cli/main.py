@@ -24,6 +24,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "hyenapixel.cli.train"),
     ("validate", "hyenapixel.cli.validate"),
     ("macs", "hyenapixel.cli.macs"),
+    ("erf", "hyenapixel.cli.erf"),
 ]
 
 
