@@ -25,6 +25,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("validate", "hyenapixel.cli.validate"),
     ("macs", "hyenapixel.cli.macs"),
     ("erf", "hyenapixel.cli.erf"),
+    ("kernels", "hyenapixel.cli.kernels"),
 ]
 
 
