@@ -26,6 +26,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("macs", "hyenapixel.cli.macs"),
     ("erf", "hyenapixel.cli.erf"),
     ("kernels", "hyenapixel.cli.kernels"),
+    ("kernel-size", "hyenapixel.cli.kernel_size"),
 ]
 
 
