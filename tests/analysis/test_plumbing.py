@@ -155,3 +155,15 @@ def test_check_image_size_matches_what_the_model_runs():
     assert check_image_size(vit, 224) == (224, 224)
     with pytest.raises(UserError, match="only 224x224"):
         check_image_size(vit, 256)
+
+
+def test_optional_frameworks_stay_lazy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hyenapixel.analysis, hyenapixel.cli.main as m; m.build_parser(); "
+        "print(sorted(k for k in ('matplotlib', 'fvcore', 'skimage') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
