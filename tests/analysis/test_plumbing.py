@@ -162,7 +162,7 @@ def test_optional_frameworks_stay_lazy():
     import sys
 
     code = (
-        "import sys, hyenapixel.analysis, hyenapixel.cli.main as m; m.build_parser(); "
+        "import sys, hyenapixel.analysis; from hyenapixel.cli.main import build_parser; build_parser(); "
         "print(sorted(k for k in ('matplotlib', 'fvcore', 'skimage') if k in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
