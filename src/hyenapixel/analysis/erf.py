@@ -28,11 +28,27 @@ from hyenapixel.analysis.images import ImageSet
 from hyenapixel.analysis.report import check_image_size
 from hyenapixel.errors import UserError
 
-__all__ = ["ERF_THRESHOLDS", "ErfResult", "area_ratios", "erf", "log_normalise", "plot_erf", "preview"]
+__all__ = [
+    "ERF_THRESHOLDS",
+    "ErfResult",
+    "area_ratios",
+    "auto_batch_size",
+    "erf",
+    "log_normalise",
+    "plot_erf",
+    "preview",
+]
 
 #: The thresholds of the RepLKNet analysis.
 ERF_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.5, 0.99)
 PREVIEW_SIZE = 256
+#: Default batching: as many images as keep the pixels per batch near 8 images of 224 x 224 (at least one).
+AUTO_BATCH_PIXELS = 8 * 224 * 224
+
+
+def auto_batch_size(height: int, width: int) -> int:
+    """Images per batch when none is given: ``AUTO_BATCH_PIXELS // (height * width)``, at least 1 (1024 px: 1)."""
+    return max(1, AUTO_BATCH_PIXELS // (height * width))
 
 
 @dataclass
@@ -144,14 +160,15 @@ def erf(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
     *,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     thresholds: Sequence[float] = ERF_THRESHOLDS,
     progress: bool = False,
     name: str | None = None,
 ) -> ErfResult:
     """Effective receptive field of ``model`` over ``images`` (normalised model inputs).
 
-    The model runs in eval mode with every parameter frozen (both restored afterwards). Raises
+    The model runs in eval mode with every parameter frozen (both restored afterwards); ``batch_size`` defaults to
+    :func:`auto_batch_size`. Raises
     :class:`~hyenapixel.errors.UserError` for a size the model cannot take or a model without a spatial
     last-stage feature map.
 
@@ -167,7 +184,7 @@ def erf(
     was_training = model.training
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     acc = torch.zeros(h, w, dtype=torch.float64, device=device)
-    batches = x_all.split(max(1, int(batch_size)))
+    batches = x_all.split(max(1, int(batch_size or auto_batch_size(h, w))))
     try:
         model.eval()
         for p, _ in frozen:

@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=50, metavar="N", help="images summed (default: 50)")
     parser.add_argument("--img-size", type=int, default=1024, metavar="PX", help="square image size (default: 1024)")
-    parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="images per forward (default: 2)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="images per forward and backward (default: about 8 x 224^2 pixels per batch; 1 at 1024 px)",
+    )
     parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/erf-<time>/)")
 
 
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
 
-    if args.num_images < 1 or args.batch_size < 1:
+    if args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--num-images and --batch-size must be positive")
     models = build_models(args.models)
     for _, model in models:
