@@ -26,6 +26,7 @@ from torch import nn
 
 from hyenapixel.analysis.images import ImageSet
 from hyenapixel.analysis.report import check_image_size
+from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
 
 __all__ = [
@@ -79,14 +80,15 @@ class ErfResult:
 
     def numbers(self) -> dict[str, Any]:
         """Every number of the figure (the plotted preview map, rounded to 4 decimals, and the area ratios)."""
+        shown = self.preview
         return {
             "model": self.model,
             "img_size": list(self.img_size),
             "num_images": self.num_images,
             "area_ratio": {str(t): r for t, r in self.area_ratio.items()},
             "side": {str(t): s for t, s in self.side.items()},
-            "preview_shape": list(self.preview.shape),
-            "preview": (self.preview * 1e4).round().div(1e4).tolist(),
+            "preview_shape": list(shown.shape),
+            "preview": (shown * 1e4).round().div(1e4).tolist(),
         }
 
 
@@ -151,11 +153,6 @@ def _feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return feats
 
 
-def _name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
-
-
 def erf(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
@@ -191,7 +188,7 @@ def erf(
             p.requires_grad_(False)
         from tqdm import tqdm
 
-        for batch in tqdm(batches, desc=f"ERF {name or _name(model)}", unit="batch", disable=not progress):
+        for batch in tqdm(batches, desc=f"ERF {name or model_name(model)}", unit="batch", disable=not progress):
             x = batch.to(device=device, dtype=param.dtype if param is not None else torch.float32)
             x.requires_grad_(True)
             feats = _feature_map(model, x)
@@ -204,7 +201,7 @@ def erf(
         model.train(was_training)
     raw = acc.float().cpu()
     ratios, sides = area_ratios(log_normalise(raw), thresholds)
-    return ErfResult(name or _name(model), (h, w), len(x_all), raw, ratios, sides)
+    return ErfResult(name or model_name(model), (h, w), len(x_all), raw, ratios, sides)
 
 
 def plot_erf(results: Sequence[ErfResult]) -> Any:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from hyenapixel.analysis.report import check_image_size
+from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import SpectrumCache
 
@@ -187,11 +188,6 @@ def _stage_modules(model: nn.Module) -> list[str]:
     return (["stem"] if "stem" in names and "stem" not in stages else []) + stages
 
 
-def _model_name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
-
-
 def count_macs(
     model: nn.Module,
     input_shape: Sequence[int] = (3, 224, 224),
@@ -249,7 +245,7 @@ def count_macs(
     by_stage = {s: float(by_module.get(s, 0)) for s in _stage_modules(model)}
     by_stage["other"] = total - sum(by_stage.values())
     return MacsResult(
-        model=name or _model_name(model),
+        model=name or model_name(model),
         input_shape=(c, h, w),
         mode=mode.value,
         params=sum(p.numel() for p in model.parameters()),
