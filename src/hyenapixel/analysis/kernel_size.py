@@ -373,7 +373,10 @@ def plot_kernel_size(sizes: Sequence[FilterSizeResult], truncations: Sequence[Tr
         bounds = [i + 0.5 for i, (a, b) in enumerate(zip(r.blocks, r.blocks[1:]), 1) if a.stage != b.stage]
         for x in bounds:
             ax.axvline(x, color="0.8", lw=0.8)
-    ax.set_xlabel("block (depth)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("block (depth; grey lines: stage boundaries)")
     ax.set_ylabel("relative feature-map coverage")
     ax.set_title(
         f"(a) learned filter size (window >= {sizes[0].threshold if sizes else WINDOW_THRESHOLD})\n"
