@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = [(req, model, size, mode) for req, model in models for size in args.img_size for mode in modes]
     results = []
     for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
-        results.append(count_macs(model, (model_in_chans(model), size, size), mode=mode, name=req.label))
+        results.append(count_macs(model, (_in_chans(model), size, size), mode=mode, name=req.label))
     _print(results)
     out = output_dir("macs", args.output)
     paths = save_report(out, "macs", [_numbers(r) for r in results], plot_macs(results))
@@ -53,7 +53,7 @@ def _models(args: argparse.Namespace):  # noqa: ANN202
     return build_models(args.models)
 
 
-def model_in_chans(model) -> int:  # noqa: ANN001
+def _in_chans(model) -> int:  # noqa: ANN001
     """Input channels of a timm model (3 unless it says otherwise)."""
     return int(getattr(model, "in_chans", None) or getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
 
