@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyenapixel.analysis.erf import area_ratios, erf, log_normalise
+from hyenapixel.analysis.erf import area_ratios, auto_batch_size, erf, log_normalise
 from hyenapixel.cli.main import main
 from hyenapixel.ops import fftconv2d
 
@@ -136,3 +136,8 @@ def test_cli_writes_maps_and_refuses_bad_input(tmp_path, capsys):
     assert "no images found" in err and len(err.splitlines()) == 1
     assert main(["erf", "--model", "hpx_former_s4", "--img-size", "20", "--output", str(out)]) == 2
     assert "at least 32 px" in capsys.readouterr().err
+
+
+def test_default_batches_bound_the_pixels_per_batch():
+    assert [auto_batch_size(s, s) for s in (224, 512, 1024, 2048)] == [8, 1, 1, 1]
+    assert auto_batch_size(160, 160) == 15
