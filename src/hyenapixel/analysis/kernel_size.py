@@ -202,12 +202,13 @@ class TruncatedFilter(nn.Module):
     def forward(self, *args: Any) -> torch.Tensor:
         k = self.inner(*args)
         if self.limits is not None:
-            limits = self.limits
-        else:  # 1D centred (length 2L - 1) or causal (length L) kernel of an L-token sequence
-            length = (k.shape[-1] + 1) // 2 if k.shape[-1] % 2 else k.shape[-1]
-            limits = ((self.size * length - 1) / 2,)
-        mask = truncation_mask(k.shape[1:], limits).to(k.device)
-        return k * mask
+            mask = truncation_mask(k.shape[1:], self.limits)
+        elif getattr(self.inner, "causal", False):  # causal 1D kernel of an L-token sequence: lags 0..L-1
+            mask = torch.arange(k.shape[-1]) <= (self.size * k.shape[-1] - 1) / 2
+        else:  # centred 1D kernel (length 2L - 1) of an L-token sequence
+            length = (k.shape[-1] + 1) // 2
+            mask = truncation_mask(k.shape[1:], ((self.size * length - 1) / 2,))
+        return k * mask.to(k.device)
 
 
 def _caches(sites: Iterable[MixerSite]) -> Iterator[Any]:
