@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+EXTRAS=dev,analysis
 say() { echo "setup.sh: $*"; }
 if [ ! -x .venv/bin/python ]; then
   say "creating the virtual environment .venv with $PY"
@@ -21,6 +22,6 @@ else
   say "installing torch 2.14.1 and torchvision 0.29.1 (large downloads: this step takes the longest)"
   .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 fi
-say "installing hyenapixel (editable) with the dependencies and test tools of its [dev] extra"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+say "installing hyenapixel (editable) with its extras: $EXTRAS (test tools, analysis, dense prediction, export)"
+.venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
 say "done: run .venv/bin/hyenapixel train, or .venv/bin/python -m pytest -q"

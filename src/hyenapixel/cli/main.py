@@ -28,6 +28,10 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "hyenapixel.cli.train"),
     ("validate", "hyenapixel.cli.validate"),
+    ("macs", "hyenapixel.cli.macs"),
+    ("erf", "hyenapixel.cli.erf"),
+    ("kernels", "hyenapixel.cli.kernels"),
+    ("kernel-size", "hyenapixel.cli.kernel_size"),
 ]
 
 

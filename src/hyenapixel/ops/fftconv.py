@@ -112,12 +112,19 @@ class ConvPlan:
 
 
 def plan_conv2d(height: int, width: int, kh: int, kw: int) -> ConvPlan:
-    """Plan for :func:`fftconv2d` of an ``height x width`` input with a ``kh x kw`` kernel centered at ``k//2``."""
+    """Plan for :func:`fftconv2d` of an ``height x width`` input with a ``kh x kw`` kernel centered at ``k//2``.
+
+    Sizes are taken as Python ints: under ``torch.jit`` tracing (fvcore's MAC counter, ONNX export) ``x.shape[i]`` is a
+    0-d tensor, which would otherwise reach the cached :func:`next_fast_len`.
+    """
+    height, width, kh, kw = int(height), int(width), int(kh), int(kw)
     return ConvPlan((AxisPlan.make(height, kh, kh // 2), AxisPlan.make(width, kw, kw // 2, even=True)))
 
 
 def plan_conv1d(length: int, kernel_len: int, causal: bool) -> ConvPlan:
-    """Plan for :func:`fftconv1d`; the causal kernel starts at lag 0, the bidirectional one is centered."""
+    """Plan for :func:`fftconv1d`; the causal kernel starts at lag 0, the bidirectional one is centered (sizes are
+    taken as Python ints, see :func:`plan_conv2d`)."""
+    length, kernel_len = int(length), int(kernel_len)
     center = 0 if causal else kernel_len // 2
     return ConvPlan((AxisPlan.make(length, kernel_len, center, even=True),))
 

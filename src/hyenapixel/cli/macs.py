@@ -1,0 +1,79 @@
+"""Parameters and MACs with fvcore, counting FFTs as the official code does (paper Table 1).
+
+  hyenapixel macs --model hpx_former_s18 --model convformer_s18 --img-size 224 512
+  hyenapixel macs --model hb_former_s18 --mode inference          # with the kernel cache: no filter MLPs
+
+Prints a table (total, FFT share, the official figure where issue 8 quotes one) and writes macs.json (with the
+per-operator and per-stage breakdown) and macs.png to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hyenapixel.cli.model_args import add_model_arguments
+
+HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, default=("hpx_former_s18",))
+    parser.add_argument("--img-size", type=int, nargs="+", default=[224], metavar="PX", help="square input sizes")
+    parser.add_argument(
+        "--mode",
+        choices=("paper", "inference", "both"),
+        default="paper",
+        help="paper: filters generated in the forward, as Table 1 counts; inference: kernel spectra cached",
+    )
+    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/macs-<time>/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hyenapixel.analysis import output_dir, save_report
+    from hyenapixel.analysis.macs import count_macs, plot_macs
+
+    modes = ["paper", "inference"] if args.mode == "both" else [args.mode]
+    models = _models(args)
+    jobs = [(req, model, size, mode) for req, model in models for size in args.img_size for mode in modes]
+    results = []
+    for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
+        results.append(count_macs(model, (_in_chans(model), size, size), mode=mode, name=req.label))
+    _print(results)
+    out = output_dir("macs", args.output)
+    paths = save_report(out, "macs", [_numbers(r) for r in results], plot_macs(results))
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+def _models(args: argparse.Namespace):  # noqa: ANN202
+    from hyenapixel.cli.model_args import build_models
+
+    return build_models(args.models)
+
+
+def _in_chans(model) -> int:  # noqa: ANN001
+    """Input channels of a timm model (3 unless it says otherwise)."""
+    return int(getattr(model, "in_chans", None) or getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
+
+
+def _numbers(r) -> dict:  # noqa: ANN001
+    from hyenapixel.analysis import to_jsonable
+
+    d = to_jsonable(r)
+    d.update(fft_macs=r.fft_macs, official_gmacs=r.official_gmacs)
+    return d
+
+
+def _print(results: list) -> None:
+    head = f"{'model':<22} {'size':>9} {'mode':<9} {'params':>8} {'GMACs':>8} {'FFT':>7} {'official':>9} {'diff':>7}"
+    lines = [head]
+    for r in results:
+        off = r.official_gmacs
+        diff = f"{100 * (r.macs / 1e9 - off) / off:+.1f}%" if off else ""
+        lines.append(
+            f"{r.model:<22} {r.input_shape[1]:>4}x{r.input_shape[2]:<4} {r.mode:<9} {r.params / 1e6:>7.2f}M "
+            f"{r.macs / 1e9:>8.3f} {r.fft_macs / 1e9:>7.3f} {off if off else '':>9} {diff:>7}"
+        )
+    print("\n".join(lines))
