@@ -9,6 +9,18 @@ fvcore (the ``analysis`` extra) are imported only where a tool needs them.
 from hyenapixel.analysis.images import BUILTIN_IMAGES, ImageSet, builtin_images, load_images, resize_crop
 from hyenapixel.analysis.report import check_image_size, input_size_rule, output_dir, save_report, to_jsonable
 
+# isort: split
+# explain (Appendix C) and bench (Fig. 2)
+from hyenapixel.analysis.bench import MixerBench, ModelBench, bench_mixers, bench_models, plot_bench, plot_bench_models
+from hyenapixel.analysis.explain import (
+    ActivationBounds,
+    ClampToBounds,
+    ExplainResult,
+    FilterGradients,
+    explain,
+    plot_explain,
+)
+
 __all__ = [
     "BUILTIN_IMAGES",
     "ImageSet",
@@ -20,4 +32,17 @@ __all__ = [
     "resize_crop",
     "save_report",
     "to_jsonable",
+    # explain and bench
+    "ActivationBounds",
+    "ClampToBounds",
+    "ExplainResult",
+    "FilterGradients",
+    "MixerBench",
+    "ModelBench",
+    "bench_mixers",
+    "bench_models",
+    "explain",
+    "plot_bench",
+    "plot_bench_models",
+    "plot_explain",
 ]

@@ -23,6 +23,8 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "hyenapixel.cli.train"),
     ("validate", "hyenapixel.cli.validate"),
+    ("explain", "hyenapixel.cli.explain"),
+    ("bench", "hyenapixel.cli.bench"),
 ]
 
 
