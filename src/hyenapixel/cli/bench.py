@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode", choices=("mixers", "models"), default="mixers", help="mixers (Fig. 2, default) or models"
     )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (default: 5)")
     parser.add_argument("--batch-size", type=int, help="images per call (default: 1 for mixers, 8 for models)")
     parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/bench-<time>/)")
@@ -71,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     out = output_dir("bench", args.output)

@@ -22,7 +22,7 @@ HELP = "FGVis explanations: the pixels a prediction needs (Appendix C, Fig. 9/10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, default=("hpx_former_s12",))
+    add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=1, help="images to explain (default: 1)")
     parser.add_argument("--img-size", type=int, default=224, help="image side in px (default: 224)")
@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clamp: hold activations in their bounds (default); filter: only mask their gradients; none",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the input noise (default: 0)")
+    parser.add_argument(
+        "--mean", type=float, nargs=3, help="normalisation mean the model was trained with (default: its cfg's)"
+    )
+    parser.add_argument("--std", type=float, nargs=3, help="normalisation std (default: the model cfg's)")
     parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/explain-<time>/)")
 
 
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
                     lr=args.lr,
                     noise=args.noise,
                     defense=defense,
+                    mean=args.mean,
+                    std=args.std,
                     generator=gen,
                     progress=bar.update,
                 )
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.refresh()
     numbers = {
         "settings": {k: getattr(args, k) for k in ("img_size", "lam", "lam_factor", "max_tries", "max_iter", "lr")}
-        | {"noise": args.noise, "defense": args.defense, "seed": args.seed},
+        | {"noise": args.noise, "defense": args.defense, "seed": args.seed, "mean": args.mean, "std": args.std},
         "results": [r.numbers() for r in results],
     }
     json_path, png_path = save_report(out, "explain", numbers, plot_explain(results))
