@@ -230,3 +230,18 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["explain", "--model", "resnet10t", "--img-size", "16", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "at least 32 px" in err and "Traceback" not in err
+
+
+def test_display_panels_follow_fig9():
+    from hyenapixel.analysis.explain import ExplainResult
+
+    image = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 4, 4)
+    mask[:, :2] = 0.0  # top half deleted
+    r = ExplainResult(image, mask, 0, 1.0, 1, 0.0, 1e-4, 5, True)
+    shown, mean_mask = explain_display(r, exponent=7, dim=0.4)
+    gray = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    torch.testing.assert_close(shown[:2], image[:, :2].permute(1, 2, 0))  # deleted: the original colours
+    torch.testing.assert_close(shown[2:], (0.4 * gray[2:, :, None]).expand(2, 4, 3))  # kept: dimmed grey
+    torch.testing.assert_close(mean_mask, mask[0])
+    assert r.deleted_fraction == pytest.approx(0.5)

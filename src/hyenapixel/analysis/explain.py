@@ -427,10 +427,15 @@ def _play(
 
 #: Exponent applied to the mask for display (Fig. 9: "raised by exponentiation with 7 for better visibility").
 DISPLAY_EXPONENT = 7.0
+#: Brightness of the kept (grey) part of the explanation panel.
+DISPLAY_DIM = 0.4
 
 
-def explain_display(result: ExplainResult, exponent: float = DISPLAY_EXPONENT) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two panels of Fig. 9: the explanation ``x * (1 - m') + gray(x) * m'`` and the mean mask ``mean_c(m')``
+def explain_display(
+    result: ExplainResult, exponent: float = DISPLAY_EXPONENT, dim: float = DISPLAY_DIM
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two panels of Fig. 9: the explanation ``x * (1 - m') + dim * gray(x) * m'`` (deleted pixels in their
+    colours, kept ones in dimmed grey, which also shows up on grayscale images) and the mean mask ``mean_c(m')``,
     with ``m' = m ** exponent``.
 
     Shape:
@@ -439,11 +444,11 @@ def explain_display(result: ExplainResult, exponent: float = DISPLAY_EXPONENT) -
     m = result.mask.clamp(0, 1) ** exponent
     x = result.image
     gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).expand_as(x)
-    shown = x * (1 - m) + gray * m
+    shown = x * (1 - m) + dim * gray * m
     return shown.permute(1, 2, 0).clamp(0, 1), m.mean(0)
 
 
-def plot_explain(results: Sequence[ExplainResult], exponent: float = DISPLAY_EXPONENT) -> Any:
+def plot_explain(results: Sequence[ExplainResult], exponent: float = DISPLAY_EXPONENT, dim: float = DISPLAY_DIM) -> Any:
     """Fig. 9/10 layout: one row per image; the input, then explanation and mean mask for each model
     (``result.label``). Results of the same image are matched by ``result.name``."""
     import matplotlib
@@ -467,7 +472,7 @@ def plot_explain(results: Sequence[ExplainResult], exponent: float = DISPLAY_EXP
             r = by_key.get((name, label))
             ax_e, ax_m = axes[row, 1 + 2 * j], axes[row, 2 + 2 * j]
             if r is not None:
-                shown, mean_mask = explain_display(r, exponent)
+                shown, mean_mask = explain_display(r, exponent, dim)
                 ax_e.imshow(shown.numpy())
                 ax_m.imshow(mean_mask.numpy(), cmap="gray", vmin=0, vmax=1)
                 stop = f"stop@{r.iterations}" if r.stopped_early else f"no stop ({r.iterations})"
