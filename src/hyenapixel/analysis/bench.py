@@ -407,6 +407,16 @@ def _infer(model: nn.Module, x: torch.Tensor) -> None:
         model(x)
 
 
+def _size_axis(ax: Any, sizes: Sequence[int]) -> None:
+    """Log x axis labelled with the measured sizes only."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sizes))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(s) for s in sizes], fontsize=7)
+
+
 def plot_bench(result: MixerBench) -> Any:
     """Fig. 2: log-log time and peak memory against image size, one line per mixer; forward solid,
     forward+backward dashed; an over-budget point is drawn hollow."""
@@ -434,8 +444,9 @@ def plot_bench(result: MixerBench) -> Any:
                 over = [(x, y) for x, y, p in zip(xs, ys, pts) if p.over_budget]
                 if over:
                     ax.plot(*zip(*over), linestyle="none", marker="o", markersize=8, mfc="white", color=colors[name])
+    sizes = sorted({p.size for p in result.points})
     for ax, ylabel in ((ax_t, "seconds per call (median)"), (ax_m, "peak extra memory (MiB)")):
-        ax.set_xscale("log")
+        _size_axis(ax, sizes)
         ax.set_yscale("log")
         ax.set_xlabel("image size (px), stage-1 tokens = (size/4)^2")
         ax.set_ylabel(ylabel)
@@ -455,7 +466,7 @@ def plot_bench_models(result: ModelBench) -> Any:
     for label in dict.fromkeys(p.model for p in result.points):
         pts = sorted((p for p in result.points if p.model == label), key=lambda p: p.size)
         ax.plot([p.size for p in pts], [p.images_per_s for p in pts], marker="o", label=label)
-    ax.set_xscale("log")
+    _size_axis(ax, sorted({p.size for p in result.points}))
     ax.set_yscale("log")
     ax.set_xlabel("image size (px)")
     ax.set_ylabel("images / s (inference)")
