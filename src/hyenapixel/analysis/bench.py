@@ -375,7 +375,7 @@ def bench_models(
     progress: Callable[[str], None] | None = None,
 ) -> ModelBench:
     """Inference images/s of each ``(label, model)`` at each size (eval, ``torch.inference_mode``, random inputs;
-    the models of one size are timed in interleaved rounds)."""
+    the models of one size are timed in interleaved rounds). The models are put in eval mode on ``device``."""
     from hyenapixel.analysis.report import check_image_size
 
     if not models:

@@ -21,6 +21,7 @@ gradient, as in Wagner et al.'s "filtering gradients".
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -349,7 +350,7 @@ def explain(
         guard = ActivationBounds(model, normalise(image), defense) if defense is not None else None
         tries: list[ExplainTry] = []
         mask = torch.ones_like(image)
-        with guard if guard is not None else _NullContext():
+        with guard if guard is not None else contextlib.nullcontext():
             for t in range(max_tries):
                 try_lam = lam / lam_factor**t
                 mask, iterations, stopped = _play(
@@ -374,14 +375,6 @@ def explain(
         tries=tries,
         seconds=time.perf_counter() - start,
     )
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _play(
