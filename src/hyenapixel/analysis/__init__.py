@@ -21,6 +21,18 @@ from hyenapixel.analysis.kernels import KernelsResult, learned_kernels, plot_ker
 from hyenapixel.analysis.macs import MacsMode, MacsResult, count_macs, plot_macs
 from hyenapixel.analysis.report import check_image_size, input_size_rule, output_dir, save_report, to_jsonable
 
+# isort: split
+# explain (Appendix C) and bench (Fig. 2)
+from hyenapixel.analysis.bench import MixerBench, ModelBench, bench_mixers, bench_models, plot_bench, plot_bench_models
+from hyenapixel.analysis.explain import (
+    ActivationBounds,
+    ClampToBounds,
+    ExplainResult,
+    FilterGradients,
+    explain,
+    plot_explain,
+)
+
 __all__ = [
     "BUILTIN_IMAGES",
     "ERF_THRESHOLDS",
@@ -51,4 +63,17 @@ __all__ = [
     "to_jsonable",
     "truncated",
     "truncation_curve",
+    # explain and bench
+    "ActivationBounds",
+    "ClampToBounds",
+    "ExplainResult",
+    "FilterGradients",
+    "MixerBench",
+    "ModelBench",
+    "bench_mixers",
+    "bench_models",
+    "explain",
+    "plot_bench",
+    "plot_bench_models",
+    "plot_explain",
 ]

@@ -32,6 +32,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("erf", "hyenapixel.cli.erf"),
     ("kernels", "hyenapixel.cli.kernels"),
     ("kernel-size", "hyenapixel.cli.kernel_size"),
+    ("explain", "hyenapixel.cli.explain"),
+    ("bench", "hyenapixel.cli.bench"),
 ]
 
 
