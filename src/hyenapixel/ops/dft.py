@@ -1,0 +1,177 @@
+"""Long convolutions as DFT matrix products: the deployment form of the FFT convolutions of paper Section 3.
+
+For a fixed input size and a fixed kernel (inference), the centered linear convolution of
+:mod:`hyenapixel.ops.fftconv` can be written with real matrix products only: a discrete Fourier transform of the
+smallest wrap-free length as a matrix, an elementwise complex product with the precomputed kernel spectrum, and the
+inverse transform with the output crop folded into its matrix. Every step is a ``MatMul``, ``Mul``, ``Add``/``Sub``,
+``Slice`` or ``Concat``, so the graph exports to ONNX and to ``torch.export`` without FFT or complex operators, and
+runs on any backend. (``benchmarks/bench_eval_alternatives.py`` measured such products faster than the FFT path on
+the small stage-3/4 maps; ``benchmarks/bench_export.py`` measures the whole models.)
+
+Same conventions as :func:`~hyenapixel.ops.fftconv2d` / :func:`~hyenapixel.ops.fftconv1d`:
+
+* 2D: ``y[b,c,i,j] = sum_{a,b'} k[c,a,b'] * x[b,c, i + kh//2 - a, j + kw//2 - b']``
+* 1D: ``y[t] = sum_j k[j] x[t + center - j]`` with ``center = 0`` (causal) or ``K // 2`` (bidirectional)
+
+Computation is in ``promote_types(x.dtype, float32)``, the result has the dtype of ``x``.
+
+Along one axis of length ``L`` with a DFT of length ``N`` (``AxisPlan.min_len``), the real forward transform to
+``F = N // 2 + 1`` bins is ``x @ [cos | -sin]`` (an ``L x 2F`` matrix) and the real inverse with the crop is
+``Re @ A_re + Im @ A_im`` with ``A`` holding ``w_f / N * (cos, -sin)(2 pi f (t + center) / N)``, ``w_f = 2`` for the
+bins that stand for a conjugate pair and 1 for DC and Nyquist. The complex transform along the second axis of a 2D
+map uses the stacked ``[cos; -sin]`` matrix on the real and imaginary halves at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hyenapixel.ops.fftconv import AxisPlan, plan_conv1d, plan_conv2d
+
+__all__ = [
+    "DFTAxis",
+    "dft_axes2d",
+    "dft_axis1d",
+    "dft_conv1d",
+    "dft_conv2d",
+    "dft_spectrum1d",
+    "dft_spectrum2d",
+]
+
+
+@dataclass(frozen=True)
+class DFTAxis:
+    """DFT matrices of one axis of a centered linear convolution (float64; cast them where they are used).
+
+    ``n``: DFT length (the smallest without wrap-around), ``bins``: ``n // 2 + 1``, ``taps``: the kernel taps
+    ``[start, stop)`` that can reach an output. ``real_fwd`` (length, 2 * bins): ``[cos | -sin]`` real forward
+    transform. ``full_fwd`` (2 * n, length): ``[cos; -sin]`` complex forward transform (all ``n`` bins).
+    ``full_inv`` (2 * length, 2 * n): complex inverse with the centered crop, as the real block matrix
+    ``[[Re, -Im], [Im, Re]]``. ``real_inv`` (2 * bins, length): real inverse with the crop, rows ``[A_re; A_im]``.
+    """
+
+    plan: AxisPlan
+    n: int
+    bins: int
+    real_fwd: torch.Tensor
+    full_fwd: torch.Tensor
+    full_inv: torch.Tensor
+    real_inv: torch.Tensor
+
+    @property
+    def taps(self) -> tuple[int, int]:
+        return self.plan.start, self.plan.stop
+
+    @staticmethod
+    def make(plan: AxisPlan) -> DFTAxis:
+        d = torch.float64
+        n, length, center = plan.min_len, plan.length, plan.center
+        bins = n // 2 + 1
+        t = torch.arange(length, dtype=d)
+        # forward: angle(t, f) = -2 pi f t / n
+        ang = -2 * math.pi * t[:, None] * torch.arange(bins, dtype=d)[None] / n  # (L, bins)
+        real_fwd = torch.cat([ang.cos(), ang.sin()], 1)
+        ang = -2 * math.pi * torch.arange(n, dtype=d)[:, None] * t[None] / n  # (n, L)
+        full_fwd = torch.cat([ang.cos(), ang.sin()], 0)
+        # inverse with the crop: output t reads circular position t + center
+        ang = 2 * math.pi * (t + center)[:, None] * torch.arange(n, dtype=d)[None] / n  # (L, n)
+        re, im = ang.cos() / n, ang.sin() / n
+        full_inv = torch.cat([torch.cat([re, -im], 1), torch.cat([im, re], 1)], 0)
+        weight = torch.full((bins,), 2.0, dtype=d)  # Hermitian half spectrum: interior bins stand for two
+        weight[0] = 1
+        if n % 2 == 0:
+            weight[-1] = 1
+        ang = 2 * math.pi * torch.arange(bins, dtype=d)[:, None] * (t + center)[None] / n  # (bins, L)
+        real_inv = torch.cat([ang.cos() * weight[:, None] / n, -ang.sin() * weight[:, None] / n], 0)
+        return DFTAxis(plan, n, bins, real_fwd, full_fwd, full_inv, real_inv)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def dft_spectrum2d(k: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, in float64.
+
+    Shape:
+        k: (C, kh, kw) -> two (C, rows.n, cols.bins)
+    """
+    k = k.detach().to(torch.float64)[:, slice(*rows.taps), slice(*cols.taps)]
+    spec = torch.fft.rfft2(k, s=(rows.n, cols.n))
+    return spec.real, spec.imag
+
+
+def dft_spectrum1d(k: torch.Tensor, axis: DFTAxis) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, in float64.
+
+    Shape:
+        k: (C, K) -> two (C, axis.bins)
+    """
+    spec = torch.fft.rfft(k.detach().to(torch.float64)[:, slice(*axis.taps)], n=axis.n)
+    return spec.real, spec.imag
+
+
+def dft_conv2d(
+    x: torch.Tensor,
+    kr: torch.Tensor,
+    ki: torch.Tensor,
+    fw: torch.Tensor,
+    fh: torch.Tensor,
+    gh: torch.Tensor,
+    aw: torch.Tensor,
+) -> torch.Tensor:
+    """Centered 'same' depthwise 2D convolution by DFT matrix products, channels first.
+
+    ``fw = cols.real_fwd``, ``fh = rows.full_fwd``, ``gh = rows.full_inv``, ``aw = cols.real_inv`` and the kernel
+    spectrum ``kr, ki`` (from :func:`dft_spectrum2d`), all already in the compute dtype (float32 for float32 and
+    reduced-precision inputs).
+
+    Shape:
+        x: (B, C, H, W), kr/ki: (C, N, F), fw: (W, 2F), fh: (2N, H), gh: (2H, 2N), aw: (2F, W) -> (B, C, H, W)
+    """
+    out_dtype = x.dtype
+    x = x.to(kr.dtype)
+    n, f, h = kr.shape[-2], kr.shape[-1], x.shape[-2]
+    a = torch.matmul(x, fw)  # (B, C, H, 2F): [Re | Im] along W
+    p = torch.matmul(fh, a)  # (B, C, 2N, 2F): [cos; -sin] x [Re | Im]
+    yr = p[..., :n, :f] - p[..., n:, f:]
+    yi = p[..., :n, f:] + p[..., n:, :f]
+    z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], dim=-2)  # (B, C, 2N, F): spectrum of the output
+    u = torch.matmul(gh, z)  # (B, C, 2H, F): inverse along H, cropped
+    y = torch.matmul(u[..., :h, :], aw[:f]) + torch.matmul(u[..., h:, :], aw[f:])
+    return y.to(out_dtype)
+
+
+def dft_conv1d(
+    x: torch.Tensor, kr: torch.Tensor, ki: torch.Tensor, fwd: torch.Tensor, inv: torch.Tensor
+) -> torch.Tensor:
+    """Centered (or causal) same-length depthwise 1D convolution by DFT matrix products.
+
+    ``fwd = axis.real_fwd``, ``inv = axis.real_inv`` and the kernel spectrum ``kr, ki`` (from
+    :func:`dft_spectrum1d`), already in the compute dtype.
+
+    Shape:
+        x: (B, C, L), kr/ki: (C, F), fwd: (L, 2F), inv: (2F, L) -> (B, C, L)
+    """
+    out_dtype = x.dtype
+    x = x.to(kr.dtype)
+    f = kr.shape[-1]
+    a = torch.matmul(x, fwd)  # (B, C, 2F)
+    ar, ai = a[..., :f], a[..., f:]
+    y = torch.matmul(ar * kr - ai * ki, inv[:f]) + torch.matmul(ar * ki + ai * kr, inv[f:])
+    return y.to(out_dtype)
+
+
+def dft_axes2d(height: int, width: int, kh: int, kw: int) -> tuple[DFTAxis, DFTAxis]:
+    """The two :class:`DFTAxis` of a ``height x width`` map convolved with a ``kh x kw`` kernel centered at
+    ``k // 2`` (the plan of :func:`~hyenapixel.ops.fftconv2d`)."""
+    plan = plan_conv2d(height, width, kh, kw)
+    return DFTAxis.make(plan.axes[0]), DFTAxis.make(plan.axes[1])
+
+
+def dft_axis1d(length: int, kernel_len: int, causal: bool) -> DFTAxis:
+    """The :class:`DFTAxis` of a length-``length`` sequence convolved as :func:`~hyenapixel.ops.fftconv1d` does."""
+    return DFTAxis.make(plan_conv1d(length, kernel_len, causal).axes[0])
