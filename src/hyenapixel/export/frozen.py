@@ -49,7 +49,8 @@ class ExportError(UserError):
 
 class FrozenConv2d(nn.Module):
     """The long convolution of one HyenaPixel mixer for one map size: kernel spectrum and DFT matrices as
-    non-persistent buffers, applied with :func:`~hyenapixel.ops.dft.dft_conv2d` in float32.
+    non-persistent float32 buffers (the matrices shared with the other mixers of the stage when ``rows``/``cols``
+    are float32), applied with :func:`~hyenapixel.ops.dft.dft_conv2d`.
 
     Shape:
         (B, C, H, W) -> (B, C, H, W) with (H, W) the frozen size
@@ -210,7 +211,9 @@ def freeze_long_convs(model: nn.Module, input_size: tuple[int, int] | int, in_ch
             if isinstance(mixer, HyenaPixelMixer):
                 kernel = mixer.kernel()
                 key = (site.shape[1], site.shape[2], *kernel.shape[1:])
-                rows, cols = axes.setdefault(key, dft_axes2d(*key))
+                if key not in axes:
+                    axes[key] = dft_axes2d(*key, dtype=torch.float32)
+                rows, cols = axes[key]
                 conv: nn.Module = FrozenConv2d(kernel, rows, cols)
             else:
                 length = site.shape[1] * site.shape[2]
@@ -218,7 +221,7 @@ def freeze_long_convs(model: nn.Module, input_size: tuple[int, int] | int, in_ch
                 key = (length, kernel.shape[-1], mixer.causal)
                 if key not in axes:
                     _check_matrix_size(site.name, length, h, w)
-                    axes[key] = dft_axis1d(*key)
+                    axes[key] = dft_axis1d(*key, dtype=torch.float32)
                 conv = FrozenConv1d(kernel, axes[key])
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)

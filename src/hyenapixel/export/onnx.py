@@ -69,7 +69,8 @@ def to_onnx(
         raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
     frozen = freeze_long_convs(model, (h, w), in_chans).cpu().float()
     chans = in_chans or _first_conv_in_chans(frozen)
-    x = torch.randn(2, chans, h, w)  # batch 2: a batch of 1 would be specialised by torch.export
+    # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
+    x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
     arg_name = _forward_arg_name(frozen)
     if dynamic is not None:
@@ -140,14 +141,17 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):  # noqa: 
 
 
 def run_onnx(session, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - onnxruntime session
-    """Run ``session`` on ``x`` (converted to float32 numpy) and return its first output as a tensor.
+    """Run ``session`` on ``x`` (converted to float32 numpy) and return its first output as a tensor; a graph with
+    a fixed batch size runs ``x`` in slices of that size.
 
     Shape:
         (B, C, H, W) -> (B, ...)
     """
-    name = session.get_inputs()[0].name
-    out = session.run(None, {name: x.detach().cpu().float().numpy()})[0]
-    return torch.from_numpy(out)
+    spec = session.get_inputs()[0]
+    fixed = spec.shape[0] if isinstance(spec.shape[0], int) else x.shape[0]
+    x = x.detach().cpu().float()
+    outs = [session.run(None, {spec.name: x[i : i + fixed].numpy()})[0] for i in range(0, x.shape[0], fixed)]
+    return torch.cat([torch.from_numpy(o) for o in outs])
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DFTAxis:
-    """DFT matrices of one axis of a centered linear convolution (float64; cast them where they are used).
+    """DFT matrices of one axis of a centered linear convolution.
 
     ``n``: DFT length (the smallest without wrap-around), ``bins``: ``n // 2 + 1``, ``taps``: the kernel taps
     ``[start, stop)`` that can reach an output. ``real_fwd`` (length, 2 * bins): ``[cos | -sin]`` real forward
@@ -66,7 +66,8 @@ class DFTAxis:
         return self.plan.start, self.plan.stop
 
     @staticmethod
-    def make(plan: AxisPlan) -> DFTAxis:
+    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> DFTAxis:
+        """Matrices for ``plan``, computed in float64 and stored in ``dtype``."""
         d = torch.float64
         n, length, center = plan.min_len, plan.length, plan.center
         bins = n // 2 + 1
@@ -86,7 +87,8 @@ class DFTAxis:
             weight[-1] = 1
         ang = 2 * math.pi * torch.arange(bins, dtype=d)[:, None] * (t + center)[None] / n  # (bins, L)
         real_inv = torch.cat([ang.cos() * weight[:, None] / n, -ang.sin() * weight[:, None] / n], 0)
-        return DFTAxis(plan, n, bins, real_fwd, full_fwd, full_inv, real_inv)
+        mats = (m.to(dtype) for m in (real_fwd, full_fwd, full_inv, real_inv))
+        return DFTAxis(plan, n, bins, *mats)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -165,13 +167,15 @@ def dft_conv1d(
     return y.to(out_dtype)
 
 
-def dft_axes2d(height: int, width: int, kh: int, kw: int) -> tuple[DFTAxis, DFTAxis]:
+def dft_axes2d(
+    height: int, width: int, kh: int, kw: int, dtype: torch.dtype = torch.float64
+) -> tuple[DFTAxis, DFTAxis]:
     """The two :class:`DFTAxis` of a ``height x width`` map convolved with a ``kh x kw`` kernel centered at
     ``k // 2`` (the plan of :func:`~hyenapixel.ops.fftconv2d`)."""
     plan = plan_conv2d(height, width, kh, kw)
-    return DFTAxis.make(plan.axes[0]), DFTAxis.make(plan.axes[1])
+    return DFTAxis.make(plan.axes[0], dtype), DFTAxis.make(plan.axes[1], dtype)
 
 
-def dft_axis1d(length: int, kernel_len: int, causal: bool) -> DFTAxis:
+def dft_axis1d(length: int, kernel_len: int, causal: bool, dtype: torch.dtype = torch.float64) -> DFTAxis:
     """The :class:`DFTAxis` of a length-``length`` sequence convolved as :func:`~hyenapixel.ops.fftconv1d` does."""
-    return DFTAxis.make(plan_conv1d(length, kernel_len, causal).axes[0])
+    return DFTAxis.make(plan_conv1d(length, kernel_len, causal).axes[0], dtype)
