@@ -17,7 +17,8 @@ class SpectrumCache:
     """Caches a filter's kernel spectrum per input plan while no gradient can reach the filter's parameters.
 
     The cache is used only when ``torch.is_grad_enabled()`` is false or none of the filter's parameters requires
-    grad, so a cached, detached spectrum can never hide a gradient. Entries are keyed on the plan, dtype and device
+    grad, and never while torch.compile or torch.export traces the model (the kernel is then computed in the
+    graph; ``hyenapixel.export.freeze_long_convs`` gives a copy with constant spectra for compiled inference), so a cached, detached spectrum can never hide a gradient. Entries are keyed on the plan, dtype and device
     and are dropped as soon as any filter parameter changes: the signature includes each parameter's storage
     pointer and version counter, which optimizer steps, ``load_state_dict`` (in-place ``copy_``) and ``.to()``
     (new storage) all change.
@@ -39,6 +40,8 @@ class SpectrumCache:
 
     @staticmethod
     def usable(filter_module: nn.Module) -> bool:
+        if torch.compiler.is_compiling():  # torch.compile / torch.export cannot trace the cache's bookkeeping
+            return False
         if not torch.is_grad_enabled():
             return True
         return not any(p.requires_grad for p in filter_module.parameters())
