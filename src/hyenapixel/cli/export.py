@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--images is used by --verify; add --verify")
     if args.img_size is not None and len(args.img_size) > 2:
         raise UserError(f"--img-size takes H or H W, got {len(args.img_size)} values")
+    if args.img_size:  # checked before the model is built
+        check_input_size(args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size))
     ((request, model),) = build_models(args.models)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     in_chans, *default_size = cfg.get("input_size", (3, 224, 224))
