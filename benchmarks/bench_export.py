@@ -120,7 +120,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
     p.add_argument(
-        "--quick", action="store_true", help="smoke run: reduced HyenaPixel models, 64 px, batches 1,2, 1 warmup, 1 repeat"
+        "--quick",
+        action="store_true",
+        help="smoke run: reduced HyenaPixel models, 64 px, batches 1,2, one warmup and repeat",
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)

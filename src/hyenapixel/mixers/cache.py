@@ -17,11 +17,14 @@ class SpectrumCache:
     """Caches a filter's kernel spectrum per input plan while no gradient can reach the filter's parameters.
 
     The cache is used only when ``torch.is_grad_enabled()`` is false or none of the filter's parameters requires
-    grad, and never while torch.compile or torch.export traces the model (the kernel is then computed in the
-    graph; ``hyenapixel.export.freeze_long_convs`` gives a copy with constant spectra for compiled inference), so a cached, detached spectrum can never hide a gradient. Entries are keyed on the plan, dtype and device
+    grad, so a cached, detached spectrum can never hide a gradient. Entries are keyed on the plan, dtype and device
     and are dropped as soon as any filter parameter changes: the signature includes each parameter's storage
     pointer and version counter, which optimizer steps, ``load_state_dict`` (in-place ``copy_``) and ``.to()``
     (new storage) all change.
+
+    While torch.compile or torch.export traces the model the cache steps aside and the kernel is computed in the
+    graph (the bookkeeping above cannot be traced); ``hyenapixel.export.freeze_long_convs`` gives a copy with
+    constant spectra for compiled inference.
     """
 
     max_entries = 8
