@@ -113,7 +113,7 @@ def format_table(res: dict, models: Sequence[str], batches: Sequence[int]) -> st
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="hpx_former_s18,convformer_s18", help="comma list; the last is the reference")
-    p.add_argument("--batches", default="1,16", help="comma list of batch sizes")
+    p.add_argument("--batches", help="comma list of batch sizes (default: 1,16; quick: 1,2)")
     p.add_argument("--img", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
@@ -127,7 +127,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
-        args.img, args.batches, args.warmup, args.repeats = 64, "1,2", 1, 1
+        args.img, args.warmup, args.repeats = 64, 1, 1
+    args.batches = args.batches or ("1,2" if args.quick else "1,16")
     return args
 
 
