@@ -8,7 +8,7 @@ import torch
 
 from conv_references import ref_conv1d, ref_conv2d
 from hyenapixel.ops import fftconv2d, plan_conv1d, plan_conv2d
-from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_axis1d, dft_conv1d, dft_conv2d, dft_spectrum1d, dft_spectrum2d
+from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
 
 
 def _conv2d(x: torch.Tensor, k: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -19,9 +19,9 @@ def _conv2d(x: torch.Tensor, k: torch.Tensor, dtype: torch.dtype = torch.float64
 
 
 def _conv1d(x: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
-    axis = dft_axis1d(x.shape[-1], k.shape[-1], causal)
-    kr, ki = dft_spectrum1d(k, axis)
-    return dft_conv1d(x, kr, ki, axis.real_fwd, axis.real_inv)
+    m = sequence_dft(x.shape[-1], k.shape[-1], causal)
+    kr, ki = m.spectrum(k)
+    return dft_conv1d(x, kr, ki, m.fa, m.tw, m.f1, m.g1, m.ga, m.offset)
 
 
 # kernels larger than the map, even and non-square kernels, non-square maps, 1x1, and the S18 stage-4 geometry
@@ -39,7 +39,19 @@ def test_dft_conv2d_equals_direct_convolution(h: int, w: int, kh: int, kw: int) 
 
 @pytest.mark.parametrize(
     ("length", "kernel_len", "causal"),
-    [(10, 19, False), (10, 10, True), (7, 3, False), (5, 20, True), (9, 31, False), (1, 1, True)],
+    [
+        (10, 19, False),
+        (10, 10, True),
+        (7, 3, False),
+        (5, 20, True),
+        (9, 31, False),
+        (1, 1, True),
+        (49, 97, False),
+        (196, 391, False),
+        (64, 64, True),
+        (100, 37, False),
+        (13, 13, True),
+    ],
 )
 def test_dft_conv1d_equals_direct_convolution(length: int, kernel_len: int, causal: bool) -> None:
     x = torch.randn(2, 4, length, dtype=torch.float64)
@@ -79,3 +91,12 @@ def test_axis_uses_the_smallest_wrap_free_length() -> None:
     assert axis.full_inv.shape == (28, 54) and axis.real_inv.shape == (28, 14)
     causal = DFTAxis.make(plan_conv1d(10, 10, causal=True).axes[0])
     assert causal.n == 19 and causal.taps == (0, 10)
+
+
+def test_sequence_dft_is_factored() -> None:
+    # hb stage 1 at 224 px: 3136 tokens, kernel 6271. A dense DFT matrix would have 3136 x 6272 entries; the
+    # four-step form uses two small factors of a fast length.
+    m = sequence_dft(3136, 6271, causal=False, dtype=torch.float32)
+    assert m.n == 6272 and m.n >= m.plan.min_len and 1 < m.n1 < m.n2 < 6272
+    assert m.fa.shape == (2 * m.n2, -(-3136 // m.n1)) and m.f1.shape == (m.n1, 2 * m.n1)
+    assert sum(t.numel() for t in (m.fa, m.tw, m.f1, m.g1, m.ga)) < 100_000

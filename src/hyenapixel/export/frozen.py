@@ -25,7 +25,7 @@ from torch import nn
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
-from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_axis1d, dft_conv1d, dft_conv2d, dft_spectrum1d, dft_spectrum2d
+from hyenapixel.ops.dft import DFTAxis, SequenceDFT, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
 
 __all__ = [
     "ExportError",
@@ -39,8 +39,6 @@ __all__ = [
 ]
 
 MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
-#: DFT matrices above this many elements per stage (hb at large sizes: quadratic in H*W) are refused
-MAX_DFT_MATRIX_ELEMENTS = 64 * 2**20
 
 
 class ExportError(UserError):
@@ -73,25 +71,28 @@ class FrozenConv2d(nn.Module):
 
 
 class FrozenConv1d(nn.Module):
-    """The long convolution of one Hyena mixer for one sequence length (see :class:`FrozenConv2d`).
+    """The long convolution of one Hyena mixer for one sequence length: kernel spectrum and four-step DFT
+    matrices (:class:`~hyenapixel.ops.dft.SequenceDFT`) as non-persistent float32 buffers.
 
     Shape:
         (B, C, L) -> (B, C, L) with L the frozen length
     """
 
-    def __init__(self, kernel: torch.Tensor, axis: DFTAxis) -> None:
+    def __init__(self, kernel: torch.Tensor, dft: SequenceDFT) -> None:
         super().__init__()
-        self.size = (axis.plan.length,)
-        kr, ki = dft_spectrum1d(kernel, axis)
-        for name, value in {"kr": kr, "ki": ki, "fwd": axis.real_fwd, "inv": axis.real_inv}.items():
+        self.size = (dft.plan.length,)
+        self.offset = dft.offset
+        kr, ki = dft.spectrum(kernel)
+        for name, value in {"kr": kr, "ki": ki, "fa": dft.fa, "tw": dft.tw, "f1": dft.f1, "g1": dft.g1}.items():
             self.register_buffer(name, value.to(torch.float32), persistent=False)
+        self.register_buffer("ga", dft.ga.to(torch.float32), persistent=False)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         _check_frozen(tuple(u.shape[-1:]), self.size, "sequence length")
-        return dft_conv1d(u, self.kr, self.ki, self.fwd, self.inv)
+        return dft_conv1d(u, self.kr, self.ki, self.fa, self.tw, self.f1, self.g1, self.ga, self.offset)
 
     def extra_repr(self) -> str:
-        return f"channels={self.kr.shape[0]}, length={self.size[0]}, dft_bins={self.kr.shape[-1]}"
+        return f"channels={self.kr.shape[0]}, length={self.size[0]}, dft={tuple(self.kr.shape[-2:])}"
 
 
 def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> None:
@@ -204,7 +205,7 @@ def freeze_long_convs(model: nn.Module, input_size: tuple[int, int] | int, in_ch
     device = param.device if param is not None else torch.device("cpu")
     chans = in_chans or _in_chans(frozen)
     sites = _mixer_sites(frozen, torch.zeros(1, chans, h, w, device=device))
-    axes: dict[tuple, DFTAxis | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT matrices per stage geometry
+    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT matrices per stage geometry
     for site in sites:
         mixer = site.mixer
         with torch.no_grad():
@@ -220,22 +221,11 @@ def freeze_long_convs(model: nn.Module, input_size: tuple[int, int] | int, in_ch
                 kernel = mixer.kernel(length)
                 key = (length, kernel.shape[-1], mixer.causal)
                 if key not in axes:
-                    _check_matrix_size(site.name, length, h, w)
-                    axes[key] = dft_axis1d(*key, dtype=torch.float32)
+                    axes[key] = sequence_dft(*key, dtype=torch.float32)
                 conv = FrozenConv1d(kernel, axes[key])
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
     return frozen
-
-
-def _check_matrix_size(name: str, length: int, h: int, w: int) -> None:
-    elements = 2 * length * (2 * length)  # (L, 2F) with F ~ L bins
-    if elements > MAX_DFT_MATRIX_ELEMENTS:
-        raise ExportError(
-            f"{name}: a bidirectional Hyena mixer over {length} tokens needs DFT matrices of {elements:,} elements "
-            f"at {h}x{w} px, more than the exporter's limit of {MAX_DFT_MATRIX_ELEMENTS:,}; export at a smaller "
-            f"image size (the 1D mixers' cost grows with (H*W)^2)"
-        )
 
 
 def _in_chans(model: nn.Module) -> int:

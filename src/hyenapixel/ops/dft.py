@@ -29,16 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
-from hyenapixel.ops.fftconv import AxisPlan, plan_conv1d, plan_conv2d
+from hyenapixel.ops.fftconv import AxisPlan, next_fast_len, plan_conv1d, plan_conv2d
 
 __all__ = [
     "DFTAxis",
+    "SequenceDFT",
     "dft_axes2d",
-    "dft_axis1d",
     "dft_conv1d",
     "dft_conv2d",
-    "dft_spectrum1d",
     "dft_spectrum2d",
+    "sequence_dft",
 ]
 
 
@@ -106,16 +106,6 @@ def dft_spectrum2d(k: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> tuple[torch
     return spec.real, spec.imag
 
 
-def dft_spectrum1d(k: torch.Tensor, axis: DFTAxis) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, in float64.
-
-    Shape:
-        k: (C, K) -> two (C, axis.bins)
-    """
-    spec = torch.fft.rfft(k.detach().to(torch.float64)[:, slice(*axis.taps)], n=axis.n)
-    return spec.real, spec.imag
-
-
 def dft_conv2d(
     x: torch.Tensor,
     kr: torch.Tensor,
@@ -147,26 +137,6 @@ def dft_conv2d(
     return y.to(out_dtype)
 
 
-def dft_conv1d(
-    x: torch.Tensor, kr: torch.Tensor, ki: torch.Tensor, fwd: torch.Tensor, inv: torch.Tensor
-) -> torch.Tensor:
-    """Centered (or causal) same-length depthwise 1D convolution by DFT matrix products.
-
-    ``fwd = axis.real_fwd``, ``inv = axis.real_inv`` and the kernel spectrum ``kr, ki`` (from
-    :func:`dft_spectrum1d`), already in the compute dtype.
-
-    Shape:
-        x: (B, C, L), kr/ki: (C, F), fwd: (L, 2F), inv: (2F, L) -> (B, C, L)
-    """
-    out_dtype = x.dtype
-    x = x.to(kr.dtype)
-    f = kr.shape[-1]
-    a = torch.matmul(x, fwd)  # (B, C, 2F)
-    ar, ai = a[..., :f], a[..., f:]
-    y = torch.matmul(ar * kr - ai * ki, inv[:f]) + torch.matmul(ar * ki + ai * kr, inv[f:])
-    return y.to(out_dtype)
-
-
 def dft_axes2d(
     height: int, width: int, kh: int, kw: int, dtype: torch.dtype = torch.float64
 ) -> tuple[DFTAxis, DFTAxis]:
@@ -176,6 +146,112 @@ def dft_axes2d(
     return DFTAxis.make(plan.axes[0], dtype), DFTAxis.make(plan.axes[1], dtype)
 
 
-def dft_axis1d(length: int, kernel_len: int, causal: bool, dtype: torch.dtype = torch.float64) -> DFTAxis:
-    """The :class:`DFTAxis` of a length-``length`` sequence convolved as :func:`~hyenapixel.ops.fftconv1d` does."""
-    return DFTAxis.make(plan_conv1d(length, kernel_len, causal).axes[0], dtype)
+def _split_length(n: int) -> int:
+    """The factor ``n1`` of ``n = n1 * n2`` that minimises the four-step cost ``~ 4 n1 + n2`` per output."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: 4 * d + n // d)
+
+
+@dataclass(frozen=True)
+class SequenceDFT:
+    """Matrices of a 1D centered (or causal) linear convolution as a four-step DFT of length ``n = n1 * n2``.
+
+    A dense DFT matrix of a flattened feature map (``H * W`` tokens) costs ``O((H W)^2)``; splitting the time index
+    as ``t = t1 + n1 t2`` and the frequency as ``k = k2 + n2 k1`` turns it into a DFT over ``t2`` (matrix ``fa``), a
+    twiddle ``exp(-2 pi i k2 t1 / n)`` (``tw``) and a DFT over ``t1`` (``f1``), each a small matrix product, and the
+    inverse likewise (``g1``, conjugate twiddle, ``ga`` with the output rows only). Spectra are laid out
+    ``[k2, k1]``.
+
+    ``fa`` (2 n2, r): ``[cos; -sin]`` over the ``r = ceil(L / n1)`` input rows. ``tw`` (2, n2, n1): twiddle real and
+    imaginary part. ``f1`` / ``g1`` (n1, 2 n1): ``[Re | Im]`` forward / inverse DFT over ``t1``. ``ga`` (q, 2 n2):
+    ``[Re | -Im]`` of the inverse over ``k2``, divided by ``n``, for the ``q`` rows holding the output, which starts
+    at ``offset`` within them.
+    """
+
+    plan: AxisPlan
+    n1: int
+    n2: int
+    offset: int
+    fa: torch.Tensor
+    tw: torch.Tensor
+    f1: torch.Tensor
+    g1: torch.Tensor
+    ga: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.n1 * self.n2
+
+    @staticmethod
+    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> SequenceDFT:
+        """Matrices for ``plan``, computed in float64 and stored in ``dtype``."""
+        d = torch.float64
+        n = next_fast_len(plan.min_len)
+        n1 = _split_length(n)
+        n2 = n // n1
+        rows_in = -(-plan.length // n1)
+        first, last = plan.center // n1, (plan.center + plan.length - 1) // n1
+        k2, k1 = torch.arange(n2, dtype=d), torch.arange(n1, dtype=d)
+        ang = -2 * math.pi * k2[:, None] * torch.arange(rows_in, dtype=d)[None] / n2  # (n2, r)
+        fa = torch.cat([ang.cos(), ang.sin()], 0)
+        ang = -2 * math.pi * k2[:, None] * k1[None] / n  # (n2, n1): k2 * t1
+        tw = torch.stack([ang.cos(), ang.sin()])
+        ang = 2 * math.pi * k1[:, None] * k1[None] / n1  # (n1, n1), symmetric
+        f1 = torch.cat([ang.cos(), -ang.sin()], 1)
+        g1 = torch.cat([ang.cos(), ang.sin()], 1)
+        ang = 2 * math.pi * torch.arange(first, last + 1, dtype=d)[:, None] * k2[None] / n2  # (q, n2)
+        ga = torch.cat([ang.cos(), -ang.sin()], 1) / n
+        mats = (m.to(dtype) for m in (fa, tw, f1, g1, ga))
+        return SequenceDFT(plan, n1, n2, plan.center - first * n1, *mats)
+
+    def spectrum(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, float64, ``[k2, k1]``.
+
+        Shape:
+            k: (C, K) -> two (C, n2, n1)
+        """
+        spec = torch.fft.fft(k.detach().to(torch.float64)[:, self.plan.start : self.plan.stop], n=self.n)
+        spec = spec.view(-1, self.n1, self.n2).transpose(1, 2)  # k = k2 + n2 * k1
+        return spec.real.contiguous(), spec.imag.contiguous()
+
+
+def sequence_dft(length: int, kernel_len: int, causal: bool, dtype: torch.dtype = torch.float64) -> SequenceDFT:
+    """The :class:`SequenceDFT` of a length-``length`` sequence convolved as :func:`~hyenapixel.ops.fftconv1d` does."""
+    return SequenceDFT.make(plan_conv1d(length, kernel_len, causal).axes[0], dtype)
+
+
+def dft_conv1d(
+    x: torch.Tensor,
+    kr: torch.Tensor,
+    ki: torch.Tensor,
+    fa: torch.Tensor,
+    tw: torch.Tensor,
+    f1: torch.Tensor,
+    g1: torch.Tensor,
+    ga: torch.Tensor,
+    offset: int,
+) -> torch.Tensor:
+    """Centered (or causal) same-length depthwise 1D convolution by a four-step DFT of matrix products.
+
+    The matrices and ``offset`` come from a :class:`SequenceDFT`, the kernel spectrum ``kr, ki`` from its
+    :meth:`~SequenceDFT.spectrum`, all in the compute dtype (float32 for float32 and reduced-precision inputs).
+
+    Shape:
+        x: (B, C, L), kr/ki: (C, n2, n1) -> (B, C, L)
+    """
+    out_dtype = x.dtype
+    x = x.to(kr.dtype)
+    length, rows, (n2, n1) = x.shape[-1], fa.shape[-1], kr.shape[-2:]
+    x = torch.nn.functional.pad(x, (0, rows * n1 - length)).reshape(*x.shape[:-1], rows, n1)  # x[t1 + n1 t2]
+    a = torch.matmul(fa, x)  # (B, C, 2 n2, n1): DFT over t2, [Re; Im]
+    ar, ai = a[..., :n2, :], a[..., n2:, :]
+    br, bi = ar * tw[0] - ai * tw[1], ar * tw[1] + ai * tw[0]  # twiddle
+    p = torch.matmul(torch.cat([br, bi], -2), f1)  # (B, C, 2 n2, 2 n1): DFT over t1
+    yr = p[..., :n2, :n1] - p[..., n2:, n1:]
+    yi = p[..., :n2, n1:] + p[..., n2:, :n1]
+    z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], -2)  # (B, C, 2 n2, n1): output spectrum [k2, k1]
+    p = torch.matmul(z, g1)  # inverse over k1
+    ur = p[..., :n2, :n1] - p[..., n2:, n1:]
+    ui = p[..., :n2, n1:] + p[..., n2:, :n1]
+    v = torch.cat([ur * tw[0] + ui * tw[1], ui * tw[0] - ur * tw[1]], -2)  # conjugate twiddle
+    y = torch.matmul(ga, v)  # (B, C, q, n1): real part of the inverse over k2, output rows only
+    return y.flatten(-2).narrow(-1, offset, length).to(out_dtype)
