@@ -111,7 +111,7 @@ def test_stages_share_their_dft_matrices(reduced_models, fixtures_dir) -> None:
     assert len(stage3) == 2 and stage3[0].fh is stage3[1].fh and stage3[0].kr is not stage3[1].kr
 
 
-def test_too_small_input_is_refused(tmp_path: Path) -> None:
+def test_input_sizes_the_model_cannot_take_are_refused(tmp_path: Path) -> None:
     model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
     with pytest.raises(ExportError, match="at least 32 pixels"):
         to_onnx(model, tmp_path / "m.onnx", (24, 64))
@@ -119,6 +119,9 @@ def test_too_small_input_is_refused(tmp_path: Path) -> None:
         freeze_long_convs(model, (64, 64, 3))
     with pytest.raises(ExportError, match="does not exist"):
         to_onnx(model, tmp_path / "missing" / "m.onnx", 64)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1).eval()  # position embedding: 64 px only
+    with pytest.raises(ExportError, match="VisionTransformer cannot take 96x96 images"):
+        to_onnx(vit, tmp_path / "vit.onnx", 96)
 
 
 class _SubclassedMixer(HyenaPixelMixer):

@@ -171,6 +171,12 @@ def _mixer_sites(model: nn.Module, x: torch.Tensor) -> list[_MixerSite]:
     try:
         with torch.no_grad():
             model(x)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ExportError(
+            f"{type(model).__name__} cannot take {x.shape[-2]}x{x.shape[-1]} images ({first}); export at an image "
+            "size the model accepts (for fixed-size models such as ViTs, their training size)"
+        ) from None
     finally:
         for h in handles:
             h.remove()
