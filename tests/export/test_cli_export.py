@@ -81,6 +81,10 @@ def test_real_images_static_batch_and_failed_tolerance(
         (["--model", "hpx_former_s4", "--img-size", "64", "64", "64"], "--img-size takes H or H W"),
         (["--model", "hpx_former_s4", "--model", "hb_former_s4"], "exactly one --model"),
         (["--model", "hpx_former_s4", "--images", "x"], "--images is used by --verify"),
+        (
+            ["--model", "hpx_former_s4", "--pretrained"],
+            "cannot load the weights of hpx_former_s4: No pretrained weights",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -65,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--img-size takes H or H W, got {len(args.img_size)} values")
     if args.img_size:  # checked before the model is built
         check_input_size(args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size))
-    ((request, model),) = build_models(args.models)
+    try:
+        ((request, model),) = build_models(args.models)
+    except (RuntimeError, OSError) as exc:  # timm: no hub weights for this model, or the hub cannot be reached
+        if isinstance(exc, UserError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load the weights of {args.models[0].label}: {first}") from None
     cfg = getattr(model, "pretrained_cfg", None) or {}
     in_chans, *default_size = cfg.get("input_size", (3, 224, 224))
     in_chans = _stem_in_chans(model, in_chans)
