@@ -24,6 +24,7 @@ Run ``python benchmarks/bench_export.py`` (about 20 min on 2 cores, most of it e
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -102,6 +103,40 @@ def check(fns: dict[str, Callable], x: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def bench_train(
+    models: Sequence[str], quick: bool, img: int, batch: int, backend: str, warmup: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Seconds per training step, eager and ``torch.compile``d (same weights), interleaved; and the first step's
+    loss difference."""
+    steps: dict[str, Callable[[], float]] = {}
+    out: dict[str, dict[str, float]] = {}
+    x = torch.randn(batch, 3, img, img)
+    y = torch.randint(0, 1000, (batch,))
+    for name in models:
+        eager = build(name, quick).train()
+        twin = copy.deepcopy(eager)
+        compiled = torch.compile(twin, backend=backend)
+        for label, model, params in (("eager", eager, eager), ("compile", compiled, twin)):
+            opt = torch.optim.SGD(params.parameters(), lr=0.0)  # a real step that leaves the weights alone
+
+            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> float:
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                return loss.item()
+
+            steps[f"{name}|{label}"] = step
+        t0 = time.perf_counter()
+        diff = abs(steps[f"{name}|compile"]() - steps[f"{name}|eager"]())
+        out[name] = {"loss_diff": diff, "compile_s": time.perf_counter() - t0}
+        print(f"# {name} train step: |loss compiled - eager| {diff:.2g} (compile {out[name]['compile_s']:.0f} s)")
+    medians = interleaved_medians(steps, warmup, repeats)
+    for name in models:
+        out[name] |= {"eager": medians[f"{name}|eager"], "compile": medians[f"{name}|compile"]}
+    return out
+
+
 def format_table(res: dict, models: Sequence[str], batches: Sequence[int]) -> str:
     """Markdown table: ms per image, ratio to eager of the same model, ratio to the last model (the reference)."""
     ref = models[-1]
@@ -132,6 +167,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="smoke run: reduced HyenaPixel models, 64 px, batches 1,2, one warmup and repeat",
+    )
+    p.add_argument(
+        "--train-batch",
+        type=int,
+        default=0,
+        help="also time a training step (forward, cross-entropy, backward, SGD) eager vs compiled at this batch",
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -167,8 +208,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
             medians = interleaved_medians(calls, args.warmup, args.repeats)
             results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in RUNTIMES} for m in models}
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
+    if args.train_batch:
+        results["train"] = bench_train(
+            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats
+        )
     print()
     print(format_table(results["time"], models, batches))
+    for name, r in results.get("train", {}).items():
+        print(
+            f"training step, batch {args.train_batch}: {name} eager {1e3 * r['eager']:.0f} ms, compiled "
+            f"{1e3 * r['compile']:.0f} ms, compiled / eager {r['compile'] / r['eager']:.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
