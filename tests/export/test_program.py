@@ -18,7 +18,6 @@ import timm
 import torch
 from torch import nn
 
-
 NAMES = ["hpx_former_s18", "hb_former_s18", "c_hpx_former_s18", "hpx_a_former_s18", "hb_a_former_s18"]
 EVAL_TOL = 1e-5  # float32 logits; the exported graph runs the same kernels as eager
 GRAD_TOL = 1e-4  # relative to the largest gradient entry of each parameter tensor
