@@ -10,7 +10,8 @@ Per model, in one process:
 * **compile**: ``torch.compile`` (inductor by default) of :func:`hyenapixel.export.freeze_long_convs`' copy (the
   same frozen model the ONNX file holds; for convformer a plain eval copy), under ``torch.no_grad()``.
 * **compile_unfrozen**: ``torch.compile`` of the model itself (kernels regenerated in the graph on every call, as
-  the spectrum cache steps aside while compiling), under ``torch.no_grad()``.
+  the spectrum cache steps aside while compiling), under ``torch.no_grad()``; for models without long
+  convolutions the same compiled model as **compile**.
 
 Before timing, every path's output is compared with eager on the same input (printed as max |diff|). Timing is
 interleaved round-robin over all paths of both models at one batch size (``bench_mixer.interleaved_medians``), so a
@@ -40,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_mixer import interleaved_medians, machine_info  # noqa: E402
 
 import hyenapixel  # noqa: E402, F401 - registers the models in timm
-from hyenapixel.export import freeze_long_convs, onnx_session, run_onnx, to_onnx  # noqa: E402
+from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx  # noqa: E402
 
 RUNTIMES = ("eager", "onnxruntime", "compile", "compile_unfrozen")
 QUICK_ARCH = {"depths": (1, 1, 1, 1), "dims": (16, 16, 32, 32)}
@@ -79,6 +80,10 @@ def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, w
             return compiled(x)
 
     fns["compile"] = comp
+    print(f"# {name}: ONNX export {t1 - t0:.0f} s ({os.path.getsize(path) / 2**20:.0f} MiB)", flush=True)
+    if not any(isinstance(m, FrozenConv1d | FrozenConv2d) for m in compiled.modules()):
+        fns["compile_unfrozen"] = comp  # nothing was frozen: the same model, compiled once
+        return fns
     compiled_model = torch.compile(model, backend=backend)
 
     def comp_model(x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +91,6 @@ def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, w
             return compiled_model(x)
 
     fns["compile_unfrozen"] = comp_model
-    print(f"# {name}: ONNX export {t1 - t0:.0f} s ({os.path.getsize(path) / 2**20:.0f} MiB)", flush=True)
     return fns
 
 
@@ -160,7 +164,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", help="comma list of batch sizes (default: 1,16; quick: 1,2)")
     p.add_argument("--img", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
     p.add_argument(
