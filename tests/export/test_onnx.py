@@ -10,10 +10,12 @@ import timm
 import torch
 from torch import nn
 
+from conv_references import ref_conv2d
 from hyenapixel.export import (
     ExportError,
     FrozenConv1d,
     FrozenConv2d,
+    FrozenDirectConv2d,
     freeze_long_convs,
     onnx_session,
     run_onnx,
@@ -22,6 +24,7 @@ from hyenapixel.export import (
 )
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
+from hyenapixel.ops.dft import dft_axes2d
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -94,19 +97,31 @@ def test_graph_has_no_fft_or_complex_operators(exported: dict, family: str) -> N
 def test_frozen_copy_computes_the_same_function(reduced_models, fixtures_dir, family: str) -> None:
     model = _reduced(FAMILIES[family], reduced_models, fixtures_dir)
     frozen = freeze_long_convs(model, (64, 80))
-    convs = [m for m in frozen.modules() if isinstance(m, (FrozenConv1d, FrozenConv2d))]
+    convs = [m for m in frozen.modules() if isinstance(m, (FrozenConv1d, FrozenConv2d, FrozenDirectConv2d))]
     mixers = [m for m in model.modules() if isinstance(m, (HyenaPixelMixer, HyenaMixer1d))]
     assert len(convs) == len(mixers) > 0  # every long convolution frozen
     x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
         assert (frozen(x) - model(x)).abs().max().item() < 1e-4
-    assert not any(isinstance(m, (FrozenConv1d, FrozenConv2d)) for m in model.modules())  # original untouched
+    kinds = {"hpx": {FrozenConv2d, FrozenDirectConv2d}, "hb": {FrozenConv1d}, "c_hpx": {FrozenDirectConv2d}}
+    assert {type(c) for c in convs} == kinds[family]  # 2D: DFT products at 16 x 20 px, direct at 4 x 5 px
+    assert not any(isinstance(m, (FrozenConv1d, FrozenConv2d, FrozenDirectConv2d)) for m in model.modules())
     with pytest.raises(ExportError, match="frozen for a different input size"):
         frozen(torch.randn(1, 3, 64, 64))
 
 
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), [(7, 7, 13, 13), (4, 5, 27, 27), (6, 3, 4, 5), (5, 5, 3, 3)])
+def test_direct_convolution_equals_reference(h: int, w: int, kh: int, kw: int) -> None:
+    # the small-map form against the independent direct reference (kernels larger than the map, even sizes)
+    rows, cols = dft_axes2d(h, w, kh, kw)
+    k = torch.randn(6, kh, kw)
+    x = torch.randn(2, 6, h, w)
+    got = FrozenDirectConv2d(k, rows, cols)(x)
+    assert got.dtype == torch.float32 and (got.double() - ref_conv2d(x, k)).abs().max().item() < 1e-5
+
+
 def test_stages_share_their_dft_matrices(reduced_models, fixtures_dir) -> None:
-    frozen = freeze_long_convs(_reduced("hpx_former_s18", reduced_models, fixtures_dir), 64)
+    frozen = freeze_long_convs(_reduced("hpx_former_s18", reduced_models, fixtures_dir), 64, direct_max_pixels=0)
     stage3 = [m for n, m in frozen.named_modules() if isinstance(m, FrozenConv2d) and n.startswith("stages.2")]
     assert len(stage3) == 2 and stage3[0].fh is stage3[1].fh and stage3[0].kr is not stage3[1].kr
 
