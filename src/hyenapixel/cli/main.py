@@ -34,6 +34,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("kernel-size", "hyenapixel.cli.kernel_size"),
     ("explain", "hyenapixel.cli.explain"),
     ("bench", "hyenapixel.cli.bench"),
+    ("export", "hyenapixel.cli.export"),
 ]
 
 

@@ -21,6 +21,10 @@ class SpectrumCache:
     and are dropped as soon as any filter parameter changes: the signature includes each parameter's storage
     pointer and version counter, which optimizer steps, ``load_state_dict`` (in-place ``copy_``) and ``.to()``
     (new storage) all change.
+
+    While torch.compile or torch.export traces the model the cache steps aside and the kernel is computed in the
+    graph (the bookkeeping above cannot be traced); ``hyenapixel.export.freeze_long_convs`` gives a copy with
+    constant spectra for compiled inference.
     """
 
     max_entries = 8
@@ -39,6 +43,8 @@ class SpectrumCache:
 
     @staticmethod
     def usable(filter_module: nn.Module) -> bool:
+        if torch.compiler.is_compiling():  # torch.compile / torch.export cannot trace the cache's bookkeeping
+            return False
         if not torch.is_grad_enabled():
             return True
         return not any(p.requires_grad for p in filter_module.parameters())

@@ -1,0 +1,233 @@
+"""Inference speed of the deployment paths (docs/deploy.md): onnxruntime (CPU provider) vs PyTorch eager vs
+torch.compile, for ``hpx_former_s18`` (paper Section 3) and timm's ``convformer_s18`` at batch 1 and 16, 224 px.
+
+Per model, in one process:
+
+* **eager**: ``model.eval()`` under ``torch.no_grad()``; HyenaPixel with its kernel-spectrum cache (the fastest
+  eager path).
+* **onnxruntime**: the file of :func:`hyenapixel.export.to_onnx` (long convolutions as DFT matrix products with
+  constant kernel spectra; dynamic batch), CPU provider, as many intra-op threads as PyTorch.
+* **compile**: ``torch.compile`` (inductor by default) of :func:`hyenapixel.export.freeze_long_convs`' copy (the
+  same frozen model the ONNX file holds; for convformer a plain eval copy), under ``torch.no_grad()``.
+* **compile_unfrozen**: ``torch.compile`` of the model itself (kernels regenerated in the graph on every call, as
+  the spectrum cache steps aside while compiling), under ``torch.no_grad()``; for models without long
+  convolutions the same compiled model as **compile**.
+
+Before timing, every path's output is compared with eager on the same input (printed as max |diff|). Timing is
+interleaved round-robin over all paths of both models at one batch size (``bench_mixer.interleaved_medians``), so a
+change of machine load affects all alike; the table gives ms per image and ratios measured in the same run:
+runtime / eager of the same model, and hpx / convformer within each runtime.
+
+Run ``python benchmarks/bench_export.py`` (about 20 min on 2 cores, most of it exporting and compiling);
+``--quick`` is a smoke run on reduced models at 64 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_mixer import interleaved_medians, machine_info  # noqa: E402
+
+import hyenapixel  # noqa: E402, F401 - registers the models in timm
+from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx  # noqa: E402
+
+RUNTIMES = ("eager", "onnxruntime", "compile", "compile_unfrozen")
+QUICK_ARCH = {"depths": (1, 1, 1, 1), "dims": (16, 16, 32, 32)}
+
+
+def build(name: str, quick: bool) -> nn.Module:
+    """The model with random weights (speed does not depend on them); HyenaPixel models with reduced depths/dims
+    in quick mode."""
+    import timm
+
+    from hyenapixel.models import REGISTERED_MODELS
+
+    torch.manual_seed(0)
+    kwargs = dict(QUICK_ARCH) if quick and name in REGISTERED_MODELS else {}
+    return timm.create_model(name, **kwargs).eval()
+
+
+def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, workdir: str) -> dict[str, Callable]:
+    """One ``fn(x) -> output`` per runtime, with export and compile timed and printed."""
+    fns: dict[str, Callable] = {}
+
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    fns["eager"] = eager
+    t0 = time.perf_counter()
+    path = to_onnx(model, os.path.join(workdir, f"{name}.onnx"), img)
+    session = onnx_session(path, threads)
+    fns["onnxruntime"] = partial(run_onnx, session)
+    t1 = time.perf_counter()
+    compiled = torch.compile(freeze_long_convs(model, img), backend=backend)
+
+    def comp(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return compiled(x)
+
+    fns["compile"] = comp
+    print(f"# {name}: ONNX export {t1 - t0:.0f} s ({os.path.getsize(path) / 2**20:.0f} MiB)", flush=True)
+    if not any(isinstance(m, FrozenConv1d | FrozenConv2d) for m in compiled.modules()):
+        fns["compile_unfrozen"] = comp  # nothing was frozen: the same model, compiled once
+        return fns
+    compiled_model = torch.compile(model, backend=backend)
+
+    def comp_model(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return compiled_model(x)
+
+    fns["compile_unfrozen"] = comp_model
+    return fns
+
+
+def check(fns: dict[str, Callable], x: torch.Tensor) -> dict[str, float]:
+    """Max |runtime - eager| on ``x`` (the first compiled call also triggers compilation, timed here)."""
+    ref = fns["eager"](x)
+    out = {}
+    for k in RUNTIMES[1:]:
+        t0 = time.perf_counter()
+        y = fns[k](x)
+        out[k] = (y.float() - ref.float()).abs().max().item()
+        if k.startswith("compile"):
+            out[f"{k}_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_train(
+    models: Sequence[str], quick: bool, img: int, batch: int, backend: str, warmup: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Seconds per training step, eager and ``torch.compile``d (same weights), interleaved; and the first step's
+    loss difference."""
+    steps: dict[str, Callable[[], float]] = {}
+    out: dict[str, dict[str, float]] = {}
+    x = torch.randn(batch, 3, img, img)
+    y = torch.randint(0, 1000, (batch,))
+    for name in models:
+        eager = build(name, quick).train()
+        twin = copy.deepcopy(eager)
+        compiled = torch.compile(twin, backend=backend)
+        for label, model, params in (("eager", eager, eager), ("compile", compiled, twin)):
+            opt = torch.optim.SGD(params.parameters(), lr=0.0)  # a real step that leaves the weights alone
+
+            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> float:
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                return loss.item()
+
+            steps[f"{name}|{label}"] = step
+        t0 = time.perf_counter()
+        diff = abs(steps[f"{name}|compile"]() - steps[f"{name}|eager"]())
+        out[name] = {"loss_diff": diff, "compile_s": time.perf_counter() - t0}
+        print(f"# {name} train step: |loss compiled - eager| {diff:.2g} (compile {out[name]['compile_s']:.0f} s)")
+    medians = interleaved_medians(steps, warmup, repeats)
+    for name in models:
+        out[name] |= {"eager": medians[f"{name}|eager"], "compile": medians[f"{name}|compile"]}
+    return out
+
+
+def format_table(res: dict, models: Sequence[str], batches: Sequence[int]) -> str:
+    """Markdown table: ms per image, ratio to eager of the same model, ratio to the last model (the reference)."""
+    ref = models[-1]
+    lines = [
+        f"| model | batch | runtime | ms / image | vs eager | vs {ref} (same runtime) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in batches:
+        for m in models:
+            for r in RUNTIMES:
+                t = res[str(b)][m][r]
+                rel = t / res[str(b)][m]["eager"]
+                cross = t / res[str(b)][ref][r]
+                lines.append(f"| {m} | {b} | {r} | {1e3 * t / b:.1f} | {rel:.2f} | {cross:.2f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="hpx_former_s18,convformer_s18", help="comma list; the last is the reference")
+    p.add_argument("--batches", help="comma list of batch sizes (default: 1,16; quick: 1,2)")
+    p.add_argument("--img", type=int, default=224)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: reduced HyenaPixel models, 64 px, batches 1,2, one warmup and repeat",
+    )
+    p.add_argument(
+        "--train-batch",
+        type=int,
+        default=0,
+        help="also time a training step (forward, cross-entropy, backward, SGD) eager vs compiled at this batch",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.img, args.warmup, args.repeats = 64, 1, 1
+    args.batches = args.batches or ("1,2" if args.quick else "1,16")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"# {machine_info(args.threads)}; img {args.img}; compile backend {args.backend}", flush=True)
+    results: dict = {"check": {}, "time": {}}
+    with tempfile.TemporaryDirectory() as workdir:
+        fns = {}
+        for name in models:
+            fns[name] = prepare(name, build(name, args.quick), args.img, args.backend, args.threads, workdir)
+            x = torch.randn(2, 3, args.img, args.img)
+            results["check"][name] = check(fns[name], x)
+            c = results["check"][name]
+            print(
+                f"# {name}: max |onnxruntime - eager| {c['onnxruntime']:.2g}, max |compile - eager| "
+                f"{c['compile']:.2g}, unfrozen {c['compile_unfrozen']:.2g} (compile + first call "
+                f"{c['compile_s']:.0f} s, unfrozen {c['compile_unfrozen_s']:.0f} s)",
+                flush=True,
+            )
+        for b in batches:
+            x = torch.randn(b, 3, args.img, args.img)
+            calls = {f"{m}|{r}": partial(fns[m][r], x) for m in models for r in RUNTIMES}
+            medians = interleaved_medians(calls, args.warmup, args.repeats)
+            results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in RUNTIMES} for m in models}
+            print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
+    if args.train_batch:
+        results["train"] = bench_train(
+            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats
+        )
+    print()
+    print(format_table(results["time"], models, batches))
+    for name, r in results.get("train", {}).items():
+        print(
+            f"training step, batch {args.train_batch}: {name} eager {1e3 * r['eager']:.0f} ms, compiled "
+            f"{1e3 * r['compile']:.0f} ms, compiled / eager {r['compile'] / r['eager']:.2f}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

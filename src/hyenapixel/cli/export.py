@@ -1,0 +1,113 @@
+"""Export a model to ONNX for onnxruntime and other runtimes (deployment of the paper's Section 3 models).
+
+  hyenapixel export --model hpx_former_s18 --checkpoint hpx_s18.pth --img-size 224 --output hpx.onnx --verify
+  hyenapixel export --checkpoint runs/<run>/best.pt --img-size 32 --output run.onnx --verify --images photos/
+  hyenapixel export --model hb_former_s18 --pretrained --img-size 192 256 --output hb.onnx
+
+The image size is fixed at export (each long convolution's kernel spectrum is a constant for it); the batch size
+stays dynamic. --verify runs the file in onnxruntime (CPU) and prints the largest difference from PyTorch eval on
+random inputs and on real images (--images files or folders; without it, rendered images of the built-in
+Balance task); it exits with status 1 when a difference exceeds --tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hyenapixel.cli.model_args import add_model_arguments
+
+HELP = "export a model to ONNX (fixed image size, dynamic batch) and check it in onnxruntime"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--checkpoint/--pretrained, the export size and output, and the verification options."""
+    add_model_arguments(parser)
+    g = parser.add_argument_group("export")
+    g.add_argument(
+        "--img-size",
+        type=int,
+        nargs="+",
+        metavar=("H", "W"),
+        help="input height [and width] in pixels, fixed in the exported graph (default: the model's input size)",
+    )
+    g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file to write")
+    g.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    g.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: dynamic)")
+    v = parser.add_argument_group("verification")
+    v.add_argument("--verify", action="store_true", help="compare onnxruntime (CPU) with PyTorch after exporting")
+    v.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders for --verify (up to 16)")
+    v.add_argument("--verify-batch", type=int, default=4, help="random inputs per --verify batch (default: 4)")
+    v.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest accepted absolute output difference (default: 1e-4)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, export it, optionally verify; 0 on success, 1 when verification fails."""
+    import torch
+
+    import hyenapixel  # noqa: F401 - registers the models in timm
+    from hyenapixel.cli.model_args import build_models
+    from hyenapixel.errors import UserError
+    from hyenapixel.export import check_input_size, to_onnx, verify_onnx
+    from hyenapixel.export.inputs import builtin_images, load_images, random_images
+
+    if len(args.models) != 1:
+        raise UserError(
+            f"export takes exactly one --model (with its --checkpoint or --pretrained), got {len(args.models)}"
+        )
+    if args.verify_batch < 1:
+        raise UserError(f"--verify-batch must be at least 1, got {args.verify_batch}")
+    if args.images and not args.verify:
+        raise UserError("--images is used by --verify; add --verify")
+    if args.img_size is not None and len(args.img_size) > 2:
+        raise UserError(f"--img-size takes H or H W, got {len(args.img_size)} values")
+    if args.img_size:  # checked before the model is built
+        check_input_size(args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size))
+    try:
+        ((request, model),) = build_models(args.models)
+    except (RuntimeError, OSError) as exc:  # timm: no hub weights for this model, or the hub cannot be reached
+        if isinstance(exc, UserError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load the weights of {args.models[0].label}: {first}") from None
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    in_chans, *default_size = cfg.get("input_size", (3, 224, 224))
+    in_chans = _stem_in_chans(model, in_chans)
+    given = args.img_size or default_size
+    size = check_input_size(given[0] if len(given) == 1 else tuple(given))
+    path = to_onnx(model, args.output, size, in_chans=in_chans, opset=args.opset, dynamic_batch=not args.static_batch)
+    print(
+        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {request.label}, input (batch, {in_chans}, "
+        f"{size[0]}, {size[1]}), batch {'fixed at 1' if args.static_batch else 'dynamic'}"
+    )
+    if not args.verify:
+        return 0
+    batch = args.verify_batch
+    inputs = [("random", random_images(batch, in_chans, size))]
+    if args.images:
+        real = load_images(args.images, model, size, in_chans)
+        inputs.append((f"images ({len(real)} files)", real))
+    else:
+        inputs.append(("built-in rendered images", builtin_images(batch, in_chans, size)))
+    with torch.no_grad():
+        checks = verify_onnx(path, model, inputs)
+    ok = all(c.max_abs_diff <= args.tolerance for c in checks)
+    for c in checks:
+        print(
+            f"verify {c.label}: batch {c.batch}, max |onnxruntime - pytorch| = {c.max_abs_diff:.3g}, "
+            f"top-1 agreement {c.top1_agreement:.0%}"
+        )
+    print(f"verification {'passed' if ok else 'FAILED'} (tolerance {args.tolerance:g})")
+    sys.stdout.flush()
+    return 0 if ok else 1
+
+
+def _stem_in_chans(model, default: int) -> int:  # noqa: ANN001 - any nn.Module
+    import torch.nn as nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return int(default)

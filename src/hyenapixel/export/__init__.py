@@ -1,0 +1,41 @@
+"""Deployment of HyenaPixel models (paper Section 3 operators): ONNX export checked in onnxruntime, frozen
+inference copies for ``torch.export``, and reduced-precision checks.
+
+- :func:`freeze_long_convs`: an eval copy whose FFT long convolutions are DFT matrix products with constant kernel
+  spectra for one input size (exports without FFT or complex operators).
+- :func:`to_onnx`, :func:`verify_onnx`: ONNX file with a dynamic batch, compared in onnxruntime (CPU provider).
+- :class:`ExportError`: an unsupported model or input size (a :class:`~hyenapixel.errors.UserError`).
+
+This layer sits above ``models`` and ``data`` and never imports ``train``, ``analysis``, ``dense`` or ``cli``;
+onnx, onnxscript and onnxruntime are imported only inside the functions that need them.
+"""
+
+from hyenapixel.export.frozen import (
+    ExportError,
+    FrozenBidirectionalHyenaMixer,
+    FrozenCausalHyenaMixer,
+    FrozenConv1d,
+    FrozenConv2d,
+    FrozenDirectConv2d,
+    FrozenHyenaPixelMixer,
+    check_input_size,
+    freeze_long_convs,
+)
+from hyenapixel.export.onnx import OnnxCheck, onnx_session, run_onnx, to_onnx, verify_onnx
+
+__all__ = [
+    "ExportError",
+    "FrozenBidirectionalHyenaMixer",
+    "FrozenCausalHyenaMixer",
+    "FrozenConv1d",
+    "FrozenConv2d",
+    "FrozenDirectConv2d",
+    "FrozenHyenaPixelMixer",
+    "OnnxCheck",
+    "check_input_size",
+    "freeze_long_convs",
+    "onnx_session",
+    "run_onnx",
+    "to_onnx",
+    "verify_onnx",
+]

@@ -1,0 +1,285 @@
+"""Inference copies of HyenaPixel models with the long convolutions frozen for one input size (deployment of the
+paper's Section 3 operators).
+
+In eval the kernels of HyenaPixel and (bidirectional / causal) Hyena depend only on the weights and on the size of
+the feature map. :func:`freeze_long_convs` therefore precomputes, for one input size, every kernel's spectrum
+and the DFT matrices of its stage, and replaces each mixer's FFT convolution by the matrix products of
+:mod:`hyenapixel.ops.dft` (real ``MatMul``/``Mul``/``Add`` only). The result computes the same function as the
+original in eval (to float32 rounding), exports to ONNX without FFT or complex operators, and is specialised to
+that spatial size; the batch size stays free.
+
+The mixers keep their code: each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMixer`,
+:class:`FrozenBidirectionalHyenaMixer`, :class:`FrozenCausalHyenaMixer`) whose ``long_conv`` calls the frozen
+convolution, so everything around the long convolution (projections, gating, norms) is the mixer's own forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyenapixel.errors import UserError
+from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
+from hyenapixel.mixers.hyena import HyenaMixer1d
+from hyenapixel.ops.dft import DFTAxis, SequenceDFT, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
+
+__all__ = [
+    "ExportError",
+    "FrozenBidirectionalHyenaMixer",
+    "FrozenCausalHyenaMixer",
+    "FrozenConv1d",
+    "FrozenConv2d",
+    "FrozenDirectConv2d",
+    "FrozenHyenaPixelMixer",
+    "check_input_size",
+    "freeze_long_convs",
+]
+
+MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
+#: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
+#: In onnxruntime (2-core EPYC, batch 16) the direct form took 1.3 vs 13 ms at 7 x 7 (512 ch, kernel 13) and 16-23
+#: vs 48-51 ms at 14 x 14 (320 ch, kernel 27), but 187 vs 108 ms at 28 x 28 (128 ch, kernel 55).
+DIRECT_MAX_PIXELS = 14 * 14
+
+
+class ExportError(UserError):
+    """A model or an input size that cannot be exported; the message says what to change."""
+
+
+class FrozenConv2d(nn.Module):
+    """The long convolution of one HyenaPixel mixer for one map size: kernel spectrum and DFT matrices as
+    non-persistent float32 buffers (the matrices shared with the other mixers of the stage when ``rows``/``cols``
+    are float32), applied with :func:`~hyenapixel.ops.dft.dft_conv2d`.
+
+    Shape:
+        (B, C, H, W) -> (B, C, H, W) with (H, W) the frozen size
+    """
+
+    def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> None:
+        super().__init__()
+        self.size = (rows.plan.length, cols.plan.length)
+        kr, ki = dft_spectrum2d(kernel, rows, cols)
+        mats = {"kr": kr, "ki": ki, "fw": cols.real_fwd, "fh": rows.full_fwd, "gh": rows.full_inv, "aw": cols.real_inv}
+        for name, value in mats.items():
+            self.register_buffer(name, value.to(torch.float32), persistent=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        _check_frozen(tuple(u.shape[-2:]), self.size, "feature map")
+        return dft_conv2d(u, self.kr, self.ki, self.fw, self.fh, self.gh, self.aw)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.kr.shape[0]}, size={self.size}, dft={tuple(self.kr.shape[-2:])}"
+
+
+class FrozenDirectConv2d(nn.Module):
+    """The long convolution of one HyenaPixel mixer for a small map as a direct depthwise convolution: only the
+    kernel taps that can reach an output (at most ``(2H - 1) x (2W - 1)``), flipped, as a non-persistent float32
+    buffer. On the stage-3/4 maps of a 224 px model (14 x 14, 7 x 7) onnxruntime runs this faster than the DFT
+    products (see :data:`DIRECT_MAX_PIXELS`).
+
+    Shape:
+        (B, C, H, W) -> (B, C, H, W) with (H, W) the frozen size
+    """
+
+    def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> None:
+        super().__init__()
+        self.size = (rows.plan.length, cols.plan.length)
+        taps = kernel.detach()[:, slice(*rows.taps), slice(*cols.taps)]
+        self.register_buffer("weight", taps.flip(-2, -1)[:, None].to(torch.float32).contiguous(), persistent=False)
+        # y[i] = sum_a k[a] x[i + c - a]: a correlation with the flipped taps after padding taps - 1 - c before
+        # and c after (c: the center within the kept taps)
+        (th, tw), (ch, cw) = taps.shape[-2:], (rows.plan.center, cols.plan.center)
+        self.pad = (tw - 1 - cw, cw, th - 1 - ch, ch)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        _check_frozen(tuple(u.shape[-2:]), self.size, "feature map")
+        x = F.pad(u.to(self.weight.dtype), self.pad)
+        return F.conv2d(x, self.weight, groups=self.weight.shape[0]).to(u.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.weight.shape[0]}, size={self.size}, taps={tuple(self.weight.shape[-2:])}"
+
+
+class FrozenConv1d(nn.Module):
+    """The long convolution of one Hyena mixer for one sequence length: kernel spectrum and four-step DFT
+    matrices (:class:`~hyenapixel.ops.dft.SequenceDFT`) as non-persistent float32 buffers.
+
+    Shape:
+        (B, C, L) -> (B, C, L) with L the frozen length
+    """
+
+    def __init__(self, kernel: torch.Tensor, dft: SequenceDFT) -> None:
+        super().__init__()
+        self.size = (dft.plan.length,)
+        self.offset = dft.offset
+        kr, ki = dft.spectrum(kernel)
+        for name, value in {"kr": kr, "ki": ki, "fa": dft.fa, "tw": dft.tw, "f1": dft.f1, "g1": dft.g1}.items():
+            self.register_buffer(name, value.to(torch.float32), persistent=False)
+        self.register_buffer("ga", dft.ga.to(torch.float32), persistent=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        _check_frozen(tuple(u.shape[-1:]), self.size, "sequence length")
+        return dft_conv1d(u, self.kr, self.ki, self.fa, self.tw, self.f1, self.g1, self.ga, self.offset)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.kr.shape[0]}, length={self.size[0]}, dft={tuple(self.kr.shape[-2:])}"
+
+
+def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> None:
+    if got != want:
+        raise ExportError(
+            f"this model was frozen for a different input size: a long convolution got a {what} of {got}, its "
+            f"kernel spectrum was computed for {want}; freeze (export) the model again for the new image size"
+        )
+
+
+class _FrozenLongConv:
+    """Mixin: ``long_conv`` applies the precomputed ``frozen_conv`` instead of the FFT convolution."""
+
+    frozen_conv: nn.Module
+
+    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
+        return self.frozen_conv(u)
+
+
+class FrozenHyenaPixelMixer(_FrozenLongConv, HyenaPixelMixer):
+    """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size."""
+
+
+class FrozenBidirectionalHyenaMixer(_FrozenLongConv, BidirectionalHyenaMixer):
+    """A :class:`~hyenapixel.mixers.BidirectionalHyenaMixer` frozen for one sequence length."""
+
+
+class FrozenCausalHyenaMixer(_FrozenLongConv, CausalHyenaMixer):
+    """A :class:`~hyenapixel.mixers.CausalHyenaMixer` frozen for one sequence length."""
+
+
+_FROZEN_CLASSES: dict[type, type] = {
+    HyenaPixelMixer: FrozenHyenaPixelMixer,
+    BidirectionalHyenaMixer: FrozenBidirectionalHyenaMixer,
+    CausalHyenaMixer: FrozenCausalHyenaMixer,
+}
+LONG_CONV_MIXERS = (HyenaPixelMixer, HyenaMixer1d)
+
+
+def check_input_size(input_size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair, checked against what the MetaFormer can take.
+
+    Raises:
+        ExportError: a size that is not one or two positive integers, or smaller than 32 pixels.
+    """
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        raise ExportError(f"input size must be H or (H, W) in pixels, got {input_size!r}")
+    if min(size) < MIN_INPUT_SIZE:
+        raise ExportError(
+            f"input size {size[0]}x{size[1]} is too small: the network downsamples by 32, so height and width must "
+            f"be at least {MIN_INPUT_SIZE} pixels; use --img-size {MIN_INPUT_SIZE} or more"
+        )
+    return size[0], size[1]
+
+
+@dataclass(frozen=True)
+class _MixerSite:
+    name: str
+    mixer: nn.Module
+    shape: tuple[int, ...]  # (B, H, W, C) input of the mixer
+
+
+def _mixer_sites(model: nn.Module, x: torch.Tensor) -> list[_MixerSite]:
+    """Every long-convolution mixer of ``model`` with the input shape it sees for ``x`` (one eval forward)."""
+    mixers = [(n, m) for n, m in model.named_modules() if isinstance(m, LONG_CONV_MIXERS)]
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(name: str) -> Callable:
+        def record(module: nn.Module, args: tuple) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in mixers]
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ExportError(
+            f"{type(model).__name__} cannot take {x.shape[-2]}x{x.shape[-1]} images ({first}); export at an image "
+            "size the model accepts (for fixed-size models such as ViTs, their training size)"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return [_MixerSite(n, m, shapes[n]) for n, m in mixers if n in shapes]
+
+
+def _check_unknown_mixers(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, LONG_CONV_MIXERS) and type(module) not in _FROZEN_CLASSES:
+            raise ExportError(
+                f"{name} is a {type(module).__name__}, a long-convolution mixer the exporter does not know; only "
+                f"{', '.join(c.__name__ for c in _FROZEN_CLASSES)} can be frozen for export"
+            )
+
+
+def freeze_long_convs(
+    model: nn.Module,
+    input_size: tuple[int, int] | int,
+    in_chans: int | None = None,
+    direct_max_pixels: int = DIRECT_MAX_PIXELS,
+) -> nn.Module:
+    """An eval copy of ``model`` whose long convolutions are frozen for ``input_size``: DFT matrix products, and
+    direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never).
+
+    ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
+    plain eval copy. The copy lives on ``model``'s device; its constants are float32.
+
+    Raises:
+        ExportError: an input size the model cannot take, or a mixer the exporter does not know.
+
+    Shape:
+        the copy: (B, in_chans, H, W) with (H, W) = input_size -> as ``model``
+    """
+    h, w = check_input_size(input_size)
+    _check_unknown_mixers(model)
+    frozen = copy.deepcopy(model).eval()
+    param = next(frozen.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    chans = in_chans or _in_chans(frozen)
+    sites = _mixer_sites(frozen, torch.zeros(1, chans, h, w, device=device))
+    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT matrices per stage geometry
+    for site in sites:
+        mixer = site.mixer
+        with torch.no_grad():
+            if isinstance(mixer, HyenaPixelMixer):
+                kernel = mixer.kernel()
+                key = (site.shape[1], site.shape[2], *kernel.shape[1:])
+                if key not in axes:
+                    axes[key] = dft_axes2d(*key, dtype=torch.float32)
+                rows, cols = axes[key]
+                small = site.shape[1] * site.shape[2] <= direct_max_pixels
+                conv: nn.Module = (FrozenDirectConv2d if small else FrozenConv2d)(kernel, rows, cols)
+            else:
+                length = site.shape[1] * site.shape[2]
+                kernel = mixer.kernel(length)
+                key = (length, kernel.shape[-1], mixer.causal)
+                if key not in axes:
+                    axes[key] = sequence_dft(*key, dtype=torch.float32)
+                conv = FrozenConv1d(kernel, axes[key])
+        mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
+        mixer.frozen_conv = conv.to(device)
+    return frozen
+
+
+def _in_chans(model: nn.Module) -> int:
+    """Input channels: those of the first 2D convolution (the stem), else the pretrained config's."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return int(cfg.get("input_size", (3,))[0])

@@ -1,0 +1,257 @@
+"""Long convolutions as DFT matrix products: the deployment form of the FFT convolutions of paper Section 3.
+
+For a fixed input size and a fixed kernel (inference), the centered linear convolution of
+:mod:`hyenapixel.ops.fftconv` can be written with real matrix products only: a discrete Fourier transform of the
+smallest wrap-free length as a matrix, an elementwise complex product with the precomputed kernel spectrum, and the
+inverse transform with the output crop folded into its matrix. Every step is a ``MatMul``, ``Mul``, ``Add``/``Sub``,
+``Slice`` or ``Concat``, so the graph exports to ONNX and to ``torch.export`` without FFT or complex operators, and
+runs on any backend. (``benchmarks/bench_eval_alternatives.py`` measured such products faster than the FFT path on
+the small stage-3/4 maps; ``benchmarks/bench_export.py`` measures the whole models.)
+
+Same conventions as :func:`~hyenapixel.ops.fftconv2d` / :func:`~hyenapixel.ops.fftconv1d`:
+
+* 2D: ``y[b,c,i,j] = sum_{a,b'} k[c,a,b'] * x[b,c, i + kh//2 - a, j + kw//2 - b']``
+* 1D: ``y[t] = sum_j k[j] x[t + center - j]`` with ``center = 0`` (causal) or ``K // 2`` (bidirectional)
+
+Computation is in ``promote_types(x.dtype, float32)``, the result has the dtype of ``x``.
+
+Along one axis of length ``L`` with a DFT of length ``N`` (``AxisPlan.min_len``), the real forward transform to
+``F = N // 2 + 1`` bins is ``x @ [cos | -sin]`` (an ``L x 2F`` matrix) and the real inverse with the crop is
+``Re @ A_re + Im @ A_im`` with ``A`` holding ``w_f / N * (cos, -sin)(2 pi f (t + center) / N)``, ``w_f = 2`` for the
+bins that stand for a conjugate pair and 1 for DC and Nyquist. The complex transform along the second axis of a 2D
+map uses the stacked ``[cos; -sin]`` matrix on the real and imaginary halves at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hyenapixel.ops.fftconv import AxisPlan, next_fast_len, plan_conv1d, plan_conv2d
+
+__all__ = [
+    "DFTAxis",
+    "SequenceDFT",
+    "dft_axes2d",
+    "dft_conv1d",
+    "dft_conv2d",
+    "dft_spectrum2d",
+    "sequence_dft",
+]
+
+
+@dataclass(frozen=True)
+class DFTAxis:
+    """DFT matrices of one axis of a centered linear convolution.
+
+    ``n``: DFT length (the smallest without wrap-around), ``bins``: ``n // 2 + 1``, ``taps``: the kernel taps
+    ``[start, stop)`` that can reach an output. ``real_fwd`` (length, 2 * bins): ``[cos | -sin]`` real forward
+    transform. ``full_fwd`` (2 * n, length): ``[cos; -sin]`` complex forward transform (all ``n`` bins).
+    ``full_inv`` (2 * length, 2 * n): complex inverse with the centered crop, as the real block matrix
+    ``[[Re, -Im], [Im, Re]]``. ``real_inv`` (2 * bins, length): real inverse with the crop, rows ``[A_re; A_im]``.
+    """
+
+    plan: AxisPlan
+    n: int
+    bins: int
+    real_fwd: torch.Tensor
+    full_fwd: torch.Tensor
+    full_inv: torch.Tensor
+    real_inv: torch.Tensor
+
+    @property
+    def taps(self) -> tuple[int, int]:
+        return self.plan.start, self.plan.stop
+
+    @staticmethod
+    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> DFTAxis:
+        """Matrices for ``plan``, computed in float64 and stored in ``dtype``."""
+        d = torch.float64
+        n, length, center = plan.min_len, plan.length, plan.center
+        bins = n // 2 + 1
+        t = torch.arange(length, dtype=d)
+        # forward: angle(t, f) = -2 pi f t / n
+        ang = -2 * math.pi * t[:, None] * torch.arange(bins, dtype=d)[None] / n  # (L, bins)
+        real_fwd = torch.cat([ang.cos(), ang.sin()], 1)
+        ang = -2 * math.pi * torch.arange(n, dtype=d)[:, None] * t[None] / n  # (n, L)
+        full_fwd = torch.cat([ang.cos(), ang.sin()], 0)
+        # inverse with the crop: output t reads circular position t + center
+        ang = 2 * math.pi * (t + center)[:, None] * torch.arange(n, dtype=d)[None] / n  # (L, n)
+        re, im = ang.cos() / n, ang.sin() / n
+        full_inv = torch.cat([torch.cat([re, -im], 1), torch.cat([im, re], 1)], 0)
+        weight = torch.full((bins,), 2.0, dtype=d)  # Hermitian half spectrum: interior bins stand for two
+        weight[0] = 1
+        if n % 2 == 0:
+            weight[-1] = 1
+        ang = 2 * math.pi * torch.arange(bins, dtype=d)[:, None] * (t + center)[None] / n  # (bins, L)
+        real_inv = torch.cat([ang.cos() * weight[:, None] / n, -ang.sin() * weight[:, None] / n], 0)
+        mats = (m.to(dtype) for m in (real_fwd, full_fwd, full_inv, real_inv))
+        return DFTAxis(plan, n, bins, *mats)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def dft_spectrum2d(k: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, in float64.
+
+    Shape:
+        k: (C, kh, kw) -> two (C, rows.n, cols.bins)
+    """
+    k = k.detach().to(torch.float64)[:, slice(*rows.taps), slice(*cols.taps)]
+    spec = torch.fft.rfft2(k, s=(rows.n, cols.n))
+    return spec.real, spec.imag
+
+
+def dft_conv2d(
+    x: torch.Tensor,
+    kr: torch.Tensor,
+    ki: torch.Tensor,
+    fw: torch.Tensor,
+    fh: torch.Tensor,
+    gh: torch.Tensor,
+    aw: torch.Tensor,
+) -> torch.Tensor:
+    """Centered 'same' depthwise 2D convolution by DFT matrix products, channels first.
+
+    ``fw = cols.real_fwd``, ``fh = rows.full_fwd``, ``gh = rows.full_inv``, ``aw = cols.real_inv`` and the kernel
+    spectrum ``kr, ki`` (from :func:`dft_spectrum2d`), all already in the compute dtype (float32 for float32 and
+    reduced-precision inputs).
+
+    Shape:
+        x: (B, C, H, W), kr/ki: (C, N, F), fw: (W, 2F), fh: (2N, H), gh: (2H, 2N), aw: (2F, W) -> (B, C, H, W)
+    """
+    out_dtype = x.dtype
+    x = x.to(kr.dtype)
+    n, f, h = kr.shape[-2], kr.shape[-1], x.shape[-2]
+    a = torch.matmul(x, fw)  # (B, C, H, 2F): [Re | Im] along W
+    p = torch.matmul(fh, a)  # (B, C, 2N, 2F): [cos; -sin] x [Re | Im]
+    yr = p[..., :n, :f] - p[..., n:, f:]
+    yi = p[..., :n, f:] + p[..., n:, :f]
+    z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], dim=-2)  # (B, C, 2N, F): spectrum of the output
+    u = torch.matmul(gh, z)  # (B, C, 2H, F): inverse along H, cropped
+    y = torch.matmul(u[..., :h, :], aw[:f]) + torch.matmul(u[..., h:, :], aw[f:])
+    return y.to(out_dtype)
+
+
+def dft_axes2d(
+    height: int, width: int, kh: int, kw: int, dtype: torch.dtype = torch.float64
+) -> tuple[DFTAxis, DFTAxis]:
+    """The two :class:`DFTAxis` of a ``height x width`` map convolved with a ``kh x kw`` kernel centered at
+    ``k // 2`` (the plan of :func:`~hyenapixel.ops.fftconv2d`)."""
+    plan = plan_conv2d(height, width, kh, kw)
+    return DFTAxis.make(plan.axes[0], dtype), DFTAxis.make(plan.axes[1], dtype)
+
+
+def _split_length(n: int) -> int:
+    """The factor ``n1`` of ``n = n1 * n2`` that minimises the four-step cost ``~ 4 n1 + n2`` per output."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: 4 * d + n // d)
+
+
+@dataclass(frozen=True)
+class SequenceDFT:
+    """Matrices of a 1D centered (or causal) linear convolution as a four-step DFT of length ``n = n1 * n2``.
+
+    A dense DFT matrix of a flattened feature map (``H * W`` tokens) costs ``O((H W)^2)``; splitting the time index
+    as ``t = t1 + n1 t2`` and the frequency as ``k = k2 + n2 k1`` turns it into a DFT over ``t2`` (matrix ``fa``), a
+    twiddle ``exp(-2 pi i k2 t1 / n)`` (``tw``) and a DFT over ``t1`` (``f1``), each a small matrix product, and the
+    inverse likewise (``g1``, conjugate twiddle, ``ga`` with the output rows only). Spectra are laid out
+    ``[k2, k1]``.
+
+    ``fa`` (2 n2, r): ``[cos; -sin]`` over the ``r = ceil(L / n1)`` input rows. ``tw`` (2, n2, n1): twiddle real and
+    imaginary part. ``f1`` / ``g1`` (n1, 2 n1): ``[Re | Im]`` forward / inverse DFT over ``t1``. ``ga`` (q, 2 n2):
+    ``[Re | -Im]`` of the inverse over ``k2``, divided by ``n``, for the ``q`` rows holding the output, which starts
+    at ``offset`` within them.
+    """
+
+    plan: AxisPlan
+    n1: int
+    n2: int
+    offset: int
+    fa: torch.Tensor
+    tw: torch.Tensor
+    f1: torch.Tensor
+    g1: torch.Tensor
+    ga: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.n1 * self.n2
+
+    @staticmethod
+    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> SequenceDFT:
+        """Matrices for ``plan``, computed in float64 and stored in ``dtype``."""
+        d = torch.float64
+        n = next_fast_len(plan.min_len)
+        n1 = _split_length(n)
+        n2 = n // n1
+        rows_in = -(-plan.length // n1)
+        first, last = plan.center // n1, (plan.center + plan.length - 1) // n1
+        k2, k1 = torch.arange(n2, dtype=d), torch.arange(n1, dtype=d)
+        ang = -2 * math.pi * k2[:, None] * torch.arange(rows_in, dtype=d)[None] / n2  # (n2, r)
+        fa = torch.cat([ang.cos(), ang.sin()], 0)
+        ang = -2 * math.pi * k2[:, None] * k1[None] / n  # (n2, n1): k2 * t1
+        tw = torch.stack([ang.cos(), ang.sin()])
+        ang = 2 * math.pi * k1[:, None] * k1[None] / n1  # (n1, n1), symmetric
+        f1 = torch.cat([ang.cos(), -ang.sin()], 1)
+        g1 = torch.cat([ang.cos(), ang.sin()], 1)
+        ang = 2 * math.pi * torch.arange(first, last + 1, dtype=d)[:, None] * k2[None] / n2  # (q, n2)
+        ga = torch.cat([ang.cos(), -ang.sin()], 1) / n
+        mats = (m.to(dtype) for m in (fa, tw, f1, g1, ga))
+        return SequenceDFT(plan, n1, n2, plan.center - first * n1, *mats)
+
+    def spectrum(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, float64, ``[k2, k1]``.
+
+        Shape:
+            k: (C, K) -> two (C, n2, n1)
+        """
+        spec = torch.fft.fft(k.detach().to(torch.float64)[:, self.plan.start : self.plan.stop], n=self.n)
+        spec = spec.view(-1, self.n1, self.n2).transpose(1, 2)  # k = k2 + n2 * k1
+        return spec.real.contiguous(), spec.imag.contiguous()
+
+
+def sequence_dft(length: int, kernel_len: int, causal: bool, dtype: torch.dtype = torch.float64) -> SequenceDFT:
+    """The :class:`SequenceDFT` of a length-``length`` sequence convolved as :func:`~hyenapixel.ops.fftconv1d` does."""
+    return SequenceDFT.make(plan_conv1d(length, kernel_len, causal).axes[0], dtype)
+
+
+def dft_conv1d(
+    x: torch.Tensor,
+    kr: torch.Tensor,
+    ki: torch.Tensor,
+    fa: torch.Tensor,
+    tw: torch.Tensor,
+    f1: torch.Tensor,
+    g1: torch.Tensor,
+    ga: torch.Tensor,
+    offset: int,
+) -> torch.Tensor:
+    """Centered (or causal) same-length depthwise 1D convolution by a four-step DFT of matrix products.
+
+    The matrices and ``offset`` come from a :class:`SequenceDFT`, the kernel spectrum ``kr, ki`` from its
+    :meth:`~SequenceDFT.spectrum`, all in the compute dtype (float32 for float32 and reduced-precision inputs).
+
+    Shape:
+        x: (B, C, L), kr/ki: (C, n2, n1) -> (B, C, L)
+    """
+    out_dtype = x.dtype
+    x = x.to(kr.dtype)
+    length, rows, (n2, n1) = x.shape[-1], fa.shape[-1], kr.shape[-2:]
+    x = torch.nn.functional.pad(x, (0, rows * n1 - length)).reshape(*x.shape[:-1], rows, n1)  # x[t1 + n1 t2]
+    a = torch.matmul(fa, x)  # (B, C, 2 n2, n1): DFT over t2, [Re; Im]
+    ar, ai = a[..., :n2, :], a[..., n2:, :]
+    br, bi = ar * tw[0] - ai * tw[1], ar * tw[1] + ai * tw[0]  # twiddle
+    p = torch.matmul(torch.cat([br, bi], -2), f1)  # (B, C, 2 n2, 2 n1): DFT over t1
+    yr = p[..., :n2, :n1] - p[..., n2:, n1:]
+    yi = p[..., :n2, n1:] + p[..., n2:, :n1]
+    z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], -2)  # (B, C, 2 n2, n1): output spectrum [k2, k1]
+    p = torch.matmul(z, g1)  # inverse over k1
+    ur = p[..., :n2, :n1] - p[..., n2:, n1:]
+    ui = p[..., :n2, n1:] + p[..., n2:, :n1]
+    v = torch.cat([ur * tw[0] + ui * tw[1], ui * tw[0] - ur * tw[1]], -2)  # conjugate twiddle
+    y = torch.matmul(ga, v)  # (B, C, q, n1): real part of the inverse over k2, output rows only
+    return y.flatten(-2).narrow(-1, offset, length).to(out_dtype)

@@ -1,0 +1,104 @@
+"""``hyenapixel export``: a run's checkpoint to ONNX with --verify on random and real images, and the one-line
+errors (exit 2) for an unknown model, a missing checkpoint and an input size the model cannot take."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from hyenapixel.cli.main import main
+from hyenapixel.models import load_model
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+ARCH = {"depths": [1, 1, 1, 1], "dims": [16, 16, 32, 32]}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A run's exported weights (safetensors with the model spec), a reduced hb_a_former with 7 classes."""
+    torch.manual_seed(0)
+    model = timm.create_model("hb_a_former_s4", num_classes=7, **ARCH)
+    path = tmp_path_factory.mktemp("ck") / "best.safetensors"
+    meta = {"model_spec": json.dumps({"name": "hb_a_former_s4", "kwargs": ARCH}), "num_classes": "7"}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.slow
+def test_export_and_verify(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--img-size", "48", "64", "-o", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "verify random: batch 4" in text and "verify built-in rendered images" in text
+    assert "verification passed" in text
+    # independent check of the file: onnxruntime against the checkpoint loaded the normal way
+    import onnxruntime as ort
+
+    model = load_model(checkpoint=checkpoint).eval()
+    x = torch.randn(5, 3, 48, 64)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        ref = model(x)
+    assert got.shape == (5, 7) and (got - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_real_images_static_batch_and_failed_tolerance(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, folder in enumerate([images, images, images / "sub"]):
+        Image.fromarray((rng.random((50, 70, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
+    out = tmp_path / "m.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--img-size", "40", "-o", str(out), "--static-batch"]
+    assert main([*argv, "--verify", "--images", str(images)]) == 0
+    assert "verify images (3 files): batch 3" in capsys.readouterr().out
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 40, 40]
+    # a tolerance no float32 computation meets: the command reports the failure with exit status 1
+    assert main([*argv, "--verify", "--tolerance", "0"]) == 1
+    assert "verification FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "hpx_formr_s18"], "unknown model 'hpx_formr_s18'; close matches: hpx_former_s18"),
+        (["--model", "hpx_former_s4", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
+        (["--model", "hpx_former_s4", "--img-size", "16", "64"], "at least 32 pixels; use --img-size 32 or more"),
+        (["--model", "hpx_former_s4", "--img-size", "64", "64", "64"], "--img-size takes H or H W"),
+        (["--model", "hpx_former_s4", "--model", "hb_former_s4"], "exactly one --model"),
+        (["--model", "hpx_former_s4", "--images", "x"], "--images is used by --verify"),
+        (
+            ["--model", "hpx_former_s4", "--pretrained"],
+            "cannot load the weights of hpx_former_s4: No pretrained weights",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["export", *argv, "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--img-size" in text and "--verify" in text and "--checkpoint" in text

@@ -1,0 +1,102 @@
+"""The DFT-matrix long convolutions of hyenapixel.ops.dft against the direct-convolution reference
+(tests/conv_references.py) and against the FFT path they replace at export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conv_references import ref_conv1d, ref_conv2d
+from hyenapixel.ops import fftconv2d, plan_conv1d, plan_conv2d
+from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
+
+
+def _conv2d(x: torch.Tensor, k: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    rows, cols = dft_axes2d(x.shape[-2], x.shape[-1], k.shape[-2], k.shape[-1])
+    kr, ki = (s.to(dtype) for s in dft_spectrum2d(k, rows, cols))
+    mats = (m.to(dtype) for m in (cols.real_fwd, rows.full_fwd, rows.full_inv, cols.real_inv))
+    return dft_conv2d(x, kr, ki, *mats)
+
+
+def _conv1d(x: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
+    m = sequence_dft(x.shape[-1], k.shape[-1], causal)
+    kr, ki = m.spectrum(k)
+    return dft_conv1d(x, kr, ki, m.fa, m.tw, m.f1, m.g1, m.ga, m.offset)
+
+
+# kernels larger than the map, even and non-square kernels, non-square maps, 1x1, and the S18 stage-4 geometry
+SHAPES_2D = [(6, 6, 11, 11), (5, 7, 3, 9), (4, 3, 15, 2), (1, 1, 1, 1), (7, 7, 13, 13), (3, 8, 4, 4)]
+
+
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), SHAPES_2D)
+def test_dft_conv2d_equals_direct_convolution(h: int, w: int, kh: int, kw: int) -> None:
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    k = torch.randn(3, kh, kw, dtype=torch.float64)
+    got = _conv2d(x, k)
+    assert got.shape == x.shape
+    assert (got - ref_conv2d(x, k)).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("length", "kernel_len", "causal"),
+    [
+        (10, 19, False),
+        (10, 10, True),
+        (7, 3, False),
+        (5, 20, True),
+        (9, 31, False),
+        (1, 1, True),
+        (49, 97, False),
+        (196, 391, False),
+        (64, 64, True),
+        (100, 37, False),
+        (13, 13, True),
+    ],
+)
+def test_dft_conv1d_equals_direct_convolution(length: int, kernel_len: int, causal: bool) -> None:
+    x = torch.randn(2, 4, length, dtype=torch.float64)
+    k = torch.randn(4, kernel_len, dtype=torch.float64)
+    got = _conv1d(x, k, causal)
+    assert got.shape == x.shape
+    assert (got - ref_conv1d(x, k, causal)).abs().max().item() < 1e-12
+
+
+def test_float32_matches_the_fft_path() -> None:
+    # The exported form must agree with what the model computes in eval (the FFT path) to float32 rounding; a
+    # wrong crop or a missing conjugate gives O(1) errors.
+    x = torch.randn(2, 8, 14, 14)
+    k = torch.randn(8, 27, 27) / 27
+    got = _conv2d(x, k, torch.float32)
+    assert got.dtype == torch.float32
+    assert (got - fftconv2d(x, k)).abs().max().item() < 1e-5
+
+
+def test_reduced_precision_input_is_computed_in_float32() -> None:
+    # bf16 in, bf16 out, but no bf16 DFT: the result equals the float32 computation on the same bf16 input,
+    # rounded once (differences of a whole bf16 step would show a bf16 transform).
+    x = torch.randn(2, 4, 7, 7).to(torch.bfloat16)
+    k = torch.randn(4, 13, 13) / 13
+    got = _conv2d(x, k, torch.float32)
+    assert got.dtype == torch.bfloat16
+    ref = ref_conv2d(x.float(), k).to(torch.bfloat16)
+    step = 2**-7 * ref.float().abs().max().item()  # one bf16 step at the largest output
+    assert (got.float() - ref.float()).abs().max().item() <= step
+
+
+def test_axis_uses_the_smallest_wrap_free_length() -> None:
+    plan = plan_conv2d(14, 14, 27, 27).axes[0]
+    axis = DFTAxis.make(plan)
+    assert axis.n == plan.min_len == 27 and axis.bins == 14
+    assert axis.real_fwd.shape == (14, 28) and axis.full_fwd.shape == (54, 14)
+    assert axis.full_inv.shape == (28, 54) and axis.real_inv.shape == (28, 14)
+    causal = DFTAxis.make(plan_conv1d(10, 10, causal=True).axes[0])
+    assert causal.n == 19 and causal.taps == (0, 10)
+
+
+def test_sequence_dft_is_factored() -> None:
+    # hb stage 1 at 224 px: 3136 tokens, kernel 6271. A dense DFT matrix would have 3136 x 6272 entries; the
+    # four-step form uses two small factors of a fast length.
+    m = sequence_dft(3136, 6271, causal=False, dtype=torch.float32)
+    assert m.n == 6272 and m.n >= m.plan.min_len and 1 < m.n1 < m.n2 < 6272
+    assert m.fa.shape == (2 * m.n2, -(-3136 // m.n1)) and m.f1.shape == (m.n1, 2 * m.n1)
+    assert sum(t.numel() for t in (m.fa, m.tw, m.f1, m.g1, m.ga)) < 100_000
