@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hyenapixel.filters.implicit2d import _pair
+from hyenapixel.filters.implicit2d import Region, _pair
 
 
 class ExplicitFilter2d(nn.Module):
@@ -24,8 +24,9 @@ class ExplicitFilter2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(channels, kh, kw) * (kh * kw) ** -0.5)
         self.skip = nn.Parameter(torch.zeros(channels))
 
-    def forward(self) -> torch.Tensor:
-        return self.weight
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or its taps ``[rows, cols]`` for ``region = (rows, cols)``."""
+        return self.weight if region is None else self.weight[:, region[0], region[1]]
 
 
 class SeparableFilter2d(nn.Module):
@@ -45,5 +46,7 @@ class SeparableFilter2d(nn.Module):
         self.weight_h = nn.Parameter(torch.randn(channels, kw) * kw**-0.5)
         self.skip = nn.Parameter(torch.zeros(channels))
 
-    def forward(self) -> torch.Tensor:
-        return self.weight_v[:, :, None] * self.weight_h[:, None, :]
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or its taps ``[rows, cols]`` for ``region = (rows, cols)``."""
+        rows, cols = region or (slice(None), slice(None))
+        return self.weight_v[:, rows, None] * self.weight_h[:, None, cols]

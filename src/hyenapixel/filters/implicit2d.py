@@ -5,6 +5,13 @@ kernel(c, x, y) = FFN(PE(x, y))_c * (exp(-|alpha_c| * ||(x, y) - center||) + b_c
 PE is the 2D sine/cosine positional encoding of Wang & Liu (half the channels encode the column, half the row);
 the FFN is a sine-activated MLP with hidden width 2K. The learnable skip term ``skip`` (the Hyena "bias" D) is kept
 here with the filter; mixers add it to the kernel's center tap.
+
+The filter can evaluate any rectangular region of taps alone (``filter(region)``): a convolution never uses the taps
+that cannot reach its output (at 800 x 1333 px a 667 x 667 stage-1 kernel meets a 200 x 333 map through 399 x 667
+of them), so the mixers ask only for those. The kernel is computed by one autograd function that folds the sine
+frequencies into the linear layers and recomputes its activations in backward instead of storing them
+(:class:`_ImplicitKernel`); it equals the module-by-module evaluation ``mlp(pos_emb) * window()`` up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from hyenapixel.filters.mlp import SineMLP
 
@@ -70,6 +78,74 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+Region = tuple[slice, slice]
+
+
+def _sine_layers(z: torch.Tensor, layers: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Hidden sine layers ``h <- sin(W h + b)``, channels-first; returns every layer's input and the last output.
+
+    Shape:
+        z: (E, P), layers: W_i (H_i, H_{i-1}), b_i (H_i,) -> inputs [(H_{i-1}, P)], output (H_n, P)
+    """
+    inputs, h = [], z
+    for w, b in zip(layers[0::2], layers[1::2]):
+        inputs.append(h)
+        h = torch.addmm(b[:, None], w, h).sin_()
+    return inputs, h
+
+
+def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """``exp(-|decay_c| * dist_p)``.
+
+    Shape:
+        decay (C,), dist (P,) -> (C, P)
+    """
+    return torch.outer(decay.abs(), dist).neg_().exp_()
+
+
+class _ImplicitKernel(torch.autograd.Function):
+    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
+
+    The sine frequencies are folded into ``W_i, b_i`` by the caller (``sin(f (W h + b)) = sin((f W) h + f b)``).
+    Only the inputs are saved; backward recomputes the pre-activations (for a 667 x 667 stage-1 kernel each hidden
+    activation is 114 MiB) and computes all gradients with matrix products and in-place elementwise passes, instead
+    of the dozen full-kernel-sized temporaries of the module-by-module graph. Not twice differentiable.
+
+    Shape:
+        z: (E, P), dist: (P,), decay/shift: (C,), w_out: (C, H_n) -> (C, P)
+    """
+
+    @staticmethod
+    def forward(ctx, z, dist, decay, shift, w_out, *layers):  # noqa: ANN001, ANN205 - autograd signature
+        ctx.save_for_backward(z, dist, decay, shift, w_out, *layers)
+        _, h = _sine_layers(z, layers)
+        window = _decay(decay, dist).add_(shift[:, None])
+        return torch.mm(w_out, h).mul_(window)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
+        z, dist, decay, shift, w_out, *layers = ctx.saved_tensors
+        inputs, h = _sine_layers(z, tuple(layers))
+        grad = grad.contiguous()
+        e = _decay(decay, dist)
+        t = torch.mm(w_out, h).mul_(grad)  # grad * raw kernel
+        g_shift = t.sum(1)
+        g_decay = torch.mv(t.mul_(e), dist).mul_(-decay.sign())
+        g_raw = torch.mul(grad, e.add_(shift[:, None]), out=t)  # gradient of the raw MLP output
+        g_out = torch.mm(g_raw, h.t())
+        g_h = torch.mm(w_out.t(), g_raw)
+        del t, e, g_raw, h
+        grads: list[torch.Tensor | None] = []
+        for i in range(len(inputs) - 1, -1, -1):
+            w, b, x = layers[2 * i], layers[2 * i + 1], inputs[i]
+            # the pre-activation again, turned in place into its derivative cos(W x + b)
+            g_a = g_h.mul_(torch.addmm(b[:, None], w, x).cos_())
+            grads[:0] = [torch.mm(g_a, x.t()), g_a.sum(1)]
+            g_h = torch.mm(w.t(), g_a) if i > 0 or ctx.needs_input_grad[0] else None
+        return g_h, None, g_decay, g_shift, g_out, *grads
+
+
 class ImplicitFilter2d(nn.Module):
     """Implicit 2D long-convolution filter of HyenaPixel.
 
@@ -115,10 +191,25 @@ class ImplicitFilter2d(nn.Module):
         """
         return torch.exp(-self.distance * self.decay.abs()[:, None, None]) + self.shift[:, None, None]
 
-    def forward(self) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        k = self.mlp(self.pos_emb.flatten(1).t()).view(self.channels, kh, kw)
-        return k * self.window()
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or only its taps ``[rows, cols]`` for ``region = (rows, cols)`` (two unit-step slices).
+
+        Shape:
+            -> (channels, kh, kw), or (channels, len(rows), len(cols)) for a region
+        """
+        pos_emb, dist = self.pos_emb, self.distance
+        if region is not None:
+            pos_emb, dist = pos_emb[:, region[0], region[1]], dist[region[0], region[1]]
+        size = pos_emb.shape[1:]
+        *body, last = list(self.mlp)
+        layers = []
+        for linear, sine in zip(body[0::2], body[1::2]):  # fold each sine frequency into its linear layer
+            layers += [sine.freq[:, None] * linear.weight, sine.freq * linear.bias]
+        with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
+            k = _ImplicitKernel.apply(
+                pos_emb.reshape(pos_emb.shape[0], -1), dist.reshape(-1), self.decay, self.shift, last.weight, *layers
+            )
+        return k.view(self.channels, *size)
 
     @torch.no_grad()
     def resample_(self, kernel_size: int | tuple[int, int]) -> ImplicitFilter2d:

@@ -110,6 +110,15 @@ class ConvPlan:
     def fft_shape(self) -> tuple[int, ...]:
         return tuple(a.fft_len for a in self.axes)
 
+    @property
+    def taps(self) -> tuple[slice, ...]:
+        """Per axis, the kernel taps that can reach an output; a kernel generator needs to compute only these."""
+        return tuple(slice(a.start, a.stop) for a in self.axes)
+
+    def cropped(self) -> ConvPlan:
+        """The same convolution for a kernel that is already cut down to :attr:`taps` (same FFT lengths)."""
+        return ConvPlan(tuple(dataclasses.replace(a, start=0, stop=a.stop - a.start) for a in self.axes))
+
 
 def plan_conv2d(height: int, width: int, kh: int, kw: int) -> ConvPlan:
     """Plan for :func:`fftconv2d` of an ``height x width`` input with a ``kh x kw`` kernel centered at ``k//2``."""
@@ -274,8 +283,7 @@ def conv_with_plan(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Te
     """
     out_dtype = x.dtype
     ctype = _compute_dtype(x.dtype)
-    index = (slice(None),) + tuple(slice(a.start, a.stop) for a in plan.axes)
-    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[index], plan)
+    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
 
@@ -290,9 +298,7 @@ def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None =
         layout = "(C, kh, kw)" if nd == 2 else "(C, K)"
         raise ValueError(f"kernel must have {nd + 1} dims {layout}, got shape {tuple(k.shape)}")
     k = k.to(_compute_dtype(dtype or k.dtype))
-    index = (slice(None),) + tuple(slice(a.start, a.stop) for a in plan.axes)
-    k = k[index]
-    return _forward_transform(k, plan)
+    return _forward_transform(k[(slice(None), *plan.taps)], plan)
 
 
 def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
