@@ -10,8 +10,9 @@ negative results in docs/benchmarks.md ("the shared-ops floor") rerunnable:
 2. **Projections as oneDNN 1x1 convolutions** on the channels-last view instead of ``F.linear``, at the mixer's
    ``in_proj`` (C -> 3C) and ``out_proj`` (C -> C) shapes, in eval and forward+backward.
 
-Timing is interleaved round-robin (``bench_mixer.interleaved_medians``); ratios are alternative / current
-(< 1: the alternative is faster). Run ``python benchmarks/bench_eval_alternatives.py`` (about 1 min on 2 cores).
+Timing is interleaved round-robin (:func:`benchmarks.common.interleaved_medians`); ratios are alternative / current
+(< 1: the alternative is faster). Run ``python -m benchmarks.bench_eval_alternatives`` from the repository root
+(about 1 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,10 +27,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_mixer import STAGES, Stage, interleaved_medians, machine_info  # noqa: E402
-
-from hyenapixel.ops import AxisPlan, ConvPlan, apply_spectrum, kernel_spectrum, plan_conv2d  # noqa: E402
+from benchmarks.common import STAGES, Stage, interleaved_medians, machine_info
+from hyenapixel.ops import AxisPlan, ConvPlan, apply_spectrum, kernel_spectrum, plan_conv2d
 
 
 @dataclass(frozen=True)

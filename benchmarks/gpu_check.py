@@ -6,36 +6,26 @@
 4. Eval kernel cache on/off for the four S18 HyenaPixel stage shapes.
 5. Whole-model throughput against timm's convformer_s18 / caformer_s18 measured in the same run (ratios).
 
-Usage: PYTHONPATH=src python benchmarks/gpu_check.py --fixtures DIR [--batch 64]
+Usage, from the repository root: ``python -m benchmarks.gpu_check [--fixtures DIR] [--batch 64] [--out FILE]``
+(the fixtures default to the vendored tests/fixtures/official).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 
-import hyenapixel  # noqa: F401
-from hyenapixel.mixers import HyenaPixelMixer
-from hyenapixel.models.families import _MIXER_NORM
-from hyenapixel.ops import fftconv1d, fftconv2d
+import hyenapixel  # noqa: F401  (registers the models in timm)
+from benchmarks.common import CLOCKS, STAGES, Stage, interleaved_medians, make_ours
+from hyenapixel.ops import fftconv1d, fftconv1d_ref, fftconv2d, fftconv2d_ref
 
-
-def direct2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    kh, kw = k.shape[-2:]
-    pad = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
-    return F.conv2d(F.pad(x, pad), k.flip(-1, -2)[:, None], groups=x.shape[1])
-
-
-def direct1d(x: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
-    K = k.shape[-1]
-    pad = (K - 1, 0) if causal else (K - 1 - K // 2, K // 2)
-    return F.conv1d(F.pad(x, pad), k.flip(-1)[:, None], groups=x.shape[1])
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
 
 
 def check_ops(dev: str) -> dict:
@@ -44,16 +34,14 @@ def check_ops(dev: str) -> dict:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.randn(2, 6, 29, 37, generator=g)
         k = torch.randn(6, 57, 73, generator=g) / 50
-        ref = direct2d(x.double(), k.double())
         y = fftconv2d(x.to(dev, dtype), k.to(dev, dtype))
         assert y.dtype == dtype and y.device.type == "cuda"
-        xr = x.to(dtype).double()
-        ref = direct2d(xr, k.to(dtype).double())
+        ref = fftconv2d_ref(x.to(dtype), k.to(dtype))  # exact for the rounded inputs
         res[f"fftconv2d_{dtype}"] = (y.double().cpu() - ref).abs().max().item() / ref.abs().max().item()
         x1 = torch.randn(2, 5, 301, generator=g)
         k1 = torch.randn(5, 601, generator=g) / 50
         for causal in (False, True):
-            ref1 = direct1d(x1.to(dtype).double(), k1.to(dtype).double(), causal)
+            ref1 = fftconv1d_ref(x1.to(dtype), k1.to(dtype), causal=causal)
             y1 = fftconv1d(x1.to(dev, dtype), k1.to(dev, dtype), causal=causal)
             res[f"fftconv1d_{dtype}_causal{causal}"] = (
                 y1.double().cpu() - ref1
@@ -109,22 +97,14 @@ def check_amp_train(dev: str) -> dict:
     return out
 
 
-def timeit(fn, warmup: int = 3, iters: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+def timeit(fn: Callable[[], object], warmup: int = 3, iters: int = 10) -> float:
+    """Median seconds per call, the device synchronised around each call."""
+    return interleaved_medians({"fn": fn}, warmup, iters, CLOCKS["cuda"])["fn"]
 
 
-def _cache_one(dev: str, c: int, h: int, k: int, e: int) -> dict:
-    m = HyenaPixelMixer(c, k, e, qk_norm_layer=_MIXER_NORM, out_norm_layer=_MIXER_NORM).to(dev).eval()
-    x = torch.randn(8, h, h, c, device=dev)
+def _cache_one(dev: str, stage: Stage) -> dict:
+    m = make_ours(stage).to(dev).eval()
+    x = torch.randn(8, stage.size, stage.size, stage.dim, device=dev)
     with torch.no_grad():
         t_cached = timeit(lambda: m(x))
         m.spectrum_cache.enabled = False
@@ -133,8 +113,7 @@ def _cache_one(dev: str, c: int, h: int, k: int, e: int) -> dict:
 
 
 def bench_cache(dev: str) -> dict:
-    shapes = [(64, 56, 111, 32), (128, 28, 55, 32), (320, 14, 27, 48), (512, 7, 13, 64)]
-    return {f"{c}@{h}k{k}": _cache_one(dev, c, h, k, e) for c, h, k, e in shapes}
+    return {f"{s.dim}@{s.size}k{s.kernel}": _cache_one(dev, s) for s in STAGES.values()}
 
 
 def _bench_model(name: str, dev: str, batch: int) -> dict:
@@ -175,7 +154,7 @@ def bench_models(dev: str, batch: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fixtures", type=Path, default=None, help="folder with the official parity fixtures")
+    p.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder with the official parity fixtures")
     p.add_argument("--batch", type=int, default=64, help="batch size for the whole-model timings")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     a = p.parse_args()

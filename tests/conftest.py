@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the official parity fixtures in ../shared."""
+"""Shared test fixtures: the official parity fixtures vendored in tests/fixtures/official (see its README.md)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import torch
 
 import hyenapixel  # noqa: F401  (registers the models in timm)
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not (FIXTURES / "reduced_models.json").is_file():
-        pytest.fail(f"official parity fixtures not found at {FIXTURES}")
     return FIXTURES
 
 

@@ -1,42 +1,128 @@
-"""The import rule of DESIGN.md: imports only go downward,
-``cli -> (train | analysis) -> (models | data) -> mixers -> (filters | layers) -> ops``."""
+"""The import rule of the package: imports only go downward,
+``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
+the four layers under the CLI never import each other, ``hyenapixel.errors`` may be imported by every layer and
+imports none, and no module imports another module's ``_private`` names. Relative imports count like absolute ones.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import NamedTuple
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hyenapixel"
-RANK = {"ops": 0, "filters": 1, "layers": 1, "mixers": 2, "models": 3, "data": 3, "train": 4, "analysis": 4, "cli": 5}
+RANK = {
+    "errors": -1,
+    "ops": 0,
+    "filters": 1,
+    "layers": 1,
+    "mixers": 2,
+    "models": 3,
+    "data": 3,
+    "train": 4,
+    "analysis": 4,
+    "dense": 4,
+    "export": 4,
+    "cli": 5,
+}
+UPPER = ("train", "analysis", "dense", "export")
 
 
-def _imported_subpackages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        names = []
+class Import(NamedTuple):
+    """One imported module (absolute, relative ones resolved) and the names taken from it."""
+
+    module: str
+    names: tuple[str, ...]
+
+
+def _imports(path: Path, root: Path = SRC) -> list[Import]:
+    # ("hyenapixel", "mixers", "hyena") for mixers/hyena.py, (..., "mixers", "__init__") for mixers/__init__.py: the
+    # package relative imports start from is everything but the last part in both cases
+    package = path.relative_to(root.parent).with_suffix("").parts[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "hyenapixel" and len(parts) > 1 and parts[1] in RANK:
-                found.add(parts[1])
+            found += [Import(a.name, ()) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.append(Import(module, tuple(a.name for a in node.names)))
     return found
+
+
+def _layers(imp: Import) -> set[str]:
+    """The layers of hyenapixel an import reaches (``from hyenapixel import models`` reaches ``models``)."""
+    parts = imp.module.split(".")
+    if parts[0] != "hyenapixel":
+        return set()
+    if len(parts) == 1:
+        return {n for n in imp.names if n in RANK}
+    return {parts[1]} if parts[1] in RANK else set()
+
+
+def _private(imp: Import) -> list[str]:
+    """Private modules or names an import takes from hyenapixel (``_name``, not ``__dunder__``)."""
+    if not imp.module.startswith("hyenapixel"):
+        return []
+    modules = [p for p in imp.module.split(".") if p.startswith("_") and not p.startswith("__")]
+    names = [n for n in imp.names if n.startswith("_") and not n.startswith("__")]
+    return modules + names
+
+
+def _files(layer: str) -> list[Path]:
+    if (SRC / layer).is_dir():
+        return sorted((SRC / layer).rglob("*.py"))
+    return [SRC / f"{layer}.py"] if (SRC / f"{layer}.py").is_file() else []
 
 
 def test_imports_only_go_downward():
     violations = []
-    for sub, rank in RANK.items():
-        for path in sorted((SRC / sub).rglob("*.py")) if (SRC / sub).is_dir() else []:
-            for target in _imported_subpackages(path) - {sub}:
-                if RANK[target] >= rank:
-                    violations.append(f"{path.relative_to(SRC)} imports hyenapixel.{target}")
+    for layer, rank in RANK.items():
+        for path in _files(layer):
+            for imp in _imports(path):
+                for target in _layers(imp) - {layer}:
+                    if RANK[target] >= rank:
+                        violations.append(f"{path.relative_to(SRC)} imports hyenapixel.{target}")
     assert violations == []
 
 
-def test_rule_checker_sees_imports(tmp_path):
-    f = tmp_path / "m.py"
-    f.write_text("from hyenapixel.models import x\nimport hyenapixel.ops.fftconv\n")
-    assert _imported_subpackages(f) == {"models", "ops"}
+def test_upper_layers_never_import_each_other():
+    violations = [
+        f"{path.relative_to(SRC)} imports hyenapixel.{target}"
+        for layer in UPPER
+        for path in _files(layer)
+        for imp in _imports(path)
+        for target in _layers(imp) & (set(UPPER) - {layer})
+    ]
+    assert violations == []
+
+
+def test_errors_module_imports_no_layer():
+    assert [imp for imp in _imports(SRC / "errors.py") if _layers(imp)] == []
+
+
+def test_no_module_imports_private_names():
+    violations = [
+        f"{path.relative_to(SRC)}: {imp.module} -> {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        for imp in _imports(path)
+        for name in _private(imp)
+    ]
+    assert violations == []
+
+
+def test_rule_checker_sees_every_kind_of_import(tmp_path):
+    pkg = tmp_path / "hyenapixel" / "mixers"
+    pkg.mkdir(parents=True)
+    f = pkg / "m.py"
+    f.write_text(
+        "from hyenapixel.models import x\nimport hyenapixel.ops.fftconv\nfrom hyenapixel import data, errors\n"
+        "from ..train import run\nfrom . import cache\nfrom .hyena import _helper\nfrom .._private import y\n"
+    )
+    imps = _imports(f, root=tmp_path / "hyenapixel")
+    assert set().union(*map(_layers, imps)) == {"models", "ops", "data", "errors", "train", "mixers"}
+    assert Import("hyenapixel.train", ("run",)) in imps and Import("hyenapixel.mixers", ("cache",)) in imps
+    assert sorted(n for imp in imps for n in _private(imp)) == ["_helper", "_private"]

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from hyenapixel.filters import (
+    ExplicitFilter2d,
     ImplicitFilter1d,
     ImplicitFilter2d,
+    SeparableFilter2d,
+    decay_rates,
     hyena_positional_encoding,
     radial_distance,
     sincos_positional_encoding_2d,
@@ -80,17 +83,40 @@ def test_hyena_encoding_closed_form():
         hyena_positional_encoding(6, 5, causal=False)
 
 
-def test_1d_window_decays_from_center():
-    f = ImplicitFilter1d(3, kernel_len=9, emb_dim=5, hidden=8, causal=False)
-    with torch.no_grad():
-        for layer in f.mlp:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.zero_()
-        f.mlp[-1].weight.fill_(0)
-    # window alone: exp(-|alpha| * t_norm), maximal (1) at the center and symmetric
-    window = torch.exp(-f.t_norm[None] * f.decay.abs()[:, None])
-    assert window[:, 4].eq(1).all()
-    torch.testing.assert_close(window, window.flip(-1))
+def test_decay_rates_closed_form():
+    # Hyena's modulation: the slowest channel falls to 1e-2 over 1.5 of the kernel, the fastest over 0.3
+    torch.testing.assert_close(
+        decay_rates(3),
+        torch.tensor([math.log(1e-2) / 1.5, (math.log(1e-2) / 1.5 + math.log(1e-2) / 0.3) / 2, math.log(1e-2) / 0.3]),
+    )
+    r = decay_rates(5, fast_decay_pct=0.5, slow_decay_pct=2.0, target=0.1)
+    assert math.exp(r[0].item() * 2.0) == pytest.approx(0.1) and math.exp(r[-1].item() * 0.5) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="target"):
+        decay_rates(4, target=2.0)
+
+
+def test_both_filters_use_the_shared_decay_rates():
+    torch.testing.assert_close(ImplicitFilter1d(6, kernel_len=9, emb_dim=5).decay, decay_rates(6))
+    torch.testing.assert_close(ImplicitFilter2d(6, kernel_size=(7, 11), emb_dim=4).decay.detach(), decay_rates(6) / 11)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_1d_filter_is_mlp_times_window(causal):
+    """Eq. 2: kernel = FFN(PE(t)) * exp(-|alpha| t_norm), with t_norm the normalised distance from the center
+    (bidirectional) or from lag 0 (causal), computed here from the tap index alone."""
+    n = 9
+    f = ImplicitFilter1d(3, kernel_len=n, emb_dim=5, hidden=8, causal=causal).double()
+    z = f.pos_emb
+    h = torch.sin(f.mlp[1].freq * (z @ f.mlp[0].weight.t() + f.mlp[0].bias))
+    for i in range(2, len(f.mlp) - 1, 2):
+        h = torch.sin(f.mlp[i + 1].freq * (h @ f.mlp[i].weight.t() + f.mlp[i].bias))
+    ffn = (h @ f.mlp[-1].weight.t()).t()  # (channels, n)
+    taps = torch.arange(n, dtype=torch.float64)
+    t_norm = taps / (n - 1) if causal else (taps - n // 2).abs() / (n // 2)
+    ref = ffn * torch.exp(-t_norm[None] * decay_rates(3).double().abs()[:, None])
+    torch.testing.assert_close(f(), ref)
+    if not causal:
+        torch.testing.assert_close(ref[:, n // 2], ffn[:, n // 2])  # the window is 1 at the center tap
 
 
 def test_1d_resampling_keeps_endpoints_and_center():
@@ -118,3 +144,27 @@ def test_2d_resample_scales_decay_and_keeps_relative_window():
         for i, j in ((10, 0), (3, 17), (10, 10)):
             d_old = math.hypot(i - 10, j - 10) * 11 / 21
             assert w_new[c, i, j].item() == pytest.approx(math.exp(-old_decay[c].item() * d_old), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: ImplicitFilter2d(4, 5, emb_dim=4, **kw),
+        lambda **kw: ImplicitFilter1d(4, 9, emb_dim=5, **kw),
+        lambda **kw: ExplicitFilter2d(4, 5, emb_dim=4, **kw),
+        lambda **kw: SeparableFilter2d(4, 5, emb_dim=4, **kw),
+    ],
+)
+def test_misspelled_keyword_is_an_error(make):
+    make()  # the spelled-right call works
+    with pytest.raises(TypeError, match="kernel_sise"):
+        make(kernel_sise=7)
+
+
+def test_explicit_filters_build_their_kernels():
+    e = ExplicitFilter2d(3, (5, 7))
+    assert e().shape == (3, 5, 7) and e() is e.weight
+    s = SeparableFilter2d(3, (5, 7))
+    k = s()
+    torch.testing.assert_close(k[1, 2, 4], s.weight_v[1, 2] * s.weight_h[1, 4])
+    torch.testing.assert_close(k[0], torch.outer(s.weight_v[0], s.weight_h[0]))  # an outer product per channel

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conv_references import ref_conv2d
 from hyenapixel.filters import ExplicitFilter2d, SeparableFilter2d
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
-from hyenapixel.models.families import _MIXER_NORM
+from hyenapixel.models import MIXER_NORM
+from hyenapixel.ops import fftconv2d_ref
 
 
 def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
@@ -23,13 +23,13 @@ def _reference_hpx(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
     q, k, v = qkv.chunk(3, 1)
     qk = m.qk_norm((q * k).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     kernel = m.filter()
-    y = ref_conv2d(qk, kernel) + qk * m.filter.skip[None, :, None, None]
+    y = fftconv2d_ref(qk, kernel) + qk * m.filter.skip[None, :, None, None]
     y = (v * y).permute(0, 2, 3, 1)
     return m.out_proj(m.out_norm(y))
 
 
 @pytest.mark.parametrize("kernel_size, size", [(9, (7, 7)), (27, (14, 14)), (13, (9, 6)), (8, (5, 6))])
-@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+@pytest.mark.parametrize("norm", [None, MIXER_NORM])
 def test_hyenapixel_mixer_matches_direct_reference(kernel_size, size, norm):
     m = HyenaPixelMixer(8, kernel_size=kernel_size, filter_emb_dim=8, qk_norm_layer=norm, out_norm_layer=norm).double()
     x = torch.randn(2, *size, 8, dtype=torch.float64)
@@ -46,8 +46,8 @@ def test_ablation_filters_in_mixer(filter_layer):
 def test_separable_filter_is_two_axis_convolutions():
     f = SeparableFilter2d(3, kernel_size=(7, 5)).double()
     u = torch.randn(2, 3, 9, 11, dtype=torch.float64)
-    sequential = ref_conv2d(ref_conv2d(u, f.weight_v[:, :, None]), f.weight_h[:, None, :])
-    torch.testing.assert_close(ref_conv2d(u, f()), sequential)
+    sequential = fftconv2d_ref(fftconv2d_ref(u, f.weight_v[:, :, None]), f.weight_h[:, None, :])
+    torch.testing.assert_close(fftconv2d_ref(u, f()), sequential)
 
 
 def _reference_hyena1d(m, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def _reference_hyena1d(m, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("cls", [BidirectionalHyenaMixer, CausalHyenaMixer])
 @pytest.mark.parametrize("size", [(4, 4), (3, 5), (6, 6)])
-@pytest.mark.parametrize("norm", [None, _MIXER_NORM])
+@pytest.mark.parametrize("norm", [None, MIXER_NORM])
 def test_hyena_mixers_match_direct_reference(cls, size, norm):
     """Trained for 4x4 = 16 tokens; other sizes exercise the resampled filter."""
     m = cls(8, seq_len=16, filter_emb_dim=5, filter_hidden=8, qk_norm_layer=norm, out_norm_layer=norm).double()
@@ -89,7 +89,7 @@ def test_causal_hyena_is_causal_and_bidirectional_is_not():
 
 
 def test_mixer_gradients_reach_all_parameters():
-    for m in (HyenaPixelMixer(8, 9, 8, qk_norm_layer=_MIXER_NORM), BidirectionalHyenaMixer(8, 16, 5, 8)):
+    for m in (HyenaPixelMixer(8, 9, 8, qk_norm_layer=MIXER_NORM), BidirectionalHyenaMixer(8, 16, 5, 8)):
         m(torch.randn(2, 4, 4, 8)).square().sum().backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
 
@@ -154,3 +154,17 @@ def test_cache_not_copied_by_deepcopy():
     with torch.no_grad():
         m(torch.randn(1, 4, 4, 8))
     assert len(copy.deepcopy(m).spectrum_cache) == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: HyenaPixelMixer(8, 9, 8, **kw),
+        lambda **kw: BidirectionalHyenaMixer(8, 16, 5, 8, **kw),
+        lambda **kw: CausalHyenaMixer(8, 16, 5, 8, **kw),
+    ],
+)
+def test_misspelled_keyword_is_an_error(make):
+    make()
+    with pytest.raises(TypeError, match="kernel_sise"):
+        make(kernel_sise=5)

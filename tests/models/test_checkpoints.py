@@ -10,7 +10,13 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from hyenapixel.models import OFFICIAL_WEIGHTS, checkpoint_filter_fn, load_checkpoint_into, resample_hyenapixel_filters
+from hyenapixel.models import (
+    OFFICIAL_WEIGHTS,
+    WeightsError,
+    checkpoint_filter_fn,
+    load_checkpoint_into,
+    resample_hyenapixel_filters,
+)
 
 R = dict(depths=[1, 1, 2, 1], dims=[32, 32, 64, 96])
 
@@ -44,7 +50,7 @@ def test_unsafe_checkpoint_refused_by_timm_path(malicious_checkpoint):
 def test_unsafe_checkpoint_refused_by_loader(malicious_checkpoint):
     path, marker = malicious_checkpoint
     model = timm.create_model("hpx_former_s18", **R)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(WeightsError, match="weights_only=True"):
         load_checkpoint_into(model, path)
     assert not marker.exists()
 
@@ -68,13 +74,13 @@ def test_corrupt_and_missing_files(tmp_path):
     model = timm.create_model("hpx_former_s4", dims=[8, 8, 16, 16])
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match="broken.pth"):
+    with pytest.raises(WeightsError, match="broken.pth"):
         load_checkpoint_into(model, bad)
     bad_st = tmp_path / "broken.safetensors"
     bad_st.write_bytes(b"\x00\x01garbage")
-    with pytest.raises(ValueError, match="broken.safetensors"):
+    with pytest.raises(WeightsError, match="broken.safetensors"):
         load_checkpoint_into(model, bad_st)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(WeightsError, match="checkpoint not found: .*nope.pth"):
         load_checkpoint_into(model, tmp_path / "nope.pth")
 
 

@@ -1,13 +1,17 @@
-"""One test over all registered models (DESIGN item 9) plus the timm interface: features, intermediates, grad
+"""One test over all registered models plus the timm interface: features, intermediates, grad
 checkpointing, classifier reset, meta-device construction, overrides and input validation."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
-from hyenapixel.models import REGISTERED_MODELS
+from hyenapixel.models import REGISTERED_MODELS, families
+from hyenapixel.models.metaformer import take_indices
 
 SMALL = dict(dims=[16, 16, 32, 32])
 
@@ -24,6 +28,22 @@ def test_all_families_and_sizes_registered():
     } | {"hpx_former_s18_384", "hpx_former_b36_384"}
     assert expected == set(REGISTERED_MODELS)
     assert expected <= set(timm.list_models())
+
+
+def test_each_model_is_one_registered_function_with_one_cfg():
+    """REGISTERED_MODELS is derived from the cfg table; every public model function of families.py is in it and is
+    the entry point timm calls, and every cfg names the function it configures."""
+    functions = {
+        name
+        for name, obj in vars(families).items()
+        if inspect.isfunction(obj) and not name.startswith("_") and obj.__annotations__.get("return") == "MetaFormer"
+    }
+    assert functions == set(REGISTERED_MODELS)
+    for name in REGISTERED_MODELS:
+        assert timm.models.model_entrypoint(name) is getattr(families, name)
+        assert timm.models.get_pretrained_cfg(name).architecture == name
+    with torch.device("meta"):
+        assert timm.create_model("hb_former_b36").pretrained_cfg["architecture"] == "hb_former_b36"
 
 
 @pytest.mark.slow
@@ -82,6 +102,44 @@ def test_forward_intermediates_match_forward_features():
     torch.testing.assert_close(only[1], inter[2])
 
 
+def test_forward_intermediates_norm_normalises_the_last_stage_only():
+    model = timm.create_model("hpx_former_s4", **SMALL).eval()
+    with torch.no_grad():
+        model.norm.weight.normal_(1, 0.5)
+        model.norm.bias.normal_(0, 0.5)
+    x = torch.randn(1, 3, 64, 96)
+    final, plain = model.forward_intermediates(x)
+    final_n, normed = model.forward_intermediates(x, norm=True)
+    torch.testing.assert_close(final_n, final)  # the head pools before its norm: the final map stays as it was
+    for a, b in zip(plain[:-1], normed[:-1]):
+        torch.testing.assert_close(a, b)
+    # direct LayerNorm over the channel axis of every position of the last stage's output
+    ref = F.layer_norm(plain[-1].permute(0, 2, 3, 1), (32,), model.norm.weight, model.norm.bias, model.norm.eps)
+    torch.testing.assert_close(normed[-1], ref.permute(0, 3, 1, 2))
+    assert (normed[-1] - plain[-1]).abs().max() > 0.1
+    # an earlier last index is not the network's last stage: nothing to normalise
+    early = model.forward_intermediates(x, indices=[1], norm=True, intermediates_only=True)
+    torch.testing.assert_close(early[0], plain[1])
+
+
+@pytest.mark.parametrize("indices", [None, 1, 2, 4, [0], [1, 3], [-1], [-4, 2], (0, -2), [3, 3]])
+def test_take_indices_follow_timms_convention(indices):
+    """Pins our helper to timm's (private) ``feature_take_indices``, which FeatureGetterNet's callers assume."""
+    from timm.models._features import feature_take_indices
+
+    assert take_indices(4, indices) == feature_take_indices(4, indices)
+
+
+@pytest.mark.parametrize("indices", [0, 5, [4], [-5], []])
+def test_take_indices_rejects_what_timm_rejects(indices):
+    from timm.models._features import feature_take_indices
+
+    with pytest.raises((AssertionError, ValueError)):
+        feature_take_indices(4, indices)
+    with pytest.raises(ValueError, match="indices"):
+        take_indices(4, indices)
+
+
 def test_head_interface():
     model = timm.create_model("hpx_former_s4", num_classes=7, **SMALL)
     x = torch.randn(2, 3, 64, 64)
@@ -134,20 +192,26 @@ def test_bad_inputs_raise_value_error(shape, match):
         model(torch.randn(*shape))
 
 
+def _per_image_equals_batched(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Each image's logits are the same alone and in a batch (no mixing across the batch, e.g. by the chunked FFT),
+    and different images give different logits."""
+    with torch.no_grad():
+        batched = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
+    assert batched.shape == (len(x), 1000) and torch.isfinite(batched).all()
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+    assert (batched[0] - batched[1]).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("size", [(32, 32), (48, 80), (224, 160)])
 def test_hpx_any_input_size(size):
-    model = timm.create_model("hpx_former_s4", **SMALL).eval()
-    with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, *size))).all()
+    _per_image_equals_batched(timm.create_model("hpx_former_s4", **SMALL).eval(), torch.randn(2, 3, *size))
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 96), (256, 256)])
 def test_hb_other_resolutions(size):
     """Beyond the official code (which fails below 224), bidirectional Hyena models run at any size."""
-    model = timm.create_model("hb_former_s4", **SMALL).eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, *size))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    _per_image_equals_batched(timm.create_model("hb_former_s4", **SMALL).eval(), torch.randn(2, 3, *size))
 
 
 def test_no_persistent_constants():

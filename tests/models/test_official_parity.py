@@ -1,4 +1,4 @@
-"""The compatibility contract of ../shared/fixtures/official/README.md: reduced official checkpoints loaded through
+"""The compatibility contract of tests/fixtures/official/README.md: reduced official checkpoints loaded through
 the normal timm pretrained path reproduce the official logits within 1e-4."""
 
 from __future__ import annotations

@@ -1,23 +1,26 @@
 """Tests for the FFT long convolutions in ``hyenapixel.ops.fftconv`` against an independent direct convolution.
 
-The reference is a plain depthwise ``conv1d``/``conv2d`` (cross-correlation with a flipped kernel and explicit zero
-padding, so kernels larger than the input work), itself checked against an explicit loop on tiny shapes.
+The reference is ``hyenapixel.ops.fftconv2d_ref`` / ``fftconv1d_ref``, a plain depthwise ``conv2d``/``conv1d``
+(cross-correlation with a flipped kernel and explicit zero padding, so kernels larger than the input work), itself
+checked against an explicit loop over the definition on tiny shapes.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 import torch
 
-from conv_references import ref_conv1d, ref_conv2d
 from hyenapixel.ops import (
     AxisPlan,
     ConvPlan,
     apply_spectrum,
     fftconv1d,
+    fftconv1d_ref,
     fftconv2d,
+    fftconv2d_ref,
     kernel_spectrum,
     next_fast_len,
     plan_conv1d,
@@ -26,7 +29,7 @@ from hyenapixel.ops import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():  # noqa: ANN202 - fixture
+def _single_thread() -> Iterator[None]:
     """Tiny shapes gain nothing from intra-op threads, and on a busy machine their barriers make small ops slow."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -113,7 +116,7 @@ def test_reference2d_matches_loop(nb: int, nc: int, nh: int, nw: int, kh: int, k
     g = _gen(0)
     x = torch.randn(nb, nc, nh, nw, generator=g, dtype=torch.float64)
     k = torch.randn(nc, kh, kw, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(ref_conv2d(x, k), loop_conv2d(x, k), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fftconv2d_ref(x, k), loop_conv2d(x, k), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -122,7 +125,7 @@ def test_reference1d_matches_loop(nl: int, nk: int, causal: bool) -> None:
     g = _gen(1)
     x = torch.randn(2, 2, nl, generator=g, dtype=torch.float64)
     k = torch.randn(2, nk, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(ref_conv1d(x, k, causal), loop_conv1d(x, k, causal), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fftconv1d_ref(x, k, causal=causal), loop_conv1d(x, k, causal), rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def test_fftconv2d_matches_direct_float64(nb: int, nc: int, nh: int, nw: int, kh
     y = fftconv2d(x, k)
     assert y.shape == (nb, nc, nh, nw)
     assert y.dtype == torch.float64
-    close_to(y, ref_conv2d(x, k), 1e-12)
+    close_to(y, fftconv2d_ref(x, k), 1e-12)
 
 
 @pytest.mark.parametrize(("nb", "nc", "nh", "nw", "kh", "kw"), SHAPES_2D)
@@ -169,7 +172,7 @@ def test_fftconv2d_matches_direct_float32(nb: int, nc: int, nh: int, nw: int, kh
     k = torch.randn(nc, kh, kw, generator=g)
     y = fftconv2d(x, k)
     assert y.dtype == torch.float32
-    close_to(y, ref_conv2d(x, k), 1e-5)
+    close_to(y, fftconv2d_ref(x, k), 1e-5)
 
 
 @pytest.mark.parametrize(("nb", "nc", "nh", "nw", "kh", "kw"), SHAPES_2D)
@@ -179,7 +182,7 @@ def test_fftconv2d_gradients_match_direct(nb: int, nc: int, nh: int, nw: int, kh
     k = torch.randn(nc, kh, kw, generator=g, dtype=torch.float64, requires_grad=True)
     up = torch.randn(nb, nc, nh, nw, generator=g, dtype=torch.float64)
     gx, gk = torch.autograd.grad((fftconv2d(x, k) * up).sum(), (x, k))
-    rx, rk = torch.autograd.grad((ref_conv2d(x, k) * up).sum(), (x, k))
+    rx, rk = torch.autograd.grad((fftconv2d_ref(x, k) * up).sum(), (x, k))
     assert gx.shape == x.shape and gk.shape == k.shape
     close_to(gx, rx, 1e-12)
     close_to(gk, rk, 1e-12)
@@ -208,7 +211,7 @@ def test_fftconv1d_matches_direct(nb: int, nc: int, nl: int, nk: int, causal: bo
     k = torch.randn(nc, nk, generator=g, dtype=torch.float64)
     y = fftconv1d(x, k, causal=causal)
     assert y.shape == (nb, nc, nl) and y.dtype == torch.float64
-    ref = ref_conv1d(x, k, causal)
+    ref = fftconv1d_ref(x, k, causal=causal)
     close_to(y, ref, 1e-12)
     y32 = fftconv1d(x.float(), k.float(), causal=causal)
     assert y32.dtype == torch.float32
@@ -223,7 +226,7 @@ def test_fftconv1d_gradients_match_direct(nb: int, nc: int, nl: int, nk: int, ca
     k = torch.randn(nc, nk, generator=g, dtype=torch.float64, requires_grad=True)
     up = torch.randn(nb, nc, nl, generator=g, dtype=torch.float64)
     gx, gk = torch.autograd.grad((fftconv1d(x, k, causal=causal) * up).sum(), (x, k))
-    rx, rk = torch.autograd.grad((ref_conv1d(x, k, causal) * up).sum(), (x, k))
+    rx, rk = torch.autograd.grad((fftconv1d_ref(x, k, causal=causal) * up).sum(), (x, k))
     close_to(gx, rx, 1e-12)
     close_to(gk, rk, 1e-12)
 
@@ -257,7 +260,7 @@ def test_noncontiguous_input() -> None:
     x = x_nhwc.permute(0, 3, 1, 2)  # NHWC view as NCHW, as the mixers pass it
     assert not x.is_contiguous()
     k = torch.randn(4, 11, 9, generator=g, dtype=torch.float64)
-    close_to(fftconv2d(x, k), ref_conv2d(x.contiguous(), k), 1e-12)
+    close_to(fftconv2d(x, k), fftconv2d_ref(x.contiguous(), k), 1e-12)
 
 
 @pytest.mark.parametrize(
@@ -298,12 +301,12 @@ def test_batch_chunks_give_the_same_values_and_gradients(monkeypatch, chunk_byte
     assert fc._batch_chunk(k_f.to("meta"), 5) == 5  # GPUs (any non-CPU device) transform the whole batch at once
     up = torch.randn(5, 2, 6, 5, generator=g, dtype=torch.float64)
     y = fftconv2d(x, k)
-    close_to(y, ref_conv2d(x.detach(), k.detach()), 1e-12)
+    close_to(y, fftconv2d_ref(x.detach(), k.detach()), 1e-12)
     gx, gk = torch.autograd.grad((y * up).sum(), (x, k))
-    rx, rk = torch.autograd.grad((ref_conv2d(x, k) * up).sum(), (x, k))
+    rx, rk = torch.autograd.grad((fftconv2d_ref(x, k) * up).sum(), (x, k))
     close_to(gx, rx, 1e-12)
     close_to(gk, rk, 1e-12)
-    close_to(apply_spectrum(x.detach(), k_f, plan), ref_conv2d(x.detach(), k.detach()), 1e-12)
+    close_to(apply_spectrum(x.detach(), k_f, plan), fftconv2d_ref(x.detach(), k.detach()), 1e-12)
     small = (x[:3].detach().requires_grad_(), k)
     assert torch.autograd.gradgradcheck(fftconv2d, small)
 
@@ -314,14 +317,14 @@ def test_gradient_of_one_input_only(x_grad: bool, k_grad: bool) -> None:
     x = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64, requires_grad=x_grad)
     k = torch.randn(3, 15, 6, generator=g, dtype=torch.float64, requires_grad=k_grad)
     y = fftconv2d(x, k)
-    close_to(y, ref_conv2d(x.detach(), k.detach()), 1e-12)
+    close_to(y, fftconv2d_ref(x.detach(), k.detach()), 1e-12)
     assert y.requires_grad == (x_grad or k_grad)
     if not y.requires_grad:
         return
     up = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64)
     (got,) = torch.autograd.grad((y * up).sum(), x if x_grad else k)
     xd, kd = x.detach().requires_grad_(x_grad), k.detach().requires_grad_(k_grad)
-    (want,) = torch.autograd.grad((ref_conv2d(xd, kd) * up).sum(), xd if x_grad else kd)
+    (want,) = torch.autograd.grad((fftconv2d_ref(xd, kd) * up).sum(), xd if x_grad else kd)
     close_to(got, want, 1e-12)
 
 
@@ -362,7 +365,7 @@ def test_half_inputs_are_computed_in_float32(dtype: torch.dtype, nh: int, nw: in
     k = (torch.randn(3, kh, kw, generator=g) / kh).to(dtype)
     y = fftconv2d(x, k)
     assert y.dtype == dtype
-    ref = ref_conv2d(x, k)  # exact result for the rounded inputs
+    ref = fftconv2d_ref(x, k)  # exact result for the rounded inputs
     # Only the final rounding to ``dtype`` may cost more than float32 accuracy; an FFT in half precision would not
     # meet this bound on the small-magnitude outputs.
     err = (y.double() - ref).abs()
@@ -378,14 +381,14 @@ def test_half_inputs_1d_and_gradients(dtype: torch.dtype) -> None:
     for causal in (True, False):
         y = fftconv1d(x, k, causal=causal)
         assert y.dtype == dtype
-        ref = ref_conv1d(x.detach(), k.detach(), causal)
+        ref = fftconv1d_ref(x.detach(), k.detach(), causal=causal)
         err = (y.double() - ref).abs()
         assert bool((err <= HALF_ULP[dtype] * ref.abs() + 1e-5 * ref.abs().max()).all())
     up = torch.randn(2, 3, 40, generator=g).to(dtype)
     gx, gk = torch.autograd.grad((fftconv1d(x, k, causal=False) * up).float().sum(), (x, k))
     assert gx.dtype == dtype and gk.dtype == dtype
     xd, kd = x.detach().double().requires_grad_(), k.detach().double().requires_grad_()
-    rx, rk = torch.autograd.grad((ref_conv1d(xd, kd, False) * up.double()).sum(), (xd, kd))
+    rx, rk = torch.autograd.grad((fftconv1d_ref(xd, kd, causal=False) * up.double()).sum(), (xd, kd))
     close_to(gx, rx, 4 * HALF_ULP[dtype])
     close_to(gk, rk, 4 * HALF_ULP[dtype])
 
@@ -396,7 +399,7 @@ def test_mixed_dtypes_follow_x() -> None:
     k = torch.randn(2, 5, 5, generator=g, dtype=torch.float64)
     assert fftconv2d(x, k).dtype == torch.float32
     assert fftconv2d(x.double(), k.float()).dtype == torch.float64
-    close_to(fftconv2d(x.half(), k), ref_conv2d(x.half(), k), 2e-3)
+    close_to(fftconv2d(x.half(), k), fftconv2d_ref(x.half(), k), 2e-3)
 
 
 def test_autocast_bfloat16() -> None:
@@ -411,8 +414,8 @@ def test_autocast_bfloat16() -> None:
         yz = fftconv2d(z, k)
     assert y.dtype == torch.float32
     assert yz.dtype == z.dtype == torch.bfloat16
-    close_to(y, ref_conv2d(x.detach(), k.detach()), 1e-5)
-    ref_z = ref_conv2d(z.detach(), k.detach())
+    close_to(y, fftconv2d_ref(x.detach(), k.detach()), 1e-5)
+    ref_z = fftconv2d_ref(z.detach(), k.detach())
     assert bool(
         ((yz.double() - ref_z).abs() <= HALF_ULP[torch.bfloat16] * ref_z.abs() + 1e-5 * ref_z.abs().max()).all()
     )
@@ -420,9 +423,11 @@ def test_autocast_bfloat16() -> None:
     assert gx.dtype == torch.float32 and gk.dtype == torch.float32
     assert torch.isfinite(gx).all() and torch.isfinite(gk).all()
     xd, kd = x.detach().double().requires_grad_(), k.detach().double().requires_grad_()
-    rx, rk = torch.autograd.grad((ref_conv2d(xd, kd) * up).sum(), (xd, kd))
+    rx, rk = torch.autograd.grad((fftconv2d_ref(xd, kd) * up).sum(), (xd, kd))
     # The bfloat16 branch adds gradient terms of bfloat16 accuracy; the float32 branch must dominate the match.
-    rzx, rzk = torch.autograd.grad((ref_conv2d(torch.einsum("bchw,dc->bdhw", xd, w.double()), kd) * up).sum(), (xd, kd))
+    rzx, rzk = torch.autograd.grad(
+        (fftconv2d_ref(torch.einsum("bchw,dc->bdhw", xd, w.double()), kd) * up).sum(), (xd, kd)
+    )
     close_to(gx, rx + rzx, 3e-2)
     close_to(gk, rk + rzk, 3e-2)
 
@@ -476,7 +481,7 @@ def _minimal_valid_fft_len(nl: int, nk: int, causal: bool) -> tuple[int, AxisPla
     g = _gen(nl * 1000 + nk)
     x = torch.randn(1, 1, nl, generator=g, dtype=torch.float64)
     k = torch.randn(1, nk, generator=g, dtype=torch.float64)
-    ref = ref_conv1d(x, k, causal)
+    ref = fftconv1d_ref(x, k, causal=causal)
     plan = plan_conv1d(nl, nk, causal).axes[0]
     for n in range(1, 2 * (nl + nk) + 2):
         p = AxisPlan(plan.length, plan.start, plan.stop, plan.center, n)
@@ -501,9 +506,13 @@ def test_plan_uses_smallest_valid_smooth_length(nl: int, nk: int, causal: bool) 
     for a in range(nk):
         k = base.clone()
         k[0, a] += 1.0
-        changed = (ref_conv1d(x, k, causal) - ref_conv1d(x, base, causal)).abs().max() > 1e-9
+        changed = (fftconv1d_ref(x, k, causal=causal) - fftconv1d_ref(x, base, causal=causal)).abs().max() > 1e-9
         assert changed == (plan.start <= a < plan.stop), (a, plan)
-        close_to(fftconv1d(x, k, causal=causal) - y0, ref_conv1d(x, k, causal) - ref_conv1d(x, base, causal), 1e-12)
+        close_to(
+            fftconv1d(x, k, causal=causal) - y0,
+            fftconv1d_ref(x, k, causal=causal) - fftconv1d_ref(x, base, causal=causal),
+            1e-12,
+        )
 
 
 @pytest.mark.parametrize(
@@ -532,7 +541,7 @@ def test_plan2d_sizes_minimal_and_valid(nh: int, nw: int, kh: int, kw: int) -> N
     g = _gen(17)
     x = torch.randn(1, 2, nh, nw, generator=g, dtype=torch.float64)
     k = torch.randn(2, kh, kw, generator=g, dtype=torch.float64)
-    close_to(apply_spectrum(x, kernel_spectrum(k, plan), plan), ref_conv2d(x, k), 1e-12)
+    close_to(apply_spectrum(x, kernel_spectrum(k, plan), plan), fftconv2d_ref(x, k), 1e-12)
 
 
 def test_plan2d_s18_sizes() -> None:
@@ -555,7 +564,7 @@ def test_spectrum_reuse_across_inputs() -> None:
     for b in (1, 4):
         x = torch.randn(b, 3, 14, 14, generator=g)
         close_to(apply_spectrum(x, k_f, plan), fftconv2d(x, k), 1e-6)
-        close_to(apply_spectrum(x, k_f, plan), ref_conv2d(x, k), 1e-5)
+        close_to(apply_spectrum(x, k_f, plan), fftconv2d_ref(x, k), 1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -151,24 +151,27 @@ class ImageFolderDataset(Dataset):
         except _LOAD_ERRORS as exc:
             raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
 
-    def _record_corrupt(self, path: Path, error: DataError) -> None:
-        if path not in self.corrupt_files:
-            self.corrupt_files.append(path)
-            warnings.warn(f"skipping corrupt image: {error}", stacklevel=3)
+    def _load_or_record(self, path: Path) -> Image.Image | None:
+        """:meth:`load`, or with ``skip_corrupt`` ``None`` after warning about an unreadable file once and recording
+        it in :attr:`corrupt_files`."""
+        try:
+            return self.load(path)
+        except DataError as err:
+            if not self.skip_corrupt:
+                raise
+            if path not in self.corrupt_files:
+                self.corrupt_files.append(path)
+                warnings.warn(f"skipping corrupt image: {err}", stacklevel=4)
+            return None
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         """Shape: -> (transform(RGB image), label)."""
         n = len(self.samples)
         for step in range(n if self.skip_corrupt else 1):
             path, label = self.samples[(index + step) % n]
-            try:
-                image = self.load(path)
-            except DataError as err:
-                if not self.skip_corrupt:
-                    raise
-                self._record_corrupt(path, err)
-                continue
-            return (self.transform(image) if self.transform is not None else image), label
+            image = self._load_or_record(path)
+            if image is not None:
+                return (self.transform(image) if self.transform is not None else image), label
         raise DataError(f"{self.root}: no readable image left ({len(self.corrupt_files)} corrupt files)")
 
     def verify(self) -> list[Path]:
@@ -180,12 +183,7 @@ class ImageFolderDataset(Dataset):
         """
         bad = []
         for path, _ in self.samples:
-            try:
-                self.load(path)
-            except DataError as err:
-                if not self.skip_corrupt:
-                    raise
-                self._record_corrupt(path, err)
+            if self._load_or_record(path) is None:
                 bad.append(path)
         if bad:
             dropped = set(bad)

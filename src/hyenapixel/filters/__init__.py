@@ -4,10 +4,12 @@ Filters only build kernels; applying them is the job of :mod:`hyenapixel.ops`, c
 :mod:`hyenapixel.mixers`. Kernel visualisation, truncation and resampling therefore work on a filter alone.
 """
 
-from hyenapixel.filters.explicit import ExplicitFilter2d, SeparableFilter2d
+from hyenapixel.filters.decay import DECAY_TARGET, FAST_DECAY_PCT, SLOW_DECAY_PCT, decay_rates
+from hyenapixel.filters.explicit import DirectFilter2d, ExplicitFilter2d, SeparableFilter2d
 from hyenapixel.filters.implicit1d import ImplicitFilter1d, hyena_positional_encoding
 from hyenapixel.filters.implicit2d import (
     ImplicitFilter2d,
+    pair,
     radial_distance,
     resample_pos_emb_2d,
     sincos_positional_encoding_2d,
@@ -15,13 +17,19 @@ from hyenapixel.filters.implicit2d import (
 from hyenapixel.filters.mlp import Sine, SineMLP
 
 __all__ = [
+    "DECAY_TARGET",
+    "FAST_DECAY_PCT",
+    "SLOW_DECAY_PCT",
+    "DirectFilter2d",
     "ExplicitFilter2d",
     "ImplicitFilter1d",
     "ImplicitFilter2d",
     "SeparableFilter2d",
     "Sine",
     "SineMLP",
+    "decay_rates",
     "hyena_positional_encoding",
+    "pair",
     "radial_distance",
     "resample_pos_emb_2d",
     "sincos_positional_encoding_2d",

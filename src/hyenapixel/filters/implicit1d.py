@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyenapixel.filters.decay import DECAY_TARGET, FAST_DECAY_PCT, SLOW_DECAY_PCT, decay_rates
 from hyenapixel.filters.mlp import SineMLP
 
 
@@ -75,17 +76,16 @@ class ImplicitFilter1d(nn.Module):
         hidden: int = 64,
         causal: bool = False,
         num_inner: int = 2,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
+        fast_decay_pct: float = FAST_DECAY_PCT,
+        slow_decay_pct: float = SLOW_DECAY_PCT,
+        target: float = DECAY_TARGET,
     ) -> None:
         super().__init__()
         self.channels, self.kernel_len, self.causal = channels, kernel_len, causal
         z, t_norm = hyena_positional_encoding(kernel_len, emb_dim, causal)
         self.pos_emb = nn.Parameter(z)
         self.register_buffer("t_norm", t_norm, persistent=False)
-        max_decay, min_decay = math.log(target) / fast_decay_pct, math.log(target) / slow_decay_pct
-        self.register_buffer("decay", torch.linspace(min_decay, max_decay, channels), persistent=False)
+        self.register_buffer("decay", decay_rates(channels, fast_decay_pct, slow_decay_pct, target), persistent=False)
         self.mlp = SineMLP(emb_dim, hidden, channels, num_inner=num_inner, w=1.0)
         self.skip = nn.Parameter(torch.randn(channels))
 

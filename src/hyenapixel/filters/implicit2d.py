@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from hyenapixel.filters.decay import decay_rates
 from hyenapixel.filters.mlp import SineMLP
-
-_FAST_DECAY_PCT, _SLOW_DECAY_PCT, _TARGET = 0.3, 1.5, 1e-2
 
 
 def sincos_positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -74,7 +73,8 @@ def resample_pos_emb_2d(pos_emb: torch.Tensor, size: tuple[int, int]) -> torch.T
     return out[0].to(pos_emb.dtype)
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    """``(v, v)`` for an int, else the first two entries as ints (a kernel size given as one number or two)."""
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
@@ -169,16 +169,14 @@ class ImplicitFilter2d(nn.Module):
         num_inner: int = 1,
     ) -> None:
         super().__init__()
-        kh, kw = _pair(kernel_size)
+        kh, kw = pair(kernel_size)
         if kh < 1 or kw < 1:
             raise ValueError(f"kernel_size must be positive, got {kernel_size}")
         self.channels = channels
         self.kernel_size = (kh, kw)
         self.pos_emb = nn.Parameter(sincos_positional_encoding_2d(emb_dim, kh, kw))
         self.mlp = SineMLP(emb_dim, hidden or 2 * emb_dim, channels, num_inner=num_inner, w=1.0)
-        max_decay = math.log(_TARGET) / _FAST_DECAY_PCT
-        min_decay = math.log(_TARGET) / _SLOW_DECAY_PCT
-        self.decay = nn.Parameter(torch.linspace(min_decay, max_decay, channels) / max(kh, kw))
+        self.decay = nn.Parameter(decay_rates(channels) / max(kh, kw))
         self.shift = nn.Parameter(torch.zeros(channels))
         self.skip = nn.Parameter(torch.randn(channels))
         self.register_buffer("distance", radial_distance(kh, kw), persistent=False)
@@ -218,7 +216,7 @@ class ImplicitFilter2d(nn.Module):
         The learned positional embedding is resampled bicubically and the decay rates are scaled by
         ``old / new`` so that the window has the same value at the same *relative* position of the kernel.
         """
-        kh, kw = _pair(kernel_size)
+        kh, kw = pair(kernel_size)
         old = max(self.kernel_size)
         self.pos_emb = nn.Parameter(resample_pos_emb_2d(self.pos_emb, (kh, kw)))
         self.decay.mul_(old / max(kh, kw))

@@ -3,11 +3,10 @@
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
 from hyenapixel.layers.attention import Attention
 from hyenapixel.layers.blocks import Mlp, MlpHead, Scale, SepConv
-from hyenapixel.layers.norms import LayerNorm2dNoBias, LayerNormNoBias, layer_norm_channels_first
+from hyenapixel.layers.norms import LayerNormNoBias
 
 __all__ = [
     "Attention",
-    "LayerNorm2dNoBias",
     "LayerNormNoBias",
     "Mlp",
     "MlpHead",
@@ -15,5 +14,4 @@ __all__ = [
     "SepConv",
     "SquaredReLU",
     "StarReLU",
-    "layer_norm_channels_first",
 ]

@@ -16,7 +16,7 @@ class Attention(nn.Module):
         (B, H, W, C) -> (B, H, W, C)
     """
 
-    def __init__(self, dim: int, head_dim: int = 32, attn_drop: float = 0.0, proj_drop: float = 0.0, **_) -> None:
+    def __init__(self, dim: int, head_dim: int = 32, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         self.head_dim = head_dim
         self.num_heads = max(dim // head_dim, 1)

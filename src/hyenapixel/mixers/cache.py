@@ -1,5 +1,5 @@
-"""Kernel-spectrum cache for eval (DESIGN: "in eval, or whenever parameters cannot change, compute a kernel and its
-spectrum once per input size and reuse them").
+"""Kernel-spectrum cache of the mixers' long convolutions (paper Section 3): in eval, or whenever the filter's
+parameters cannot change, a kernel and its spectrum are computed once per input size and reused.
 """
 
 from __future__ import annotations

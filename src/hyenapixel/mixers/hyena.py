@@ -17,7 +17,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter1d
 from hyenapixel.mixers.cache import SpectrumCache
-from hyenapixel.mixers.hyenapixel import _with_skip
+from hyenapixel.mixers.hyenapixel import with_skip
 from hyenapixel.ops import plan_conv1d
 
 
@@ -73,7 +73,7 @@ class HyenaMixer1d(nn.Module):
             -> (C, kernel_len(length))
         """
         k = self.filter(self.kernel_len(length or self.seq_len))
-        return _with_skip(k, self.filter.skip, (0 if self.causal else k.shape[-1] // 2,))
+        return with_skip(k, self.filter.skip, (0 if self.causal else k.shape[-1] // 2,))
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) along the last axis.

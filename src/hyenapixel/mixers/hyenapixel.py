@@ -19,7 +19,7 @@ from hyenapixel.mixers.cache import SpectrumCache
 from hyenapixel.ops import conv_with_plan, plan_conv2d
 
 
-def _with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
+def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
     """Add the per-channel skip term to the kernel tap that multiplies the input at the output position.
 
     Shape:
@@ -86,7 +86,7 @@ class HyenaPixelMixer(nn.Module):
         center = (kh // 2 - (rows.indices(kh)[0]), kw // 2 - (cols.indices(kw)[0]))
         if not (0 <= center[0] < k.shape[-2] and 0 <= center[1] < k.shape[-1]):
             return k  # the center tap is not in the region
-        return _with_skip(k, self.filter.skip, center)
+        return with_skip(k, self.filter.skip, center)
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) to a channels-first map.

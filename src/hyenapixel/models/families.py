@@ -12,12 +12,16 @@ ImageNet-1k weights (Section 4.1).
 Sizes: S4 [1,1,1,1], S12 [2,2,6,2], S18 [3,3,9,3] with dims [64,128,320,512]; B36 [3,12,18,3] with
 [128,256,512,768]. The qk/out LayerNorms are placed as in the official checkpoints: every HpxFormer and the
 HbFormer-B36 have them, the hybrid layouts and the smaller HbFormers do not.
+
+Every model is one ``@register_model`` function below plus one entry in ``default_cfgs``; a new variant (say
+``hpx_former_s18_512``) is one more of each, a new family one more layout function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import NamedTuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -28,24 +32,43 @@ from hyenapixel.mixers import BidirectionalHyenaMixer, HyenaPixelMixer
 from hyenapixel.models.convert import checkpoint_filter_fn
 from hyenapixel.models.metaformer import MetaFormer
 
-KERNEL_SIZES = (111, 55, 27, 13)  # 2D kernels: ~2x the 56/28/14/7 feature maps at 224 px
+# ---- the per-stage facts of the paper (Section 3), the one source for models, benchmarks and docs --------------
+FEATURE_SIZES = (56, 28, 14, 7)  # feature-map side per stage at 224 px input (strides 4/8/16/32)
+KERNEL_SIZES = (111, 55, 27, 13)  # 2D kernels: ~2x the feature maps at 224 px
 FILTER_EMB_DIMS = (32, 32, 48, 64)  # K per stage; FFN width 2K
-TRAIN_SEQ_LENS = (56 * 56, 28 * 28, 14 * 14, 7 * 7)  # 1D filters have length 2L - 1
-_S_DIMS, _B_DIMS = (64, 128, 320, 512), (128, 256, 512, 768)
-_DEPTHS = {"s4": (1, 1, 1, 1), "s12": (2, 2, 6, 2), "s18": (3, 3, 9, 3), "b36": (3, 12, 18, 3)}
-_MIXER_NORM = partial(LayerNormNoBias, eps=1e-5)
+TRAIN_SEQ_LENS = tuple(s * s for s in FEATURE_SIZES)  # 1D filters have length 2L - 1
+S_DIMS = (64, 128, 320, 512)
+B_DIMS = (128, 256, 512, 768)
+MIXER_NORM = partial(LayerNormNoBias, eps=1e-5)  # qk/out norms of the mixers (official eps)
 
 MixerFactory = Callable[[int], nn.Module]
 
 
+class ModelSize(NamedTuple):
+    """Blocks and channels per stage of a model size."""
+
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+
+
+SIZES = {
+    "s4": ModelSize((1, 1, 1, 1), S_DIMS),
+    "s12": ModelSize((2, 2, 6, 2), S_DIMS),
+    "s18": ModelSize((3, 3, 9, 3), S_DIMS),
+    "b36": ModelSize((3, 12, 18, 3), B_DIMS),
+}
+FAMILIES = ("hpx_former", "hb_former", "c_hpx_former", "hpx_a_former", "hb_a_former")
+
+
+# ---- token mixers per stage --------------------------------------------------------------------------------------
 def hpx_mixer(stage: int, norm: bool) -> MixerFactory:
     """HyenaPixel mixer of a stage with the paper's kernel size and filter width."""
     return partial(
         HyenaPixelMixer,
         kernel_size=KERNEL_SIZES[stage],
         filter_emb_dim=FILTER_EMB_DIMS[stage],
-        qk_norm_layer=_MIXER_NORM if norm else None,
-        out_norm_layer=_MIXER_NORM if norm else None,
+        qk_norm_layer=MIXER_NORM if norm else None,
+        out_norm_layer=MIXER_NORM if norm else None,
     )
 
 
@@ -57,23 +80,34 @@ def hb_mixer(stage: int, norm: bool) -> MixerFactory:
         seq_len=TRAIN_SEQ_LENS[stage],
         filter_emb_dim=k + 1,
         filter_hidden=2 * k,
-        qk_norm_layer=_MIXER_NORM if norm else None,
-        out_norm_layer=_MIXER_NORM if norm else None,
+        qk_norm_layer=MIXER_NORM if norm else None,
+        out_norm_layer=MIXER_NORM if norm else None,
     )
 
 
-def _layout(family: str, size: str) -> list[MixerFactory]:
-    if family == "hpx_former":
-        return [hpx_mixer(i, norm=True) for i in range(4)]
-    if family == "hb_former":
-        return [hb_mixer(i, norm=size == "b36") for i in range(4)]
-    if family == "c_hpx_former":
-        return [SepConv, SepConv, hpx_mixer(2, norm=False), hpx_mixer(3, norm=False)]
-    if family == "hpx_a_former":
-        return [hpx_mixer(0, norm=False), hpx_mixer(1, norm=False), Attention, Attention]
-    if family == "hb_a_former":
-        return [hb_mixer(0, norm=False), hb_mixer(1, norm=False), Attention, Attention]
-    raise ValueError(f"unknown family {family!r}")
+def hpx_layout(norm: bool = True) -> list[MixerFactory]:
+    """HpxFormer: HyenaPixel in every stage."""
+    return [hpx_mixer(i, norm) for i in range(4)]
+
+
+def hb_layout(norm: bool = False) -> list[MixerFactory]:
+    """HbFormer: bidirectional Hyena in every stage."""
+    return [hb_mixer(i, norm) for i in range(4)]
+
+
+def c_hpx_layout() -> list[MixerFactory]:
+    """CHpxFormer: ConvFormer's SepConv in stages 1-2, HyenaPixel (no qk/out norms) in stages 3-4."""
+    return [SepConv, SepConv, hpx_mixer(2, norm=False), hpx_mixer(3, norm=False)]
+
+
+def hpx_a_layout() -> list[MixerFactory]:
+    """HpxAFormer: HyenaPixel (no qk/out norms) in stages 1-2, self-attention in stages 3-4."""
+    return [hpx_mixer(0, norm=False), hpx_mixer(1, norm=False), Attention, Attention]
+
+
+def hb_a_layout() -> list[MixerFactory]:
+    """HbAFormer: bidirectional Hyena (no qk/out norms) in stages 1-2, self-attention in stages 3-4."""
+    return [hb_mixer(0, norm=False), hb_mixer(1, norm=False), Attention, Attention]
 
 
 def _with_kernel_sizes(mixers: list[MixerFactory], kernel_sizes: Sequence[int] | None) -> list[MixerFactory]:
@@ -88,11 +122,10 @@ def _with_kernel_sizes(mixers: list[MixerFactory], kernel_sizes: Sequence[int] |
     ]
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs) -> MetaFormer:
-    family, size = variant.rsplit("_", 1) if not variant.endswith("_384") else variant[:-4].rsplit("_", 1)
-    depths = kwargs.pop("depths", _DEPTHS[size])
-    dims = kwargs.pop("dims", _B_DIMS if size == "b36" else _S_DIMS)
-    mixers = kwargs.pop("token_mixers", None) or _layout(family, size)
+def _create(variant: str, pretrained: bool, size: ModelSize, mixers: list[MixerFactory], **kwargs) -> MetaFormer:
+    """Build ``variant`` through timm (pretrained cfg, checkpoint filter, ``features_only``); keyword arguments
+    override ``depths``, ``dims``, ``token_mixers``, ``kernel_sizes`` and every :class:`MetaFormer` argument."""
+    mixers = kwargs.pop("token_mixers", None) or mixers
     mixers = _with_kernel_sizes(mixers, kwargs.pop("kernel_sizes", None))
     return build_model_with_cfg(
         MetaFormer,
@@ -100,14 +133,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> MetaFormer:
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
-        depths=depths,
-        dims=dims,
+        depths=kwargs.pop("depths", size.depths),
+        dims=kwargs.pop("dims", size.dims),
         token_mixers=mixers,
         **kwargs,
     )
 
 
-def _cfg(hub: str | None = None, **kwargs) -> dict:
+# ---- pretrained configurations: one entry per registered name ----------------------------------------------------
+def _cfg(hf_hub_id: str | None = None, **kwargs) -> dict:
     cfg = dict(
         num_classes=1000,
         input_size=(3, 224, 224),
@@ -121,49 +155,172 @@ def _cfg(hub: str | None = None, **kwargs) -> dict:
         license="apache-2.0",
         paper_ids="arXiv:2402.19305",
     )
-    if hub:
-        cfg["hf_hub_id"] = hub
-    cfg.update(kwargs)
-    return cfg
+    if hf_hub_id:
+        cfg["hf_hub_id"] = hf_hub_id
+    return {**cfg, **kwargs}
 
 
-FAMILIES = ("hpx_former", "hb_former", "c_hpx_former", "hpx_a_former", "hb_a_former")
-SIZES = ("s4", "s12", "s18", "b36")
-OFFICIAL_WEIGHTS = {
-    "hpx_former_s18": "Spravil/hpx_former_s18.westai_in1k",
-    "hpx_former_b36": "Spravil/hpx_former_b36.westai_in1k",
-    "hb_former_s18": "Spravil/hb_former_s18.westai_in1k",
-    "hb_former_b36": "Spravil/hb_former_b36.westai_in1k",
-    "c_hpx_former_s18": "Spravil/c_hpx_former_s18.westai_in1k",
-    "hpx_a_former_s18": "Spravil/hpx_a_former_s18.westai_in1k",
-    "hb_a_former_s18": "Spravil/hb_a_former_s18.westai_in1k",
-    "hpx_former_s18_384": "Spravil/hpx_former_s18.westai_in1k_ema_384",
-}
+_AT_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12))
 
-_cfgs: dict[str, dict] = {}
-for _family in FAMILIES:
-    for _size in SIZES:
-        _name = f"{_family}_{_size}"
-        _hub = OFFICIAL_WEIGHTS.get(_name)
-        _cfgs[f"{_name}.westai_in1k" if _hub else _name] = _cfg(_hub)
-_cfgs["hpx_former_s18_384.westai_in1k_ema_384"] = _cfg(
-    OFFICIAL_WEIGHTS["hpx_former_s18_384"], input_size=(3, 384, 384), pool_size=(12, 12)
+default_cfgs = generate_default_cfgs(
+    {
+        "hpx_former_s4": _cfg(),
+        "hpx_former_s12": _cfg(),
+        "hpx_former_s18.westai_in1k": _cfg("Spravil/hpx_former_s18.westai_in1k"),
+        "hpx_former_b36.westai_in1k": _cfg("Spravil/hpx_former_b36.westai_in1k"),
+        "hpx_former_s18_384.westai_in1k_ema_384": _cfg("Spravil/hpx_former_s18.westai_in1k_ema_384", **_AT_384),
+        "hpx_former_b36_384": _cfg(**_AT_384),
+        "hb_former_s4": _cfg(),
+        "hb_former_s12": _cfg(),
+        "hb_former_s18.westai_in1k": _cfg("Spravil/hb_former_s18.westai_in1k"),
+        "hb_former_b36.westai_in1k": _cfg("Spravil/hb_former_b36.westai_in1k"),
+        "c_hpx_former_s4": _cfg(),
+        "c_hpx_former_s12": _cfg(),
+        "c_hpx_former_s18.westai_in1k": _cfg("Spravil/c_hpx_former_s18.westai_in1k"),
+        "c_hpx_former_b36": _cfg(),
+        "hpx_a_former_s4": _cfg(),
+        "hpx_a_former_s12": _cfg(),
+        "hpx_a_former_s18.westai_in1k": _cfg("Spravil/hpx_a_former_s18.westai_in1k"),
+        "hpx_a_former_b36": _cfg(),
+        "hb_a_former_s4": _cfg(),
+        "hb_a_former_s12": _cfg(),
+        "hb_a_former_s18.westai_in1k": _cfg("Spravil/hb_a_former_s18.westai_in1k"),
+        "hb_a_former_b36": _cfg(),
+    }
 )
-_cfgs["hpx_former_b36_384"] = _cfg(input_size=(3, 384, 384), pool_size=(12, 12))
-default_cfgs = generate_default_cfgs(_cfgs)
+
+REGISTERED_MODELS = list(default_cfgs)  # every name below has exactly one cfg entry (tested)
+OFFICIAL_WEIGHTS = {name: cfg.default.hf_hub_id for name, cfg in default_cfgs.items() if cfg.default.hf_hub_id}
 
 
-def _register(name: str) -> None:
-    def fn(pretrained: bool = False, **kwargs) -> MetaFormer:
-        return _create(name, pretrained=pretrained, **kwargs)
-
-    fn.__name__ = name
-    fn.__qualname__ = name
-    fn.__doc__ = f"``{name}`` (HyenaPixel paper, Section 3). Keyword arguments override depths, dims, etc."
-    fn.__module__ = __name__
-    globals()[name] = register_model(fn)
+# ---- the registered models ---------------------------------------------------------------------------------------
+@register_model
+def hpx_former_s4(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-S4: HyenaPixel in every stage."""
+    return _create("hpx_former_s4", pretrained, SIZES["s4"], hpx_layout(norm=True), **kwargs)
 
 
-REGISTERED_MODELS = [f"{f}_{s}" for f in FAMILIES for s in SIZES] + ["hpx_former_s18_384", "hpx_former_b36_384"]
-for _name in REGISTERED_MODELS:
-    _register(_name)
+@register_model
+def hpx_former_s12(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-S12: HyenaPixel in every stage."""
+    return _create("hpx_former_s12", pretrained, SIZES["s12"], hpx_layout(norm=True), **kwargs)
+
+
+@register_model
+def hpx_former_s18(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-S18: HyenaPixel in every stage (official weights)."""
+    return _create("hpx_former_s18", pretrained, SIZES["s18"], hpx_layout(norm=True), **kwargs)
+
+
+@register_model
+def hpx_former_b36(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-B36: HyenaPixel in every stage (official weights)."""
+    return _create("hpx_former_b36", pretrained, SIZES["b36"], hpx_layout(norm=True), **kwargs)
+
+
+@register_model
+def hpx_former_s18_384(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-S18 fine-tuned at 384 px with the 224 px kernels (official EMA weights)."""
+    return _create("hpx_former_s18_384", pretrained, SIZES["s18"], hpx_layout(norm=True), **kwargs)
+
+
+@register_model
+def hpx_former_b36_384(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxFormer-B36 configured for 384 px input with the 224 px kernels."""
+    return _create("hpx_former_b36_384", pretrained, SIZES["b36"], hpx_layout(norm=True), **kwargs)
+
+
+@register_model
+def hb_former_s4(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbFormer-S4: bidirectional Hyena in every stage."""
+    return _create("hb_former_s4", pretrained, SIZES["s4"], hb_layout(norm=False), **kwargs)
+
+
+@register_model
+def hb_former_s12(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbFormer-S12: bidirectional Hyena in every stage."""
+    return _create("hb_former_s12", pretrained, SIZES["s12"], hb_layout(norm=False), **kwargs)
+
+
+@register_model
+def hb_former_s18(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbFormer-S18: bidirectional Hyena in every stage (official weights)."""
+    return _create("hb_former_s18", pretrained, SIZES["s18"], hb_layout(norm=False), **kwargs)
+
+
+@register_model
+def hb_former_b36(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbFormer-B36: bidirectional Hyena with qk/out norms in every stage (official weights)."""
+    return _create("hb_former_b36", pretrained, SIZES["b36"], hb_layout(norm=True), **kwargs)
+
+
+@register_model
+def c_hpx_former_s4(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """CHpxFormer-S4: SepConv, then HyenaPixel."""
+    return _create("c_hpx_former_s4", pretrained, SIZES["s4"], c_hpx_layout(), **kwargs)
+
+
+@register_model
+def c_hpx_former_s12(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """CHpxFormer-S12: SepConv, then HyenaPixel."""
+    return _create("c_hpx_former_s12", pretrained, SIZES["s12"], c_hpx_layout(), **kwargs)
+
+
+@register_model
+def c_hpx_former_s18(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """CHpxFormer-S18: SepConv, then HyenaPixel (official weights)."""
+    return _create("c_hpx_former_s18", pretrained, SIZES["s18"], c_hpx_layout(), **kwargs)
+
+
+@register_model
+def c_hpx_former_b36(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """CHpxFormer-B36: SepConv, then HyenaPixel."""
+    return _create("c_hpx_former_b36", pretrained, SIZES["b36"], c_hpx_layout(), **kwargs)
+
+
+@register_model
+def hpx_a_former_s4(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxAFormer-S4: HyenaPixel, then attention."""
+    return _create("hpx_a_former_s4", pretrained, SIZES["s4"], hpx_a_layout(), **kwargs)
+
+
+@register_model
+def hpx_a_former_s12(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxAFormer-S12: HyenaPixel, then attention."""
+    return _create("hpx_a_former_s12", pretrained, SIZES["s12"], hpx_a_layout(), **kwargs)
+
+
+@register_model
+def hpx_a_former_s18(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxAFormer-S18: HyenaPixel, then attention (official weights)."""
+    return _create("hpx_a_former_s18", pretrained, SIZES["s18"], hpx_a_layout(), **kwargs)
+
+
+@register_model
+def hpx_a_former_b36(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HpxAFormer-B36: HyenaPixel, then attention."""
+    return _create("hpx_a_former_b36", pretrained, SIZES["b36"], hpx_a_layout(), **kwargs)
+
+
+@register_model
+def hb_a_former_s4(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbAFormer-S4: bidirectional Hyena, then attention."""
+    return _create("hb_a_former_s4", pretrained, SIZES["s4"], hb_a_layout(), **kwargs)
+
+
+@register_model
+def hb_a_former_s12(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbAFormer-S12: bidirectional Hyena, then attention."""
+    return _create("hb_a_former_s12", pretrained, SIZES["s12"], hb_a_layout(), **kwargs)
+
+
+@register_model
+def hb_a_former_s18(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbAFormer-S18: bidirectional Hyena, then attention (official weights)."""
+    return _create("hb_a_former_s18", pretrained, SIZES["s18"], hb_a_layout(), **kwargs)
+
+
+@register_model
+def hb_a_former_b36(pretrained: bool = False, **kwargs) -> MetaFormer:
+    """HbAFormer-B36: bidirectional Hyena, then attention."""
+    return _create("hb_a_former_b36", pretrained, SIZES["b36"], hb_a_layout(), **kwargs)

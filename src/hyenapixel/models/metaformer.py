@@ -13,7 +13,6 @@ from functools import partial
 import torch
 from timm.layers import DropPath, trunc_normal_
 from timm.models import checkpoint_seq
-from timm.models._features import feature_take_indices
 from torch import nn
 
 from hyenapixel.layers import LayerNormNoBias, Mlp, MlpHead, Scale
@@ -118,6 +117,26 @@ class MetaFormerStage(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
+
+
+def take_indices(num_stages: int, indices: int | Sequence[int] | None = None) -> tuple[list[int], int]:
+    """The stages whose outputs ``forward_intermediates`` returns, with timm's convention: ``None`` all, an int ``n``
+    the last ``n``, a sequence those indices (negative ones count from the end). Returns them and the largest.
+
+    timm's own helper for this lives in a private module; tests/models/test_models.py pins that both agree.
+    """
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"last-n indices must be between 1 and {num_stages}, got {indices}")
+        taken = list(range(num_stages - indices, num_stages))
+    else:
+        taken = [num_stages + i if i < 0 else i for i in indices]
+        bad = [i for i in indices if not -num_stages <= i < num_stages]
+        if bad or not taken:
+            raise ValueError(f"stage indices must be in [-{num_stages}, {num_stages - 1}], got {list(indices)}")
+    return taken, max(taken)
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -276,7 +295,9 @@ class MetaFormer(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features after each selected stage (strides 4/8/16/32), NCHW.
+        """Features after each selected stage (strides 4/8/16/32), NCHW or NHWC. ``norm=True`` applies the final
+        norm (a LayerNorm over channels) to the last stage's output, as timm's ``features_only`` models expect; the
+        returned final map stays unnormalised, since :meth:`forward_head` pools before normalising.
 
         Shape:
             (B, C_in, H, W) -> [(B, dims[i], H / 2**(i+2), W / 2**(i+2)) for i in indices]
@@ -284,14 +305,16 @@ class MetaFormer(nn.Module):
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         self.check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        taken, max_index = take_indices(len(self.stages), indices)
         stages = self.stages[: max_index + 1] if stop_early else self.stages
+        last = len(self.stages) - 1
         intermediates = []
         x = self.stem(x)
         for i, stage in enumerate(stages):
             x = stage(x)
-            if i in take_indices:
-                intermediates.append(x if output_fmt == "NHWC" else x.permute(0, 3, 1, 2))
+            if i in taken:
+                y = self.norm(x) if norm and i == last else x
+                intermediates.append(y if output_fmt == "NHWC" else y.permute(0, 3, 1, 2))
         if intermediates_only:
             return intermediates
         return x.permute(0, 3, 1, 2), intermediates
@@ -299,7 +322,7 @@ class MetaFormer(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        taken, max_index = take_indices(len(self.stages), indices)
         self.stages = self.stages[: max_index + 1]
         if max_index < len(self.feature_info) - 1:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
@@ -309,7 +332,7 @@ class MetaFormer(nn.Module):
             self.num_classes = 0
         if prune_norm:
             self.norm = nn.Identity()
-        return take_indices
+        return taken
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: (B, C_in, H, W) -> (B, C, H/32, W/32) (NCHW)."""

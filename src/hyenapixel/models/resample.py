@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.models.convert import checkpoint_filter_fn
+from hyenapixel.models.weights import read_weights
 
 
 def resample_hyenapixel_filters(model: nn.Module, kernel_sizes: Sequence[int]) -> nn.Module:
@@ -33,32 +33,13 @@ def resample_hyenapixel_filters(model: nn.Module, kernel_sizes: Sequence[int]) -
     return model
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as e:  # corrupt header, truncated file
-            raise ValueError(f"cannot read safetensors checkpoint {path}: {e}") from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"refusing or unable to load {path}: only plain tensor checkpoints are accepted (weights_only=True); "
-            f"the file is corrupt or contains pickled code/objects ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from e
-
-
 def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load an official or hyenapixel checkpoint (``.bin``, ``.pth``, ``.safetensors``) into ``model``.
 
-    Never unpickles code (``weights_only=True`` / safetensors). Official keys are converted and HyenaPixel filter
+    The file is read by :func:`~hyenapixel.models.read_weights` (never unpickles code; a missing, corrupt or unsafe
+    file is a :class:`~hyenapixel.models.WeightsError`). Official keys are converted and HyenaPixel filter
     embeddings of another kernel size are resampled (see :func:`checkpoint_filter_fn`).
     """
-    state_dict = checkpoint_filter_fn(_read_state_dict(path), model)
+    state_dict = checkpoint_filter_fn(read_weights(path), model)
     model.load_state_dict(state_dict, strict=strict)
     return model

@@ -60,11 +60,11 @@ def read_weights(path: str | os.PathLike) -> Any:
 
         try:
             return load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - corrupt header, truncated file
+        except Exception as exc:  # corrupt header, truncated file
             raise WeightsError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle errors, zip errors, unsafe globals
+    except Exception as exc:  # pickle errors, zip errors, unsafe globals
         raise WeightsError(
             f"{path} is not a checkpoint that can be loaded safely: only tensor files are accepted "
             f"(weights_only=True / safetensors); it is corrupt, not a checkpoint, or holds pickled objects "
@@ -83,7 +83,7 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
-    except Exception:  # noqa: BLE001 - read_weights has already reported unreadable files
+    except Exception:  # read_weights has already reported unreadable files
         return {}
 
 

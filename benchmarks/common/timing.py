@@ -1,0 +1,63 @@
+"""Interleaved timing of several callables and ratios against a named baseline measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import torch
+
+
+def _cuda_clock() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time, "cuda": _cuda_clock}
+
+
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Median seconds per call of each function: ``warmup`` untimed rounds, then ``max(1, repeats)`` timed rounds,
+    each round calling every function once in turn (so a change of machine load hits all of them alike)."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for k, f in fns.items():
+            t0 = clock()
+            f()
+            times[k].append(clock() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+class Comparison(NamedTuple):
+    """Median seconds per call of each variant and its time over the baseline's (< 1: faster than the baseline)."""
+
+    medians: dict[str, float]
+    baseline: str
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        ref = self.medians[self.baseline]
+        return {k: t / ref for k, t in self.medians.items()}
+
+
+def compare(
+    fns: Mapping[str, Callable[[], object]],
+    baseline: str,
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Comparison:
+    """:func:`interleaved_medians` of ``fns``, one of which is the ``baseline`` the others are divided by."""
+    if baseline not in fns:
+        raise ValueError(f"baseline {baseline!r} is not one of the timed functions: {', '.join(fns)}")
+    return Comparison(interleaved_medians(fns, warmup, repeats, clock), baseline)
