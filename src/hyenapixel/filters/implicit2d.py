@@ -81,17 +81,35 @@ def pair(v: int | tuple[int, int]) -> tuple[int, int]:
 Region = tuple[slice, slice]
 
 
-def _sine_layers(z: torch.Tensor, layers: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Hidden sine layers ``h <- sin(W h + b)``, channels-first; returns every layer's input and the last output.
+def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``(rows + 1, cols)`` matrix whose last row is ones: an input that carries its layer's bias.
 
     Shape:
-        z: (E, P), layers: W_i (H_i, H_{i-1}), b_i (H_i,) -> inputs [(H_{i-1}, P)], output (H_n, P)
+        -> (rows + 1, cols)
     """
-    inputs, h = [], z
-    for w, b in zip(layers[0::2], layers[1::2]):
-        inputs.append(h)
-        h = torch.addmm(b[:, None], w, h).sin_()
-    return inputs, h
+    out = like.new_empty(rows + 1, cols)
+    out[rows] = 1
+    return out
+
+
+def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """Hidden sine layers ``h <- sin(W h + b)``, channels-first, each bias stored as the last column of its weight
+    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias).
+
+    Shape:
+        z: (E, *spatial), weights: (H_i, H_{i-1} + 1) -> inputs of every layer and the last output, each with its
+        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]
+    """
+    e = z.shape[0]
+    h = _with_ones_row(e, z[0].numel(), z)
+    h[:e].view_as(z).copy_(z)
+    hs = [h]
+    for w in weights:
+        out = _with_ones_row(w.shape[0], h.shape[1], h)
+        torch.mm(w, h, out=out[:-1]).sin_()
+        hs.append(out)
+        h = out
+    return hs
 
 
 def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
@@ -106,27 +124,30 @@ def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 class _ImplicitKernel(torch.autograd.Function):
     """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
 
-    The sine frequencies are folded into ``W_i, b_i`` by the caller (``sin(f (W h + b)) = sin((f W) h + f b)``).
-    Only the inputs are saved; backward recomputes the pre-activations (for a 667 x 667 stage-1 kernel each hidden
-    activation is 114 MiB) and computes all gradients with matrix products and in-place elementwise passes, instead
-    of the dozen full-kernel-sized temporaries of the module-by-module graph. Not twice differentiable.
+    The caller folds the sine frequencies and biases into ``weights``: ``[f_i W_i | f_i b_i]`` per hidden layer,
+    since ``sin(f (W h + b)) = sin((f W) h + f b)``. Only the inputs are saved; backward recomputes the hidden
+    activations (for a 667 x 667 stage-1 kernel each is 114 MiB) and computes all gradients with matrix products and
+    in-place elementwise passes, instead of the dozen kernel-sized temporaries of the module-by-module graph.
+    Not twice differentiable.
 
     Shape:
-        z: (E, P), dist: (P,), decay/shift: (C,), w_out: (C, H_n) -> (C, P)
+        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
     """
 
     @staticmethod
-    def forward(ctx, z, dist, decay, shift, w_out, *layers):  # noqa: ANN001, ANN205 - autograd signature
-        ctx.save_for_backward(z, dist, decay, shift, w_out, *layers)
-        _, h = _sine_layers(z, layers)
-        window = _decay(decay, dist).add_(shift[:, None])
+    def forward(ctx, z, dist, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
+        ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
+        h = _sine_layers(z, weights)[-1][:-1]
+        window = _decay(decay, dist.reshape(-1)).add_(shift[:, None])
         return torch.mm(w_out, h).mul_(window)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
-        z, dist, decay, shift, w_out, *layers = ctx.saved_tensors
-        inputs, h = _sine_layers(z, tuple(layers))
+        z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
+        dist = dist.reshape(-1)
+        hs = _sine_layers(z, tuple(weights))
+        h = hs.pop()[:-1]
         grad = grad.contiguous()
         e = _decay(decay, dist)
         t = torch.mm(w_out, h).mul_(grad)  # grad * raw kernel
@@ -136,14 +157,15 @@ class _ImplicitKernel(torch.autograd.Function):
         g_out = torch.mm(g_raw, h.t())
         g_h = torch.mm(w_out.t(), g_raw)
         del t, e, g_raw, h
-        grads: list[torch.Tensor | None] = []
-        for i in range(len(inputs) - 1, -1, -1):
-            w, b, x = layers[2 * i], layers[2 * i + 1], inputs[i]
+        g_weights: list[torch.Tensor] = []
+        for i in range(len(weights) - 1, -1, -1):
+            w, x = weights[i], hs[i]
             # the pre-activation again, turned in place into its derivative cos(W x + b)
-            g_a = g_h.mul_(torch.addmm(b[:, None], w, x).cos_())
-            grads[:0] = [torch.mm(g_a, x.t()), g_a.sum(1)]
-            g_h = torch.mm(w.t(), g_a) if i > 0 or ctx.needs_input_grad[0] else None
-        return g_h, None, g_decay, g_shift, g_out, *grads
+            g_a = g_h.mul_(torch.mm(w, x).cos_())
+            g_weights.insert(0, torch.mm(g_a, x.t()))  # bias gradient in the last column
+            g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or ctx.needs_input_grad[0] else None
+        g_z = g_h.view_as(z) if g_h is not None else None
+        return g_z, None, g_decay, g_shift, g_out, *g_weights
 
 
 class ImplicitFilter2d(nn.Module):
@@ -198,15 +220,14 @@ class ImplicitFilter2d(nn.Module):
         pos_emb, dist = self.pos_emb, self.distance
         if region is not None:
             pos_emb, dist = pos_emb[:, region[0], region[1]], dist[region[0], region[1]]
-        size = pos_emb.shape[1:]
         *body, last = list(self.mlp)
-        layers = []
-        for linear, sine in zip(body[0::2], body[1::2]):  # fold each sine frequency into its linear layer
-            layers += [sine.freq[:, None] * linear.weight, sine.freq * linear.bias]
+        weights = [  # each sine frequency and bias folded into its linear layer
+            torch.cat([sine.freq[:, None] * linear.weight, (sine.freq * linear.bias)[:, None]], 1)
+            for linear, sine in zip(body[0::2], body[1::2])
+        ]
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            k = _ImplicitKernel.apply(
-                pos_emb.reshape(pos_emb.shape[0], -1), dist.reshape(-1), self.decay, self.shift, last.weight, *layers
-            )
+            k = _ImplicitKernel.apply(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
+        size = pos_emb.shape[1:]
         return k.view(self.channels, *size)
 
     @torch.no_grad()

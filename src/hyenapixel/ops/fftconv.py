@@ -49,6 +49,8 @@ __all__ = [
 # S18 stage-1/2 mixers 1.3-1.5x faster and did not help stage 3, whose whole batch (8 MiB) stays in cache.
 SPECTRUM_CHUNK_BYTES = 4 << 20
 SPECTRUM_CHUNK_ABOVE = 12 << 20
+# Padded elements per transformed plane from which the forward transform is one multi-dimensional FFT.
+MULTIDIM_FFT_ABOVE = 64 * 64
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,12 +140,17 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _forward_transform(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-    """Zero-padded real FFT over the planned trailing axes, one axis at a time.
+    """Zero-padded real FFT over the planned trailing axes.
 
-    Transforming the last axis first means the other axes are still unpadded, so that pass touches only the
-    input's rows rather than all ``fft_len`` of them (for a 56 x 56 map padded to 112 x 112, half the work).
+    Small planes go one axis at a time, last axis first: the other axes are still unpadded then, so that pass touches
+    only the input's rows. From ``MULTIDIM_FFT_ABOVE`` padded elements per plane on, one multi-dimensional
+    transform is faster: it reads the strided axes in place, where the per-axis pass along a non-last axis pads and
+    transposes a copy (on the 2-core EPYC: 152 -> 90 ms for a 64 x 200 x 333 map padded to 400 x 672, 1.3-2x for
+    every plane from 64 x 64 on; within +-1 ms below).
     """
     nd = len(plan.axes)
+    if math.prod(plan.fft_shape) >= MULTIDIM_FFT_ABOVE:
+        return torch.fft.rfftn(x, s=plan.fft_shape, dim=tuple(range(-nd, 0)))
     y = torch.fft.rfft(x, n=plan.axes[-1].fft_len, dim=-1)
     for i in range(nd - 2, -1, -1):
         y = torch.fft.fft(y, n=plan.axes[i].fft_len, dim=i - nd)
@@ -259,7 +266,8 @@ class _FFTConv(torch.autograd.Function):
 
         def kernel_grad(i: int, g_f: torch.Tensor) -> None:
             nonlocal gk_f
-            part = (g_f * _forward_transform(x[i : i + g_f.shape[0]], plan).conj()).sum(0)
+            prod = g_f * _forward_transform(x[i : i + g_f.shape[0]], plan).conj()
+            part = prod[0] if prod.shape[0] == 1 else prod.sum(0)  # one sample (dense tasks): no copy
             gk_f = part if gk_f is None else gk_f + part
 
         grad_x = grad_k = None
