@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyenapixel.filters import ExplicitFilter2d, ImplicitFilter2d, SeparableFilter2d
+from hyenapixel.filters import ExplicitFilter2d, ImplicitFilter2d, SeparableFilter2d, implicit2d
 
 
 def _straightforward(f: ImplicitFilter2d) -> torch.Tensor:
@@ -31,7 +31,12 @@ REGIONS = [
 
 @pytest.mark.parametrize("region", REGIONS)
 @pytest.mark.parametrize("num_inner", [0, 1, 2])
-def test_region_equals_the_crop_of_the_straightforward_kernel(region, num_inner: int) -> None:
+@pytest.mark.parametrize("block_elements", [None, 40])  # one block; blocks of one or two kernel rows
+def test_region_equals_the_crop_of_the_straightforward_kernel(
+    monkeypatch, region, num_inner: int, block_elements
+) -> None:
+    if block_elements is not None:
+        monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", block_elements)
     torch.manual_seed(num_inner)
     f = ImplicitFilter2d(5, kernel_size=(9, 7), emb_dim=8, num_inner=num_inner).double()
     with torch.no_grad():  # non-trivial values for every parameter the kernel depends on
@@ -39,6 +44,8 @@ def test_region_equals_the_crop_of_the_straightforward_kernel(region, num_inner:
         for p in f.mlp.parameters():
             p.add_(0.1 * torch.randn_like(p))
     rows, cols = region or (slice(None), slice(None))
+    if block_elements is not None:
+        assert len(implicit2d._row_blocks(f.pos_emb[:, rows, cols], 5)) > 1 or f.pos_emb[:, rows, cols].shape[1] == 1
     got = f(region)
     ref = _straightforward(f)[:, rows, cols]
     assert got.shape == ref.shape

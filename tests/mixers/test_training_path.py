@@ -10,9 +10,10 @@ import copy
 import pytest
 import torch
 
+from hyenapixel.filters import implicit2d
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.models import MIXER_NORM
-from hyenapixel.ops import fftconv2d_ref
+from hyenapixel.ops import fftconv, fftconv2d_ref
 
 
 def _full_kernel(m: HyenaPixelMixer) -> torch.Tensor:
@@ -42,7 +43,14 @@ CASES = [((5, 9), 17), ((9, 5), (21, 11)), ((6, 6), 15), ((7, 10), 9), ((12, 40)
 
 @pytest.mark.parametrize(("size", "kernel_size"), CASES)
 @pytest.mark.parametrize("norm", [None, MIXER_NORM])
-def test_training_path_equals_full_kernel_then_direct_convolution(size, kernel_size, norm) -> None:
+@pytest.mark.parametrize("blocked", [False, True])
+def test_training_path_equals_full_kernel_then_direct_convolution(
+    monkeypatch, size, kernel_size, norm, blocked
+) -> None:
+    if blocked:  # what large maps get on a CPU: FFTs in (sample, channel) blocks, the kernel MLP in row blocks
+        monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+        monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
+        monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", 64)
     torch.manual_seed(0)
     m = HyenaPixelMixer(8, kernel_size, filter_emb_dim=8, qk_norm_layer=norm, out_norm_layer=norm).double().train()
     with torch.no_grad():
