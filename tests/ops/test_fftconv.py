@@ -284,9 +284,15 @@ def test_gradcheck_1d(nl: int, nk: int, causal: bool) -> None:
     assert torch.autograd.gradgradcheck(lambda a, b: fftconv1d(a, b, causal=causal), (x, k))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 3300])  # 1 sample per chunk; 2 per chunk (1600-byte spectra) + rest
-def test_batch_chunks_give_the_same_values_and_gradients(monkeypatch, chunk_bytes: int) -> None:
-    """Large spectra are processed in batch chunks (forward, both backward products, eval); results are unchanged."""
+@pytest.mark.parametrize(
+    ("chunk_bytes", "batch_slices", "channel_slices"),
+    [(1, 5, 2), (900, 5, 2), (1600, 5, 1), (3300, 3, 1)],  # a channel's spectrum is 800 bytes, a sample's 1600
+)
+def test_blocks_give_the_same_values_and_gradients(
+    monkeypatch, chunk_bytes: int, batch_slices: int, channel_slices: int
+) -> None:
+    """Large spectra are processed in blocks of samples and channels (forward, both backward products, eval);
+    results are unchanged."""
     import hyenapixel.ops.fftconv as fc
 
     monkeypatch.setattr(fc, "SPECTRUM_CHUNK_BYTES", chunk_bytes)
@@ -296,9 +302,15 @@ def test_batch_chunks_give_the_same_values_and_gradients(monkeypatch, chunk_byte
     k = torch.randn(2, 9, 7, generator=g, dtype=torch.float64, requires_grad=True)
     plan = plan_conv2d(6, 5, 9, 7)
     k_f = kernel_spectrum(k.detach(), plan)
-    chunk = fc._batch_chunk(k_f, 5)
-    assert (chunk == 1) if chunk_bytes == 1 else (chunk == 2)
-    assert fc._batch_chunk(k_f.to("meta"), 5) == 5  # GPUs (any non-CPU device) transform the whole batch at once
+    blocks = fc.Blocks.make(5, 2, plan, torch.float64, x.device)
+    assert (len(blocks.batch), len(blocks.channels)) == (batch_slices, channel_slices)
+    covered = torch.zeros(5, 2, dtype=torch.int64)
+    for cs in blocks.channels:
+        for bs in blocks.batch:
+            covered[bs, cs] += 1
+    assert covered.eq(1).all()  # every (sample, channel) pair exactly once
+    meta = fc.Blocks.make(5, 2, plan, torch.float64, torch.device("meta"))
+    assert len(meta.batch) == len(meta.channels) == 1  # GPUs (any non-CPU device) transform everything at once
     up = torch.randn(5, 2, 6, 5, generator=g, dtype=torch.float64)
     y = fftconv2d(x, k)
     close_to(y, fftconv2d_ref(x.detach(), k.detach()), 1e-12)

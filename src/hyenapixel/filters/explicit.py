@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hyenapixel.filters.implicit2d import pair
+from hyenapixel.filters.implicit2d import Region, pair
 
 
 class DirectFilter2d(nn.Module):
@@ -42,8 +42,9 @@ class ExplicitFilter2d(DirectFilter2d):
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.randn(channels, kh, kw) * (kh * kw) ** -0.5)
 
-    def forward(self) -> torch.Tensor:
-        return self.weight
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or its taps ``[rows, cols]`` for ``region = (rows, cols)``."""
+        return self.weight if region is None else self.weight[:, region[0], region[1]]
 
 
 class SeparableFilter2d(DirectFilter2d):
@@ -61,5 +62,7 @@ class SeparableFilter2d(DirectFilter2d):
         self.weight_v = nn.Parameter(torch.randn(channels, kh) * kh**-0.5)
         self.weight_h = nn.Parameter(torch.randn(channels, kw) * kw**-0.5)
 
-    def forward(self) -> torch.Tensor:
-        return self.weight_v[:, :, None] * self.weight_h[:, None, :]
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or its taps ``[rows, cols]`` for ``region = (rows, cols)``."""
+        rows, cols = region or (slice(None), slice(None))
+        return self.weight_v[:, rows, None] * self.weight_h[:, None, cols]

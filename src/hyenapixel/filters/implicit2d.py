@@ -5,6 +5,13 @@ kernel(c, x, y) = FFN(PE(x, y))_c * (exp(-|alpha_c| * ||(x, y) - center||) + b_c
 PE is the 2D sine/cosine positional encoding of Wang & Liu (half the channels encode the column, half the row);
 the FFN is a sine-activated MLP with hidden width 2K. The learnable skip term ``skip`` (the Hyena "bias" D) is kept
 here with the filter; mixers add it to the kernel's center tap.
+
+The filter can evaluate any rectangular region of taps alone (``filter(region)``): a convolution never uses the taps
+that cannot reach its output (at 800 x 1333 px a 667 x 667 stage-1 kernel meets a 200 x 333 map through 399 x 667
+of them), so the mixers ask only for those. The kernel is computed by one autograd function that folds the sine
+frequencies into the linear layers and recomputes its activations in backward instead of storing them
+(:class:`_ImplicitKernel`); it equals the module-by-module evaluation ``mlp(pos_emb) * window()`` up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from hyenapixel.filters.decay import decay_rates
 from hyenapixel.filters.mlp import SineMLP
@@ -70,6 +78,124 @@ def pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+Region = tuple[slice, slice]
+
+
+def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``(rows + 1, cols)`` matrix whose last row is ones: an input that carries its layer's bias.
+
+    Shape:
+        -> (rows + 1, cols)
+    """
+    out = like.new_empty(rows + 1, cols)
+    out[rows] = 1
+    return out
+
+
+def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """Hidden sine layers ``h <- sin(W h + b)``, channels-first, each bias stored as the last column of its weight
+    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias).
+
+    Shape:
+        z: (E, *spatial), weights: (H_i, H_{i-1} + 1) -> inputs of every layer and the last output, each with its
+        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]
+    """
+    e = z.shape[0]
+    h = _with_ones_row(e, z[0].numel(), z)
+    h[:e].view_as(z).copy_(z)
+    hs = [h]
+    for w in weights:
+        out = _with_ones_row(w.shape[0], h.shape[1], h)
+        torch.mm(w, h, out=out[:-1]).sin_()
+        hs.append(out)
+        h = out
+    return hs
+
+
+def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """``exp(-|decay_c| * dist_p)``.
+
+    Shape:
+        decay (C,), dist (P,) -> (C, P)
+    """
+    return torch.outer(decay.abs(), dist).neg_().exp_()
+
+
+# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (256 KiB
+# in float32), so the whole MLP chain of a block runs in cache. On the 2-core EPYC the stage-1 kernel of an
+# 800 x 1333 input (64 channels, 399 x 665 taps) evaluates in 118 ms in blocks against 271 ms in one piece.
+BLOCK_ELEMENTS = 1 << 16
+
+
+def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
+    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each.
+
+    Shape:
+        z: (E, h, w)
+    """
+    rows, width = z.shape[1], z.shape[2]
+    step = max(1, BLOCK_ELEMENTS // (widest * width))
+    return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+class _ImplicitKernel(torch.autograd.Function):
+    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
+
+    The caller folds the sine frequencies and biases into ``weights``: ``[f_i W_i | f_i b_i]`` per hidden layer,
+    since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
+    (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
+    recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
+    is 114 MiB, a block's 256 KiB). Not twice differentiable.
+
+    Shape:
+        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
+    """
+
+    @staticmethod
+    def forward(ctx, z, dist, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
+        ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
+        width = z.shape[2]
+        out = z.new_empty(w_out.shape[0], z.shape[1] * width)
+        for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
+            h = _sine_layers(z[:, rows], weights)[-1][:-1]
+            block = out[:, rows.start * width : rows.stop * width]
+            torch.mm(w_out, h, out=block)
+            block.mul_(_decay(decay, dist[rows].reshape(-1)).add_(shift[:, None]))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
+        z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
+        grad = grad.contiguous()
+        width = z.shape[2]
+        g_shift, g_decay = torch.zeros_like(shift), torch.zeros_like(decay)
+        g_out = torch.zeros_like(w_out)
+        g_weights = [torch.zeros_like(w) for w in weights]
+        g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
+        for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
+            hs = _sine_layers(z[:, rows], tuple(weights))
+            h = hs.pop()[:-1]
+            g = grad[:, rows.start * width : rows.stop * width]
+            d = dist[rows].reshape(-1)
+            e = _decay(decay, d)
+            t = torch.mm(w_out, h).mul_(g)  # grad * raw kernel
+            g_shift += t.sum(1)
+            g_decay.addmv_(t.mul_(e), d)
+            g_raw = torch.mul(g, e.add_(shift[:, None]), out=t)  # gradient of the raw MLP output
+            g_out.addmm_(g_raw, h.t())
+            g_h = torch.mm(w_out.t(), g_raw)
+            for i in range(len(weights) - 1, -1, -1):
+                w, x = weights[i], hs[i]
+                # the pre-activation again, turned in place into its derivative cos(W x + b)
+                g_a = g_h.mul_(torch.mm(w, x).cos_())
+                g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
+                g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
+            if g_z is not None:
+                g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
+        return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
+
+
 class ImplicitFilter2d(nn.Module):
     """Implicit 2D long-convolution filter of HyenaPixel.
 
@@ -113,10 +239,24 @@ class ImplicitFilter2d(nn.Module):
         """
         return torch.exp(-self.distance * self.decay.abs()[:, None, None]) + self.shift[:, None, None]
 
-    def forward(self) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        k = self.mlp(self.pos_emb.flatten(1).t()).view(self.channels, kh, kw)
-        return k * self.window()
+    def forward(self, region: Region | None = None) -> torch.Tensor:
+        """The kernel, or only its taps ``[rows, cols]`` for ``region = (rows, cols)`` (two unit-step slices).
+
+        Shape:
+            -> (channels, kh, kw), or (channels, len(rows), len(cols)) for a region
+        """
+        pos_emb, dist = self.pos_emb, self.distance
+        if region is not None:
+            pos_emb, dist = pos_emb[:, region[0], region[1]], dist[region[0], region[1]]
+        *body, last = list(self.mlp)
+        weights = [  # each sine frequency and bias folded into its linear layer
+            torch.cat([sine.freq[:, None] * linear.weight, (sine.freq * linear.bias)[:, None]], 1)
+            for linear, sine in zip(body[0::2], body[1::2])
+        ]
+        with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
+            k = _ImplicitKernel.apply(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
+        size = pos_emb.shape[1:]
+        return k.view(self.channels, *size)
 
     @torch.no_grad()
     def resample_(self, kernel_size: int | tuple[int, int]) -> ImplicitFilter2d:

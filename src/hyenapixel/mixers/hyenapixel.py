@@ -16,7 +16,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers.cache import SpectrumCache
-from hyenapixel.ops import plan_conv2d
+from hyenapixel.ops import conv_with_plan, plan_conv2d
 
 
 def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -25,9 +25,9 @@ def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...])
     Shape:
         kernel (C, *k), skip (C,) -> (C, *k)
     """
-    onehot = torch.zeros(kernel.shape[1:], dtype=kernel.dtype, device=kernel.device)
-    onehot[center] = 1
-    return torch.addcmul(kernel, skip.view(-1, *([1] * (kernel.dim() - 1))).to(kernel.dtype), onehot)
+    out = kernel.clone()  # one copy; its backward is a plain pass-through plus one gathered tap for the skip
+    out[(slice(None), *center)] += skip.to(kernel.dtype)
+    return out
 
 
 class HyenaPixelMixer(nn.Module):
@@ -73,24 +73,38 @@ class HyenaPixelMixer(nn.Module):
         self.drop = nn.Dropout(drop)
         self.spectrum_cache = SpectrumCache()
 
-    def kernel(self) -> torch.Tensor:
-        """The long kernel including the skip term at its center tap.
+    def kernel(self, region: tuple[slice, slice] | None = None) -> torch.Tensor:
+        """The long kernel including the skip term at its center tap; only the taps ``region = (rows, cols)`` if
+        given (unit-step slices, as :attr:`hyenapixel.ops.ConvPlan.taps` gives them).
 
         Shape:
-            -> (C, kh, kw)
+            -> (C, kh, kw), or (C, len(rows), len(cols)) for a region
         """
-        k = self.filter()
-        return with_skip(k, self.filter.skip, (k.shape[-2] // 2, k.shape[-1] // 2))
+        k = self.filter(region)
+        kh, kw = self.filter.kernel_size
+        rows, cols = region or (slice(None), slice(None))
+        center = (kh // 2 - (rows.indices(kh)[0]), kw // 2 - (cols.indices(kw)[0]))
+        if not (0 <= center[0] < k.shape[-2] and 0 <= center[1] < k.shape[-1]):
+            return k  # the center tap is not in the region
+        return with_skip(k, self.filter.skip, center)
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) to a channels-first map.
+
+        Only the kernel taps that can reach the map are generated (``plan.taps``): at 800 x 1333 px, 399 x 667 of
+        the 667 x 667 stage-1 taps. With a gradient into the filter the kernel is regenerated on every call (its
+        backward recomputes the filter's activations, see :class:`~hyenapixel.filters.ImplicitFilter2d`); otherwise
+        the cached spectrum is used.
 
         Shape:
             (B, C, H, W) -> (B, C, H, W)
         """
         kh, kw = self.filter.kernel_size
-        plan = plan_conv2d(u.shape[-2], u.shape[-1], kh, kw)
-        return self.spectrum_cache.convolve(self.filter, u, plan, self.kernel)
+        full = plan_conv2d(u.shape[-2], u.shape[-1], kh, kw)
+        taps, plan = full.taps, full.cropped()
+        if self.spectrum_cache.active(self.filter):
+            return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(taps))
+        return conv_with_plan(u, self.kernel(taps), plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively

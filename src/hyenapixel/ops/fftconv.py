@@ -44,11 +44,15 @@ __all__ = [
 ]
 
 
-# CPU only: when a batch's complex spectra exceed SPECTRUM_CHUNK_ABOVE bytes, the FFT path runs in batch chunks of
-# at most about SPECTRUM_CHUNK_BYTES. Tuned on a 2-core EPYC with 32 MiB L3 (docs/benchmarks.md): chunking made the
-# S18 stage-1/2 mixers 1.3-1.5x faster and did not help stage 3, whose whole batch (8 MiB) stays in cache.
-SPECTRUM_CHUNK_BYTES = 4 << 20
+# CPU only: when a batch's complex spectra exceed SPECTRUM_CHUNK_ABOVE bytes, the FFT path runs in blocks of samples
+# and channels (the convolution is depthwise, so both are independent) whose spectra take at most about
+# SPECTRUM_CHUNK_BYTES, so that transform, product and inverse transform of a block run in cache. Tuned on a 2-core
+# EPYC (docs/benchmarks.md, docs/benchmarks_dense.md): a 64-channel 200 x 333 map with a 399 x 665 kernel convolves
+# in 83 ms in one-channel blocks against 335 ms in one piece; 0.5-2 MiB blocks are best from 224 px to 512 x 2048.
+SPECTRUM_CHUNK_BYTES = 3 << 19
 SPECTRUM_CHUNK_ABOVE = 12 << 20
+# Padded elements per transformed plane from which the forward transform is one multi-dimensional FFT.
+MULTIDIM_FFT_ABOVE = 64 * 64
 
 
 @functools.lru_cache(maxsize=4096)
@@ -110,6 +114,15 @@ class ConvPlan:
     def fft_shape(self) -> tuple[int, ...]:
         return tuple(a.fft_len for a in self.axes)
 
+    @property
+    def taps(self) -> tuple[slice, ...]:
+        """Per axis, the kernel taps that can reach an output; a kernel generator needs to compute only these."""
+        return tuple(slice(a.start, a.stop) for a in self.axes)
+
+    def cropped(self) -> ConvPlan:
+        """The same convolution for a kernel that is already cut down to :attr:`taps` (same FFT lengths)."""
+        return ConvPlan(tuple(dataclasses.replace(a, start=0, stop=a.stop - a.start) for a in self.axes))
+
 
 def plan_conv2d(height: int, width: int, kh: int, kw: int) -> ConvPlan:
     """Plan for :func:`fftconv2d` of an ``height x width`` input with a ``kh x kw`` kernel centered at ``k//2``.
@@ -136,12 +149,17 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _forward_transform(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-    """Zero-padded real FFT over the planned trailing axes, one axis at a time.
+    """Zero-padded real FFT over the planned trailing axes.
 
-    Transforming the last axis first means the other axes are still unpadded, so that pass touches only the
-    input's rows rather than all ``fft_len`` of them (for a 56 x 56 map padded to 112 x 112, half the work).
+    Small planes go one axis at a time, last axis first: the other axes are still unpadded then, so that pass touches
+    only the input's rows. From ``MULTIDIM_FFT_ABOVE`` padded elements per plane on, one multi-dimensional
+    transform is faster: it reads the strided axes in place, where the per-axis pass along a non-last axis pads and
+    transposes a copy (on the 2-core EPYC: 152 -> 90 ms for a 64 x 200 x 333 map padded to 400 x 672, 1.3-2x for
+    every plane from 64 x 64 on; within +-1 ms below).
     """
     nd = len(plan.axes)
+    if math.prod(plan.fft_shape) >= MULTIDIM_FFT_ABOVE:
+        return torch.fft.rfftn(x, s=plan.fft_shape, dim=tuple(range(-nd, 0)))
     y = torch.fft.rfft(x, n=plan.axes[-1].fft_len, dim=-1)
     for i in range(nd - 2, -1, -1):
         y = torch.fft.fft(y, n=plan.axes[i].fft_len, dim=i - nd)
@@ -163,51 +181,74 @@ def _inverse_transform(
     return y.narrow(-1, starts[-1], lengths[-1])
 
 
-def _batch_chunk(spectrum: torch.Tensor, batch: int) -> int:
-    """Samples per batch chunk for one sample's kernel-sized ``spectrum``: the whole batch on GPUs and for small
-    spectra, else chunks whose spectra stay cache-sized (``SPECTRUM_CHUNK_BYTES``).
-
-    On a CPU a stage-1 spectrum of a whole batch (tens of MiB) spills out of the last-level cache and makes the
-    pointwise product and the transforms memory-bound; per-chunk transforms keep them in cache. GPUs want the
-    opposite: one large batched transform.
-    """
-    per_sample = spectrum.numel() * spectrum.element_size()
-    if spectrum.device.type != "cpu" or per_sample * batch <= SPECTRUM_CHUNK_ABOVE:
-        return max(batch, 1)
-    return max(1, SPECTRUM_CHUNK_BYTES // max(per_sample, 1))
+def _spectrum_bytes(plan: ConvPlan, dtype: torch.dtype) -> int:
+    """Bytes of one channel's complex spectrum under ``plan`` for real inputs of ``dtype``."""
+    *rows, last = plan.fft_shape
+    return math.prod(rows) * (last // 2 + 1) * 2 * torch.empty((), dtype=dtype).element_size()
 
 
-def _filter_chunks(
+@dataclass(frozen=True)
+class Blocks:
+    """How the (batch, channel) pairs of a convolution are split into blocks: every batch slice for each channel
+    slice in turn (channel-major), so a block's kernel spectrum is made once and the kernel gradient of a channel
+    slice is complete, and transformed back, as soon as its last batch slice is done."""
+
+    batch: tuple[slice, ...]
+    channels: tuple[slice, ...]
+
+    @staticmethod
+    def make(batch: int, channels: int, plan: ConvPlan, dtype: torch.dtype, device: torch.device) -> Blocks:
+        """The whole problem on GPUs and when its spectra are small; else blocks of at most about
+        ``SPECTRUM_CHUNK_BYTES`` of spectrum: whole samples while one fits, else single samples split by channel."""
+        per_channel = _spectrum_bytes(plan, dtype)
+        whole = (slice(0, batch),), (slice(0, channels),)
+        if device.type != "cpu" or per_channel * channels * batch <= SPECTRUM_CHUNK_ABOVE:
+            return Blocks(*whole)
+        if per_channel * channels <= SPECTRUM_CHUNK_BYTES:
+            step = SPECTRUM_CHUNK_BYTES // (per_channel * channels)
+            return Blocks(tuple(slice(i, i + step) for i in range(0, batch, step)), whole[1])
+        step = max(1, SPECTRUM_CHUNK_BYTES // per_channel)
+        return Blocks(
+            tuple(slice(i, i + 1) for i in range(batch)), tuple(slice(c, c + step) for c in range(0, channels, step))
+        )
+
+
+def _convolve_blocks(
     x: torch.Tensor,
-    k_f: torch.Tensor,
+    spectrum_of: Callable[[slice], torch.Tensor],
     plan: ConvPlan,
     starts: tuple[int, ...] | None = None,
     lengths: tuple[int, ...] | None = None,
-    visit: Callable[[int, torch.Tensor], None] | None = None,
+    visit: Callable[[slice, slice, torch.Tensor], None] | None = None,
+    done: Callable[[slice], None] | None = None,
 ) -> torch.Tensor:
-    """``crop(IFFT(FFT(x) * k_f))`` computed in cache-sized batch chunks into one compact output tensor.
+    """``crop(IFFT(FFT(x) * K))`` block by block (:class:`Blocks`) into one compact output tensor.
 
-    ``visit(i, x_f)``, if given, is called with each chunk's spectrum and its first batch index, so that a caller
-    can reuse the spectrum (the backward uses it for the kernel gradient). Built from differentiable operations
-    (slice assignment into a fresh tensor), so it can be used inside a backward that must itself be differentiable.
+    ``spectrum_of(channels)`` gives the kernel spectrum ``K`` of a channel slice (once per slice). ``visit(batch,
+    channels, x_f)``, if given, sees each block's input spectrum (the backward reuses it for the kernel gradient),
+    and ``done(channels)`` is called when a channel slice is finished. Built from differentiable operations (slice
+    assignment into a fresh tensor), so it can be used inside a backward that must itself be differentiable.
 
     Shape:
-        x: (B, C, *spatial), k_f: (C, *spectrum) -> (B, C, *lengths)
+        x: (B, C, *spatial), spectrum_of(slice) -> (len(slice), *spectrum) -> (B, C, *lengths)
     """
-    batch = x.shape[0]
-    chunk = _batch_chunk(k_f, batch)
+    blocks = Blocks.make(x.shape[0], x.shape[1], plan, _compute_dtype(x.dtype), x.device)
     out = None
-    for i in range(0, batch, chunk):
-        x_f = _forward_transform(x[i : i + chunk], plan)
-        if visit is not None:
-            visit(i, x_f)
-        y = _inverse_transform(x_f * k_f, plan, starts, lengths)
-        if chunk >= batch:
-            # contiguous: the cropped view would otherwise keep the whole padded inverse-FFT buffer alive
-            return y.contiguous()
-        if out is None:
-            out = y.new_empty((batch, *y.shape[1:]))
-        out[i : i + chunk] = y
+    for cs in blocks.channels:
+        k_f = spectrum_of(cs)
+        for bs in blocks.batch:
+            x_f = _forward_transform(x[bs, cs], plan)
+            if visit is not None:
+                visit(bs, cs, x_f)
+            y = _inverse_transform(x_f * k_f, plan, starts, lengths)
+            if len(blocks.batch) == len(blocks.channels) == 1:
+                out = y.contiguous()  # the cropped view would otherwise keep the whole padded inverse-FFT buffer
+            else:
+                if out is None:
+                    out = y.new_empty((*x.shape[:2], *y.shape[2:]))
+                out[bs, cs] = y
+        if done is not None:
+            done(cs)
     return out
 
 
@@ -234,11 +275,12 @@ class _FFTConv(torch.autograd.Function):
 
     With ``G`` the spectrum of the output gradient and ``P`` the delay by the kernel center:
     ``grad_x = crop_[0, L)(IFFT(G P conj(K)))`` and ``grad_k = crop_[0, taps)(IFFT(P sum_b G_b conj(X_b)))``.
+    Both run block by block (:class:`Blocks`), the kernel gradient of a channel slice right after its last block.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-        y = _filter_chunks(x, _forward_transform(k, plan), plan)
+        y = _convolve_blocks(x, lambda cs: _forward_transform(k[cs], plan), plan)
         ctx.plan = plan
         ctx.kernel_shape = tuple(k.shape[1:])
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, k)
@@ -248,28 +290,42 @@ class _FFTConv(torch.autograd.Function):
     def backward(ctx, grad_y: torch.Tensor):  # built from differentiable ops: double backward works too
         x, k = ctx.saved_tensors
         plan = ctx.plan
-        k_f = _forward_transform(k, plan)  # cheap (C kernels); recomputed so higher-order grads reach k
         nd = len(plan.axes)
-        grad_y = grad_y.to(k_f.real.dtype).contiguous()
-        phase = _shift_phase(plan, k_f.device, k_f.dtype)
+        grad_y = grad_y.to(_compute_dtype(k.dtype)).contiguous()
+        ctype = torch.promote_types(grad_y.dtype, torch.complex64)
+        phase = _shift_phase(plan, grad_y.device, ctype)
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gk_f = None  # sum over the batch of G_b conj(X_b), accumulated chunk by chunk
+        parts: list[torch.Tensor] = []  # kernel-gradient spectra sum_b G_b conj(X_b) of the current channel slice
+        grad_k_slices: list[torch.Tensor] = []
 
-        def kernel_grad(i: int, g_f: torch.Tensor) -> None:
-            nonlocal gk_f
-            part = (g_f * _forward_transform(x[i : i + g_f.shape[0]], plan).conj()).sum(0)
-            gk_f = part if gk_f is None else gk_f + part
+        def kernel_grad(bs: slice, cs: slice, g_f: torch.Tensor) -> None:
+            prod = g_f * _forward_transform(x[bs, cs], plan).conj()
+            part = prod[0] if prod.shape[0] == 1 else prod.sum(0)  # one sample (dense tasks): no copy
+            parts.append(part if not parts else parts.pop() + part)
+
+        def finish_kernel_grad(cs: slice) -> None:
+            grad_k_slices.append(_inverse_transform(parts.pop() * phase, plan, (0,) * nd, ctx.kernel_shape))
 
         grad_x = grad_k = None
         if need_x:  # each output-gradient spectrum serves both gradients
             starts, lengths = (0,) * nd, tuple(a.length for a in plan.axes)
-            grad_x = _filter_chunks(grad_y, k_f.conj() * phase, plan, starts, lengths, kernel_grad if need_k else None)
+            grad_x = _convolve_blocks(
+                grad_y,
+                lambda cs: _forward_transform(k[cs], plan).conj() * phase,  # recomputed so double backward reaches k
+                plan,
+                starts,
+                lengths,
+                kernel_grad if need_k else None,
+                finish_kernel_grad if need_k else None,
+            )
         elif need_k:
-            chunk = _batch_chunk(k_f, grad_y.shape[0])
-            for i in range(0, grad_y.shape[0], chunk):
-                kernel_grad(i, _forward_transform(grad_y[i : i + chunk], plan))
+            blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], plan, grad_y.dtype, grad_y.device)
+            for cs in blocks.channels:
+                for bs in blocks.batch:
+                    kernel_grad(bs, cs, _forward_transform(grad_y[bs, cs], plan))
+                finish_kernel_grad(cs)
         if need_k:
-            grad_k = _inverse_transform(gk_f * phase, plan, (0,) * nd, ctx.kernel_shape)
+            grad_k = grad_k_slices[0] if len(grad_k_slices) == 1 else torch.cat(grad_k_slices)
         return grad_x, grad_k, None
 
 
@@ -281,8 +337,7 @@ def conv_with_plan(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Te
     """
     out_dtype = x.dtype
     ctype = _compute_dtype(x.dtype)
-    index = (slice(None),) + tuple(slice(a.start, a.stop) for a in plan.axes)
-    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[index], plan)
+    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
 
@@ -297,9 +352,7 @@ def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None =
         layout = "(C, kh, kw)" if nd == 2 else "(C, K)"
         raise ValueError(f"kernel must have {nd + 1} dims {layout}, got shape {tuple(k.shape)}")
     k = k.to(_compute_dtype(dtype or k.dtype))
-    index = (slice(None),) + tuple(slice(a.start, a.stop) for a in plan.axes)
-    k = k[index]
-    return _forward_transform(k, plan)
+    return _forward_transform(k[(slice(None), *plan.taps)], plan)
 
 
 def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
@@ -310,7 +363,7 @@ def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.
     """
     out_dtype = x.dtype
     x = x.to(_compute_dtype(x.dtype))
-    return _filter_chunks(x, k_f, plan).to(out_dtype)
+    return _convolve_blocks(x, lambda cs: k_f[cs], plan).to(out_dtype)
 
 
 def _check_pair(x: torch.Tensor, k: torch.Tensor, nd: int, name: str) -> None:

@@ -1,0 +1,62 @@
+"""The dense-size training path of the FFT convolution: kernels larger than the map cut to the taps that can reach
+it (:attr:`ConvPlan.taps`, :meth:`ConvPlan.cropped`), and the one-call multi-dimensional transform used for large
+planes, against the direct float64 convolution ``fftconv2d_ref``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyenapixel.ops import conv_with_plan, fftconv2d, fftconv2d_ref, kernel_spectrum, plan_conv2d
+from hyenapixel.ops.fftconv import MULTIDIM_FFT_ABOVE, apply_spectrum
+
+# (nh, nw, kh, kw): covering kernels 2F - 1 as at 800 x 1333 (both axes cut on a non-square map), even and odd
+# kernels larger than the map on one axis only, and a plane above / below the multi-dimensional FFT threshold.
+SHAPES = [(10, 17, 35, 35), (9, 6, 19, 4), (6, 9, 8, 30), (40, 70, 139, 139), (5, 7, 3, 3)]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-12) -> None:
+    """Float64 agreement relative to the result's scale (large kernels sum thousands of taps)."""
+    assert a.shape == b.shape
+    assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize(("nh", "nw", "kh", "kw"), SHAPES)
+def test_taps_are_exactly_the_reachable_ones(nh: int, nw: int, kh: int, kw: int) -> None:
+    # A tap at offset d from the kernel center reaches some output iff |d| <= side - 1 (from the definition).
+    plan = plan_conv2d(nh, nw, kh, kw)
+    for taps, n, k in zip(plan.taps, (nh, nw), (kh, kw)):
+        reachable = [a for a in range(k) if abs(a - k // 2) <= n - 1]
+        assert list(range(k))[taps] == reachable
+
+
+@pytest.mark.parametrize(("nh", "nw", "kh", "kw"), SHAPES)
+def test_cropped_kernel_gives_the_full_kernels_convolution(nh: int, nw: int, kh: int, kw: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, nh, nw, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, kh, kw, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 3, nh, nw, generator=g, dtype=torch.float64)
+    plan = plan_conv2d(nh, nw, kh, kw)
+    y = conv_with_plan(x, k[(slice(None), *plan.taps)], plan.cropped())
+    ref = fftconv2d_ref(x, k)
+    _close(y, ref)
+    got = torch.autograd.grad((y * up).sum(), (x, k))
+    want = torch.autograd.grad((ref * up).sum(), (x, k))
+    for a, b in zip(got, want):
+        _close(a, b)
+    assert plan.cropped().fft_shape == plan.fft_shape
+    # the eval path: spectrum of the cut kernel under the cropped plan
+    k_f = kernel_spectrum(k.detach()[(slice(None), *plan.taps)], plan.cropped())
+    _close(apply_spectrum(x.detach(), k_f, plan.cropped()), ref.detach())
+
+
+def test_large_planes_use_the_multidimensional_transform_and_stay_exact() -> None:
+    # 40 x 70 with a 139 kernel pads to 80 x 140 (above the threshold); float32 against float64 direct.
+    plan = plan_conv2d(40, 70, 139, 139)
+    assert plan.fft_shape[0] * plan.fft_shape[1] >= MULTIDIM_FFT_ABOVE
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 40, 70, generator=g)
+    k = torch.randn(4, 139, 139, generator=g) / 139
+    ref = fftconv2d_ref(x, k)
+    err = (fftconv2d(x, k).double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-5
