@@ -1,5 +1,5 @@
 """The import rule of DESIGN.md: imports only go downward,
-``cli -> (train | analysis) -> (models | data) -> mixers -> (filters | layers) -> ops``."""
+``cli -> (train | analysis | dense) -> (models | data) -> mixers -> (filters | layers) -> ops``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hyenapixel"
-RANK = {"ops": 0, "filters": 1, "layers": 1, "mixers": 2, "models": 3, "data": 3, "train": 4, "analysis": 4, "cli": 5}
+RANK = {
+    "ops": 0,
+    "filters": 1,
+    "layers": 1,
+    "mixers": 2,
+    "models": 3,
+    "data": 3,
+    "train": 4,
+    "analysis": 4,
+    "dense": 4,
+    "cli": 5,
+}
 
 
 def _imported_subpackages(path: Path) -> set[str]:
