@@ -23,6 +23,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "hyenapixel.cli.train"),
     ("validate", "hyenapixel.cli.validate"),
+    ("dense-train", "hyenapixel.cli.dense_train"),
 ]
 
 
