@@ -12,4 +12,4 @@ fi
 # pyproject.toml itself only states minimum versions.
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || \
   .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,dense]"
