@@ -19,6 +19,7 @@ _CHOICES = {"task": ("segmentation", "detection"), "kernel_policy": ("cover", "p
 _HELP = {
     "task": "segmentation: UPerNet (smp) scored by mIoU; detection: Mask R-CNN (torchvision) scored by COCO AP",
     "model": "backbone, a registered model name",
+    "dims": "backbone channels of the four stages (none: the model's own; ignored with --checkpoint)",
     "checkpoint": "ImageNet weights for the backbone (official file or a run of ours)",
     "kernel_policy": "cover: kernels resampled to 2F-1 of the feature maps; paper: the 224-px kernels",
     "image_size": "image side of the generated data, a multiple of 32",
@@ -36,14 +37,15 @@ _HELP = {
 _DEFAULTS = {
     "task": "segmentation",
     "model": "hpx_former_s4",
+    "dims": (32, 64, 128, 256),
     "checkpoint": None,
     "kernel_policy": "cover",
     "image_size": 64,
     "train_samples": 768,
     "val_samples": 128,
-    "epochs": 8,
+    "epochs": 12,
     "batch_size": 16,
-    "lr": 1e-3,
+    "lr": 2e-3,
     "weight_decay": 0.05,
     "decoder_channels": 64,
     "seed": 0,
@@ -55,15 +57,30 @@ _DEFAULTS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field of :class:`hyenapixel.dense.builtin.DenseRunConfig` (defaults kept in sync by a test)."""
     for name, default in _DEFAULTS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, tuple):
+            shown = " ".join(map(str, default))
+            parser.add_argument(flag, dest=name, type=_dims, default=default, metavar="C1,C2,C3,C4|none",
+                                help=f"{_HELP[name]} (default: {shown})")  # fmt: skip
+            continue
         kind = type(default) if default is not None else str
         parser.add_argument(
-            "--" + name.replace("_", "-"),
+            flag,
             dest=name,
             type=kind,
             default=default,
             choices=_CHOICES.get(name),
             help=f"{_HELP[name]} (default: {default})",
         )
+
+
+def _dims(text: str) -> tuple[int, ...] | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four comma-separated integers or 'none', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,6 +39,8 @@ class DenseRunConfig:
     """segmentation: UPerNet scored by mIoU; detection: Mask R-CNN scored by COCO mask/box AP."""
     model: str = "hpx_former_s4"
     """Backbone (a registered model name)."""
+    dims: tuple[int, ...] | None = (32, 64, 128, 256)
+    """Backbone channels per stage (None: the model's own, 64/128/320/512 for S4); ignored with a checkpoint."""
     checkpoint: str | None = None
     """ImageNet weights for the backbone (official file or a run of ours); default: random init."""
     kernel_policy: str = "cover"
@@ -47,9 +49,9 @@ class DenseRunConfig:
     """Image side of the generated data (>= 32)."""
     train_samples: int = 768
     val_samples: int = 128
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     """AdamW peak learning rate (linear warm-up over 10% of the steps, cosine decay)."""
     weight_decay: float = 0.05
     decoder_channels: int = 64
@@ -75,22 +77,30 @@ class DenseRunConfig:
             raise DenseInputError("UPerNet's decoder uses BatchNorm: --batch-size must be >= 2 for segmentation")
         if self.lr <= 0:
             raise DenseInputError(f"--lr must be positive, got {self.lr}")
+        if self.dims is not None and (len(self.dims) != 4 or min(self.dims) < 1):
+            raise DenseInputError(f"--dims needs four positive channel counts, got {list(self.dims)}")
 
 
 def _model(cfg: DenseRunConfig) -> nn.Module:
     policy = dict(kernel_policy=cfg.kernel_policy, img_size=cfg.image_size if cfg.kernel_policy == "cover" else None)
+    arch = {"dims": tuple(cfg.dims)} if cfg.dims is not None and cfg.checkpoint is None else {}
     if cfg.task == "segmentation":
         return upernet(
             cfg.model,
             len(SHAPE_CLASSES),
             checkpoint=cfg.checkpoint,
             decoder_channels=cfg.decoder_channels,
+            backbone_kwargs=arch,
             **policy,
         )
     return mask_rcnn(
         cfg.model,
         len(SHAPE_CLASSES),
         checkpoint=cfg.checkpoint,
+        backbone_kwargs=arch,
+        rpn_pre_nms_top_n_train=500,
+        rpn_post_nms_top_n_train=250,
+        box_batch_size_per_image=64,
         min_size=cfg.image_size,
         max_size=cfg.image_size,
         fpn_channels=cfg.decoder_channels,

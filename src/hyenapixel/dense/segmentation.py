@@ -2,8 +2,8 @@
 ADE20k": UperNet on the four stage outputs).
 
 After ``import hyenapixel`` every registered model is a timm encoder for smp, so
-``smp.UPerNet(encoder_name="tu-hpx_former_s18", encoder_weights=None, classes=150)`` works as it is. smp >= 0.5's
-UPerNet decoder already puts a LayerNorm on each stage output (the paper's stage-specific norm). :func:`upernet`
+``smp.UPerNet(encoder_name="tu-hpx_former_s18", encoder_weights=None, classes=150)`` works as it is. smp 0.6's UPerNet
+decoder already puts a LayerNorm on each stage output (the paper's stage-specific norm). :func:`upernet`
 adds what smp cannot do by itself: start from an official or our own checkpoint, and the kernel policies.
 """
 
