@@ -1,8 +1,8 @@
 """Train a HyenaPixel segmenter or detector on the built-in shapes task (a CPU-sized version of paper Section 4.3).
 
-  hyenapixel dense-train                                  # UPerNet + hpx_former_s4, reports val mIoU
+  hyenapixel dense-train                                  # UPerNet + small hpx_former_s4, reports val mIoU
   hyenapixel dense-train --task detection                 # Mask R-CNN + hpx_former_s4, reports COCO AP
-  hyenapixel dense-train --model c_hpx_former_s18 --checkpoint pytorch_model.bin --kernel-policy paper
+  hyenapixel dense-train --model c_hpx_former_s18 --dims none --checkpoint pytorch_model.bin --kernel-policy paper
 
 The run folder (--output, default runs/<timestamp>-dense-<task>-<model>) gets config.yaml, metrics.csv,
 summary.json and predictions.png. The summary states the trivial baseline scored by the same metric.

@@ -39,6 +39,8 @@ __all__ = [
     "StageNorm",
     "backbone",
     "feature_sizes",
+    "hyenapixel_kernel_sizes",
+    "padded_size",
 ]
 
 STRIDES = (4, 8, 16, 32)

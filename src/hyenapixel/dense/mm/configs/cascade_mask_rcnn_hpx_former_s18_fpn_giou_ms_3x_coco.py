@@ -6,8 +6,8 @@
 #   * the lr is multiplied by 0.1 at epochs 27 and 33 (the text says "halving").
 # Self-contained (no _base_ files): every setting is in this file. Batch 16 = 8 GPUs x 2 images.
 # Run:  mim train mmdet THIS_FILE --launcher pytorch --gpus 8   (or tools/dist_train.sh THIS_FILE 8)
-# Weights: set model.backbone.checkpoint to the official hpx_former_s18 ImageNet weights
-# (pytorch_model.bin of Spravil/hpx_former_s18.westai_in1k), or pretrained=True to download them.
+# Weights: pretrained=True downloads the official hpx_former_s18 ImageNet weights (Spravil/hpx_former_s18.westai_in1k);
+# offline, set checkpoint="/path/to/pytorch_model.bin" and pretrained=False.
 
 custom_imports = dict(imports=["hyenapixel.dense.mm.plugin"], allow_failed_imports=False)
 default_scope = "mmdet"

@@ -4,7 +4,8 @@
 # stochastic depth 0.4, batch 16 = 4 GPUs x 4 images, mixed precision with dynamic loss scaling.
 # Self-contained (no _base_ files): every setting is in this file.
 # Run:  mim train mmsegmentation THIS_FILE --launcher pytorch --gpus 4   (or tools/dist_train.sh THIS_FILE 4)
-# Weights: set model.backbone.checkpoint to the official hpx_former_s18 ImageNet weights, or pretrained=True.
+# Weights: pretrained=True downloads the official hpx_former_s18 ImageNet weights (Spravil/hpx_former_s18.westai_in1k);
+# offline, set checkpoint="/path/to/pytorch_model.bin" and pretrained=False.
 
 custom_imports = dict(imports=["hyenapixel.dense.mm.plugin"], allow_failed_imports=False)
 default_scope = "mmseg"
