@@ -74,6 +74,7 @@ def test_dense_train_detection(tmp_path):
         (["--model", "hpx_fromer_s4"], "unknown model 'hpx_fromer_s4'"),
         (["--model", "hb_former_s4"], "1D Hyena filters"),
         (["--batch-size", "1"], "--batch-size must be >= 2"),
+        (["--dims", "32,64"], "--dims needs four positive channel counts"),
     ],
 )
 def test_dense_train_bad_options(argv, message, tmp_path, capsys):
@@ -81,6 +82,12 @@ def test_dense_train_bad_options(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_dense_train_unparsable_dims(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["dense-train", "--dims", "a,b,c,d"])
+    assert exc.value.code == 2 and "expected four comma-separated integers or 'none'" in capsys.readouterr().err
 
 
 def test_cli_defaults_match_config():
