@@ -97,3 +97,35 @@ def test_cli_defaults_match_config():
     from hyenapixel.dense.builtin import DenseRunConfig
 
     assert _DEFAULTS == {f.name: f.default for f in dataclasses.fields(DenseRunConfig)}
+
+
+class Oracle(nn.Module):
+    """Returns the ground truth of the images it was built for, as a torchvision detector would in eval mode."""
+
+    def __init__(self, targets: list[dict]) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        return [
+            {
+                "boxes": t["boxes"],
+                "labels": t["labels"],
+                "scores": torch.ones(len(t["labels"])),
+                "masks": t["masks"][:, None].float(),
+            }
+            for t in self.targets
+        ]
+
+
+def test_coco_ap_of_perfect_and_trivial_predictions():
+    pytest.importorskip("pycocotools")
+    from hyenapixel.data.shapes import ShapesDataset, collate_detection
+    from hyenapixel.dense.engine import evaluate_coco_ap, full_image_ap
+
+    images, targets = collate_detection([ShapesDataset(4, image_size=48, seed=2)[i] for i in range(4)])
+    loader = [(images, targets)]
+    perfect = evaluate_coco_ap(Oracle(targets), loader)
+    assert perfect["bbox_map"] == pytest.approx(1.0) and perfect["segm_map"] == pytest.approx(1.0)
+    trivial = full_image_ap(loader, 4)
+    assert 0.0 <= trivial["bbox_map"] < 0.2 and 0.0 <= trivial["segm_map"] < 0.2
