@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=dev,analysis,export
+EXTRAS=dev,analysis,dense,export
 say() { echo "setup.sh: $*"; }
 if [ ! -x .venv/bin/python ]; then
   say "creating the virtual environment .venv with $PY"

@@ -35,6 +35,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("explain", "hyenapixel.cli.explain"),
     ("bench", "hyenapixel.cli.bench"),
     ("export", "hyenapixel.cli.export"),
+    ("dense-train", "hyenapixel.cli.dense_train"),
 ]
 
 
