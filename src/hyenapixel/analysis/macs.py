@@ -164,12 +164,23 @@ def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
     return Counter({"fft": total})
 
 
+def _implicit_kernel_handle(inputs: list, outputs: list) -> Counter:
+    """A fused implicit-filter evaluation traced as one Python op (``_ImplicitKernel(z, dist, decay, shift, w_out,
+    *weights)``, weights with their bias folded in as a last column): counted as the unfused filter MLP would be,
+    ``P * H_i * H_{i-1}`` per hidden layer (``linear``) and ``P * C * H_n`` for the output layer (``mm``)."""
+    z, w_out = _shape(inputs[0]), _shape(inputs[4])
+    positions = math.prod(z[1:])
+    hidden = sum(math.prod(_shape(w)[:1]) * (_shape(w)[1] - 1) for w in inputs[5:])
+    return Counter({"linear": float(positions * hidden), "mm": float(positions * w_out[0] * w_out[1])})
+
+
 def _handles() -> dict[str, Any]:
     handles: dict[str, Any] = {f"aten::{n}": _fft_handle(1) for n in _FFT_1D}
     handles.update({f"aten::{n}": _fft_handle(2) for n in _FFT_2D})
     handles.update({f"aten::{n}": _fft_handle(None) for n in _FFT_ND})
     handles["aten::scaled_dot_product_attention"] = _sdpa_handle
     handles["prim::PythonOp._FFTConv"] = _fftconv_function_handle
+    handles["prim::PythonOp._ImplicitKernel"] = _implicit_kernel_handle
     return handles
 
 
