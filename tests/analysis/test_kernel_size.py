@@ -164,3 +164,26 @@ def test_cli_folder_data_and_bad_folder(tmp_path, capsys):
     assert main([*argv, "--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no image files" in err[0]
+
+
+class _RegionFilter(torch.nn.Module):
+    """A 9 x 7 kernel whose taps can be asked for by region, like filters that generate only reachable taps."""
+
+    kernel_size = (9, 7)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.rand(2, 9, 7) + 0.5)
+
+    def forward(self, region=None):  # noqa: ANN001, ANN201
+        return self.k if region is None else self.k[:, region[0], region[1]]
+
+
+def test_truncating_a_region_measures_offsets_from_the_full_kernel():
+    from hyenapixel.analysis.kernel_size import TruncatedFilter
+
+    wrapped = TruncatedFilter(_RegionFilter(), 0.5, limits=(1.5, 2.0))
+    full = wrapped()
+    assert torch.nonzero(full[0]).tolist() == [[r, c] for r in range(3, 6) for c in range(1, 6)]
+    region = (slice(2, 9), slice(0, 4))
+    torch.testing.assert_close(wrapped(region), full[:, region[0], region[1]])

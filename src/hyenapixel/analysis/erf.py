@@ -42,7 +42,7 @@ __all__ = [
 
 #: The thresholds of the RepLKNet analysis.
 ERF_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.5, 0.99)
-PREVIEW_SIZE = 256
+PREVIEW_SIZE = 128
 #: Default batching: as many images as keep the pixels per batch near 8 images of 224 x 224 (at least one).
 AUTO_BATCH_PIXELS = 8 * 224 * 224
 
@@ -61,7 +61,7 @@ class ErfResult:
         img_size: (H, W) of the images.
         num_images: images summed.
         raw: the accumulated positive gradients (not serialised to JSON; see ``erf.npz``), shape (H, W).
-        preview: ``log_normalise(raw)`` area-averaged down to at most 256 px per side, as plotted.
+        preview: ``log_normalise(raw)`` area-averaged down to at most 128 px per side, as plotted.
         area_ratio: threshold -> area ratio of the smallest centred square holding that share of the normalised
             map (``None``: not reached).
         side: threshold -> side length in pixels of that square (``None``: not reached).
@@ -79,7 +79,7 @@ class ErfResult:
         return preview(log_normalise(self.raw))
 
     def numbers(self) -> dict[str, Any]:
-        """Every number of the figure (the plotted preview map, rounded to 4 decimals, and the area ratios)."""
+        """Every number of the figure (the plotted preview map, rounded to 3 decimals, and the area ratios)."""
         shown = self.preview
         return {
             "model": self.model,
@@ -88,7 +88,7 @@ class ErfResult:
             "area_ratio": {str(t): r for t, r in self.area_ratio.items()},
             "side": {str(t): s for t, s in self.side.items()},
             "preview_shape": list(shown.shape),
-            "preview": (shown * 1e4).round().div(1e4).tolist(),
+            "preview": (shown * 1e3).round().div(1e3).tolist(),
         }
 
 

@@ -179,7 +179,8 @@ def truncation_mask(shape: Sequence[int], limits: Sequence[float]) -> torch.Tens
 class TruncatedFilter(nn.Module):
     """Wraps a long-convolution filter and zeroes the kernel taps outside a centred window.
 
-    For a 2D filter the window is fixed at construction (``limits``: half-widths in taps); for a 1D filter it is
+    For a 2D filter the window is fixed at construction (``limits``: half-widths in taps, measured from the full
+    kernel's centre also when only a region of taps is asked for); for a 1D filter it is
     ``|lag| <= (size * L - 1) / 2`` of the sequence length ``L`` the kernel is generated for. Every other
     attribute (``skip``, ``kernel_size`` ...) is the wrapped filter's.
 
@@ -201,8 +202,13 @@ class TruncatedFilter(nn.Module):
 
     def forward(self, *args: Any) -> torch.Tensor:
         k = self.inner(*args)
-        if self.limits is not None:
-            mask = truncation_mask(k.shape[1:], self.limits)
+        if self.limits is not None:  # 2D: offsets from the full kernel's centre, also for a region of its taps
+            region = args[0] if args and args[0] is not None else (slice(None), slice(None))
+            axes = []
+            for n, part, lim in zip(self.inner.kernel_size, region, self.limits):
+                offset = torch.arange(*part.indices(n)) - n // 2
+                axes.append(offset.abs().double() <= lim)
+            mask = axes[0][:, None] & axes[1][None, :]
         elif getattr(self.inner, "causal", False):  # causal 1D kernel of an L-token sequence: lags 0..L-1
             mask = torch.arange(k.shape[-1]) <= (self.size * k.shape[-1] - 1) / 2
         else:  # centred 1D kernel (length 2L - 1) of an L-token sequence

@@ -59,7 +59,7 @@ class KernelsResult:
     maps: list[KernelMap]
 
     def numbers(self) -> dict[str, Any]:
-        """Every number of the figure (maps rounded to 4 decimals; NaN padding as null)."""
+        """Every number of the figure (maps rounded to 3 decimals; NaN padding as null)."""
         return {
             "model": self.model,
             "statistic": self.statistic,
@@ -70,7 +70,7 @@ class KernelsResult:
                     "kind": m.kind,
                     "feature_size": list(m.feature_size),
                     "kernel_shape": list(m.kernel_shape),
-                    "image": [[None if v != v else round(v, 4) for v in row] for row in m.image.tolist()],
+                    "image": [[None if v != v else round(v, 3) for v in row] for row in m.image.tolist()],
                 }
                 for m in self.maps
             ],

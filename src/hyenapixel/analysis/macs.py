@@ -164,12 +164,23 @@ def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
     return Counter({"fft": total})
 
 
+def _implicit_kernel_handle(inputs: list, outputs: list) -> Counter:
+    """A fused implicit-filter evaluation traced as one Python op (``_ImplicitKernel(z, dist, decay, shift, w_out,
+    *weights)``, weights with their bias folded in as a last column): counted as the unfused filter MLP would be,
+    ``P * H_i * H_{i-1}`` per hidden layer (``linear``) and ``P * C * H_n`` for the output layer (``mm``)."""
+    z, w_out = _shape(inputs[0]), _shape(inputs[4])
+    positions = math.prod(z[1:])
+    hidden = sum(math.prod(_shape(w)[:1]) * (_shape(w)[1] - 1) for w in inputs[5:])
+    return Counter({"linear": float(positions * hidden), "mm": float(positions * w_out[0] * w_out[1])})
+
+
 def _handles() -> dict[str, Any]:
     handles: dict[str, Any] = {f"aten::{n}": _fft_handle(1) for n in _FFT_1D}
     handles.update({f"aten::{n}": _fft_handle(2) for n in _FFT_2D})
     handles.update({f"aten::{n}": _fft_handle(None) for n in _FFT_ND})
     handles["aten::scaled_dot_product_attention"] = _sdpa_handle
     handles["prim::PythonOp._FFTConv"] = _fftconv_function_handle
+    handles["prim::PythonOp._ImplicitKernel"] = _implicit_kernel_handle
     return handles
 
 
@@ -265,29 +276,38 @@ def _group(op: str) -> str:
 
 
 def plot_macs(results: Sequence[MacsResult]) -> Any:
-    """Stacked bars: GMACs per model, size and mode, split into operator groups (linear, conv, matmul, FFT,
-    attention, other).
+    """One panel per input size and mode; in each, a stacked bar per model split into operator groups (linear,
+    conv, matmul, FFT, attention, other), the total on top and the official figure (224 px, paper mode) dashed.
 
     Returns a matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
 
     groups = ["linear", "conv", "matmul", "FFT", "attention", "other"]
-    labels = [f"{r.model}\n{r.input_shape[1]}x{r.input_shape[2]} {r.mode}" for r in results]
-    fig = Figure(figsize=(max(4.0, 1.3 * len(results) + 2), 4.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    bottom = [0.0] * len(results)
-    for g in groups:
-        vals = [sum(v for k, v in r.by_operator.items() if _group(k) == g) / 1e9 for r in results]
-        if any(vals):
-            ax.bar(range(len(results)), vals, bottom=bottom, label=g)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-    for i, r in enumerate(results):
-        ax.text(i, bottom[i], f"{r.macs / 1e9:.2f}", ha="center", va="bottom", fontsize=8)
-        if r.official_gmacs is not None:
-            ax.plot([i - 0.4, i + 0.4], [r.official_gmacs] * 2, "k--", lw=1)
-    ax.set_xticks(range(len(results)), labels, fontsize=7, rotation=0)
-    ax.set_ylabel("GMACs (fvcore)")
-    ax.set_title("MACs per model (dashed: official figure at 224 px)", fontsize=10)
-    ax.legend(fontsize=7)
+    colors = dict(zip(groups, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:gray"]))
+    panels: dict[tuple, list[MacsResult]] = {}
+    for r in results:
+        panels.setdefault((r.input_shape[1], r.input_shape[2], r.mode), []).append(r)
+    sizes = list(dict.fromkeys(k[:2] for k in panels))
+    modes = list(dict.fromkeys(k[2] for k in panels))
+    width = max(len(v) for v in panels.values()) if panels else 1
+    fig = Figure(figsize=(max(4.5, 0.75 * width + 1.5) * len(modes), 3.6 * len(sizes)), dpi=110, layout="constrained")
+    axes = fig.subplots(len(sizes), len(modes), squeeze=False)
+    for (h, w, mode), rs in panels.items():
+        ax = axes[sizes.index((h, w)), modes.index(mode)]
+        bottom = [0.0] * len(rs)
+        for g in groups:
+            vals = [sum(v for k, v in r.by_operator.items() if _group(k) == g) / 1e9 for r in rs]
+            if any(vals):
+                ax.bar(range(len(rs)), vals, bottom=bottom, label=g, color=colors[g])
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        for i, r in enumerate(rs):
+            ax.text(i, bottom[i], f"{r.macs / 1e9:.2f}", ha="center", va="bottom", fontsize=7)
+            if r.official_gmacs is not None:
+                ax.plot([i - 0.4, i + 0.4], [r.official_gmacs] * 2, "k--", lw=1)
+        ax.set_xticks(range(len(rs)), [r.model for r in rs], fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel("GMACs (fvcore)")
+        official = " (dashed: official)" if any(r.official_gmacs for r in rs) else ""
+        ax.set_title(f"{h}x{w} px, {mode} mode{official}", fontsize=9)
+        ax.legend(fontsize=6)
     return fig

@@ -20,7 +20,10 @@ from torch import nn
 
 from hyenapixel.errors import UserError
 
-__all__ = ["check_image_size", "input_size_rule", "output_dir", "save_report", "to_jsonable"]
+#: Reports longer than this (in compact JSON characters) are written without indentation.
+COMPACT_JSON_ABOVE = 100_000
+
+__all__ = ["COMPACT_JSON_ABOVE", "check_image_size", "input_size_rule", "output_dir", "save_report", "to_jsonable"]
 
 
 def output_dir(tool: str, output: str | os.PathLike[str] | None = None) -> Path:
@@ -76,12 +79,17 @@ def to_jsonable(value: Any) -> Any:
 
 
 def save_report(out: str | os.PathLike[str], tool: str, numbers: Any, fig: Any) -> tuple[Path, Path]:
-    """Write ``out/<tool>.json`` (``numbers`` through :func:`to_jsonable`) and ``out/<tool>.png`` (the matplotlib
+    """Write ``out/<tool>.json`` (``numbers`` through :func:`to_jsonable`; indented unless it exceeds
+    :data:`COMPACT_JSON_ABOVE` characters) and ``out/<tool>.png`` (the matplotlib
     figure ``fig``, rendered with the Agg canvas, then closed). Returns ``(json_path, png_path)``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"{tool}.json", out / f"{tool}.png"
-    json_path.write_text(json.dumps(to_jsonable(numbers), indent=1, allow_nan=False) + "\n")
+    data = to_jsonable(numbers)
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    if len(text) < COMPACT_JSON_ABOVE:  # small reports are indented for reading; large ones (maps) stay compact
+        text = json.dumps(data, indent=1, allow_nan=False)
+    json_path.write_text(text + "\n")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # render off-screen whatever backend pyplot may be using
