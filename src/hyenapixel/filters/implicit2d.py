@@ -121,10 +121,10 @@ def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return torch.outer(decay.abs(), dist).neg_().exp_()
 
 
-# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (256 KiB
+# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (512 KiB
 # in float32), so the whole MLP chain of a block runs in cache. On the 2-core EPYC the stage-1 kernel of an
 # 800 x 1333 input (64 channels, 399 x 665 taps) evaluates in 118 ms in blocks against 271 ms in one piece.
-BLOCK_ELEMENTS = 1 << 16
+BLOCK_ELEMENTS = 1 << 17
 
 
 def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
@@ -145,7 +145,7 @@ class _ImplicitKernel(torch.autograd.Function):
     since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
     (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
     recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
-    is 114 MiB, a block's 256 KiB). Not twice differentiable.
+    is 114 MiB, a block's 512 KiB). Not twice differentiable.
 
     Shape:
         z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
