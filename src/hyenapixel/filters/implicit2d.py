@@ -92,13 +92,16 @@ def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+def _sine_layers(
+    z: torch.Tensor, weights: tuple[torch.Tensor, ...], pre: list[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
     """Hidden sine layers ``h <- sin(W h + b)``, channels-first, each bias stored as the last column of its weight
-    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias).
+    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias). With a
+    list ``pre``, the pre-activations ``W h + b`` are kept in it (the backward needs their cosines).
 
     Shape:
         z: (E, *spatial), weights: (H_i, H_{i-1} + 1) -> inputs of every layer and the last output, each with its
-        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]
+        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]; pre: [(H_i, P)]
     """
     e = z.shape[0]
     h = _with_ones_row(e, z[0].numel(), z)
@@ -106,7 +109,11 @@ def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[tor
     hs = [h]
     for w in weights:
         out = _with_ones_row(w.shape[0], h.shape[1], h)
-        torch.mm(w, h, out=out[:-1]).sin_()
+        if pre is None:
+            torch.mm(w, h, out=out[:-1]).sin_()
+        else:
+            pre.append(torch.mm(w, h))
+            torch.sin(pre[-1], out=out[:-1])
         hs.append(out)
         h = out
     return hs
@@ -174,7 +181,8 @@ class _ImplicitKernel(torch.autograd.Function):
         g_weights = [torch.zeros_like(w) for w in weights]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
         for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
-            hs = _sine_layers(z[:, rows], tuple(weights))
+            pre: list[torch.Tensor] = []
+            hs = _sine_layers(z[:, rows], tuple(weights), pre)
             h = hs.pop()[:-1]
             g = grad[:, rows.start * width : rows.stop * width]
             d = dist[rows].reshape(-1)
@@ -187,8 +195,7 @@ class _ImplicitKernel(torch.autograd.Function):
             g_h = torch.mm(w_out.t(), g_raw)
             for i in range(len(weights) - 1, -1, -1):
                 w, x = weights[i], hs[i]
-                # the pre-activation again, turned in place into its derivative cos(W x + b)
-                g_a = g_h.mul_(torch.mm(w, x).cos_())
+                g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
                 g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
                 g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
             if g_z is not None:
