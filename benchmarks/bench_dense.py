@@ -126,25 +126,36 @@ def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+KINDS: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[], object]]] = {
+    "eval": eval_forward,
+    "train": train_step,
+}
+
+
 def bench_size(
-    rows: Sequence[Row], size: tuple[int, int], warmup: int, repeats: int, clock: Callable[[], float]
+    rows: Sequence[Row],
+    size: tuple[int, int],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float],
+    kinds: Sequence[str] = tuple(KINDS),
 ) -> dict[str, dict[str, float]]:
-    """Median seconds of the eval forward and the training step of every row at ``size`` (batch 1), interleaved
-    over all rows and both kinds of call; and each time over the baseline row's (if it is among ``rows``)."""
+    """Median seconds of the eval forward and/or the training step (``kinds``) of every row at ``size`` (batch 1),
+    interleaved over all rows and kinds of call; and each time over the baseline row's (if it is among ``rows``)."""
     x = torch.randn(1, 3, *size)
     fns: dict[str, Callable[[], object]] = {}
     for row in rows:
         model = row.build(*size)
-        fns[f"{row.label}|eval"] = eval_forward(model, x)
-        fns[f"{row.label}|train"] = train_step(model, x)
+        for kind in kinds:
+            fns[f"{row.label}|{kind}"] = KINDS[kind](model, x)
     medians = compare(fns, next(iter(fns)), warmup=max(warmup, 1), repeats=repeats, clock=clock).medians
     out: dict[str, dict[str, float]] = {}
     for row in rows:
-        out[row.label] = {kind: medians[f"{row.label}|{kind}"] for kind in ("eval", "train")}
+        out[row.label] = {kind: medians[f"{row.label}|{kind}"] for kind in kinds}
     if BASELINE in out:
         for r in out.values():
-            r["eval_ratio"] = r["eval"] / out[BASELINE]["eval"]
-            r["train_ratio"] = r["train"] / out[BASELINE]["train"]
+            for kind in kinds:
+                r[f"{kind}_ratio"] = r[kind] / out[BASELINE][kind]
     return out
 
 
@@ -237,9 +248,9 @@ def format_table(results: dict[str, dict[str, float]], memory: dict[str, dict]) 
         rows.append(
             [
                 label,
-                ms(r["eval"]),
+                ms(r["eval"]) if "eval" in r else "-",
                 f"{r['eval_ratio']:.2f}x" if "eval_ratio" in r else "-",
-                ms(r["train"]),
+                ms(r["train"]) if "train" in r else "-",
                 f"{r['train_ratio']:.2f}x" if "train_ratio" in r else "-",
                 f"{peak / 1024:.2f}" if peak is not None else "-",
                 f"{peak / ref_mem:.2f}x" if peak is not None and ref_mem else "-",
@@ -259,6 +270,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time")
     p.add_argument("--no-memory", action="store_true", help="skip the per-row peak-RSS processes")
     p.add_argument(
+        "--kinds", default="eval,train", help="what to time: eval, train or both (eval alone is light: no backward)"
+    )
+    p.add_argument(
         "--blocks",
         action="store_true",
         help="light mode: time one block per stage (fwd+bwd) and sum x depth instead of whole training steps",
@@ -269,6 +283,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.rows = [s.strip() for s in args.rows.split(",") if s.strip()]
+    args.kinds = [s.strip() for s in args.kinds.split(",") if s.strip()]
+    if not args.kinds or any(k not in KINDS for k in args.kinds):
+        p.error(f"--kinds takes eval, train or eval,train; got {','.join(args.kinds)!r}")
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from: {'; '.join(ROWS)}")
@@ -297,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(f"covering kernels at this size: {covering_kernel_sizes(*size)}\n")
             print(format_blocks_table(blocks))
             continue
-        speed = bench_size(rows, size, args.warmup, args.repeats, clock)
+        speed = bench_size(rows, size, args.warmup, args.repeats, clock, args.kinds)
         memory = {}
         if not args.no_memory:
             memory = {r.label: measure_memory(r.label, size, args.mem_steps, args.threads) for r in rows}
