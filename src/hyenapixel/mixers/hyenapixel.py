@@ -16,7 +16,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers.cache import SpectrumCache
-from hyenapixel.ops import conv_with_plan, plan_conv2d
+from hyenapixel.ops import conv_saving_spectrum, plan_conv2d
 
 
 def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -106,7 +106,7 @@ class HyenaPixelMixer(nn.Module):
         taps, plan = full.taps, full.cropped()
         if self.spectrum_cache.active(self.filter):
             return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(taps))
-        return conv_with_plan(u, self.kernel(taps), plan)
+        return conv_saving_spectrum(u, self.kernel(taps), plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
