@@ -109,9 +109,9 @@ def _sine_layers(
     hs = [h]
     for w in weights:
         out = _with_ones_row(w.shape[0], h.shape[1], h)
-        if pre is None:
-            torch.mm(w, h, out=out[:-1]).sin_()
-        else:
+        if pre is None:  # forward: no out= argument, which torch.export refuses while parameters require grad
+            out[:-1] = torch.mm(w, h).sin_()
+        else:  # backward only
             pre.append(torch.mm(w, h))
             torch.sin(pre[-1], out=out[:-1])
         hs.append(out)
@@ -135,12 +135,14 @@ BLOCK_ELEMENTS = 1 << 17
 
 
 def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
-    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each.
+    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each (CPU; one block elsewhere).
 
     Shape:
         z: (E, h, w)
     """
     rows, width = z.shape[1], z.shape[2]
+    if z.device.type != "cpu":  # GPUs want one large product per layer
+        return [slice(0, rows)]
     step = max(1, BLOCK_ELEMENTS // (widest * width))
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
@@ -165,9 +167,8 @@ class _ImplicitKernel(torch.autograd.Function):
         out = z.new_empty(w_out.shape[0], z.shape[1] * width)
         for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
             h = _sine_layers(z[:, rows], weights)[-1][:-1]
-            block = out[:, rows.start * width : rows.stop * width]
-            torch.mm(w_out, h, out=block)
-            block.mul_(_decay(decay, dist[rows].reshape(-1)).add_(shift[:, None]))
+            window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
+            out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
         return out
 
     @staticmethod
