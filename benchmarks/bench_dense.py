@@ -68,8 +68,8 @@ class Row:
     model: str
     kernels: Callable[[int, int], list[int] | None] = field(default=paper_kernels)
 
-    def build(self, height: int, width: int) -> nn.Module:
-        """The ``features_only`` backbone for this input size (random weights, seed 0)."""
+    def build(self, height: int, width: int, features_only: bool = True) -> nn.Module:
+        """The backbone (``features_only``) or whole model for this input size (random weights, seed 0)."""
         import timm
 
         import hyenapixel  # noqa: F401 - registers the HyenaPixel models in timm
@@ -77,7 +77,7 @@ class Row:
         torch.manual_seed(0)
         sizes = self.kernels(height, width)
         kwargs = {} if sizes is None else {"kernel_sizes": sizes}
-        return timm.create_model(self.model, features_only=True, **kwargs)
+        return timm.create_model(self.model, features_only=features_only, **kwargs)
 
 
 ROWS = {
@@ -126,26 +126,99 @@ def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+KINDS: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[], object]]] = {
+    "eval": eval_forward,
+    "train": train_step,
+}
+
+
 def bench_size(
-    rows: Sequence[Row], size: tuple[int, int], warmup: int, repeats: int, clock: Callable[[], float]
+    rows: Sequence[Row],
+    size: tuple[int, int],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float],
+    kinds: Sequence[str] = tuple(KINDS),
 ) -> dict[str, dict[str, float]]:
-    """Median seconds of the eval forward and the training step of every row at ``size`` (batch 1), interleaved
-    over all rows and both kinds of call; and each time over the baseline row's (if it is among ``rows``)."""
+    """Median seconds of the eval forward and/or the training step (``kinds``) of every row at ``size`` (batch 1),
+    interleaved over all rows and kinds of call; and each time over the baseline row's (if it is among ``rows``)."""
     x = torch.randn(1, 3, *size)
     fns: dict[str, Callable[[], object]] = {}
     for row in rows:
         model = row.build(*size)
-        fns[f"{row.label}|eval"] = eval_forward(model, x)
-        fns[f"{row.label}|train"] = train_step(model, x)
+        for kind in kinds:
+            fns[f"{row.label}|{kind}"] = KINDS[kind](model, x)
     medians = compare(fns, next(iter(fns)), warmup=max(warmup, 1), repeats=repeats, clock=clock).medians
     out: dict[str, dict[str, float]] = {}
     for row in rows:
-        out[row.label] = {kind: medians[f"{row.label}|{kind}"] for kind in ("eval", "train")}
+        out[row.label] = {kind: medians[f"{row.label}|{kind}"] for kind in kinds}
     if BASELINE in out:
         for r in out.values():
-            r["eval_ratio"] = r["eval"] / out[BASELINE]["eval"]
-            r["train_ratio"] = r["train"] / out[BASELINE]["train"]
+            for kind in kinds:
+                r[f"{kind}_ratio"] = r[kind] / out[BASELINE][kind]
     return out
+
+
+def stage_blocks(row: Row, size: tuple[int, int]) -> list[tuple[nn.Module, torch.Size, int]]:
+    """The first block of every stage, the shape of its input at ``size`` (in the layout the model's blocks use)
+    and the stage's depth, for a row's whole model.
+
+    Shape:
+        -> [(block, (1, *block_input), depth)] per stage
+    """
+    model = row.build(*size, features_only=False)
+    shapes: dict[int, torch.Size] = {}
+
+    def record(i: int) -> Callable[[nn.Module, tuple], None]:
+        def hook(_module: nn.Module, args: tuple) -> None:
+            shapes[i] = args[0].shape
+
+        return hook
+
+    hooks = [stage.blocks[0].register_forward_pre_hook(record(i)) for i, stage in enumerate(model.stages)]
+    with torch.no_grad():
+        model.eval().forward_features(torch.randn(1, 3, *size))
+    for h in hooks:
+        h.remove()
+    model.train()
+    return [(stage.blocks[0], shapes[i], len(stage.blocks)) for i, stage in enumerate(model.stages)]
+
+
+def bench_blocks(
+    rows: Sequence[Row], size: tuple[int, int], warmup: int, repeats: int, clock: Callable[[], float]
+) -> dict[str, dict[str, float]]:
+    """A light estimate of the training step: forward + backward of the first block of each stage alone (interleaved
+    over rows and stages), times the stage depth, summed. Leaves out stem, downsampling and the feature sum, which
+    are the same for all rows; needs well under 3 GB at 800 x 1333."""
+    fns: dict[str, Callable[[], object]] = {}
+    depths: dict[str, list[int]] = {}
+    for row in rows:
+        depths[row.label] = []
+        for i, (block, shape, depth) in enumerate(stage_blocks(row, size)):
+            x = torch.randn(shape, requires_grad=True)
+            fns[f"{row.label}|{i}"] = lambda b=block, x=x: b(x).square().mean().backward()
+            depths[row.label].append(depth)
+    medians = compare(fns, next(iter(fns)), warmup=max(warmup, 1), repeats=repeats, clock=clock).medians
+    out: dict[str, dict[str, float]] = {}
+    for label, ds in depths.items():
+        r = {f"stage{i + 1}": medians[f"{label}|{i}"] for i in range(len(ds))}
+        r["blocks_total"] = sum(d * medians[f"{label}|{i}"] for i, d in enumerate(ds))
+        out[label] = r
+    if BASELINE in out:
+        for r in out.values():
+            r["ratio"] = r["blocks_total"] / out[BASELINE]["blocks_total"]
+    return out
+
+
+def format_blocks_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown table of :func:`bench_blocks`: per-stage block fwd+bwd in ms, the depth-weighted sum and its ratio."""
+    header = ["backbone (batch 1)", "stage 1 block ms", "stage 2", "stage 3", "stage 4", "sum x depth ms"]
+    header.append(f"vs {BASELINE}")
+    rows = []
+    for label, r in results.items():
+        stages = [ms(r[f"stage{i}"]) for i in range(1, 5)]
+        rows.append([label, *stages, ms(r["blocks_total"]), f"{r['ratio']:.2f}x" if "ratio" in r else "-"])
+    return markdown_table(header, rows)
 
 
 def memory_child(label: str, size: tuple[int, int], steps: int) -> dict[str, float | str]:
@@ -175,9 +248,9 @@ def format_table(results: dict[str, dict[str, float]], memory: dict[str, dict]) 
         rows.append(
             [
                 label,
-                ms(r["eval"]),
+                ms(r["eval"]) if "eval" in r else "-",
                 f"{r['eval_ratio']:.2f}x" if "eval_ratio" in r else "-",
-                ms(r["train"]),
+                ms(r["train"]) if "train" in r else "-",
                 f"{r['train_ratio']:.2f}x" if "train_ratio" in r else "-",
                 f"{peak / 1024:.2f}" if peak is not None else "-",
                 f"{peak / ref_mem:.2f}x" if peak is not None and ref_mem else "-",
@@ -196,12 +269,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time")
     p.add_argument("--no-memory", action="store_true", help="skip the per-row peak-RSS processes")
+    p.add_argument(
+        "--kinds", default="eval,train", help="what to time: eval, train or both (eval alone is light: no backward)"
+    )
+    p.add_argument(
+        "--blocks",
+        action="store_true",
+        help="light mode: time one block per stage (fwd+bwd) and sum x depth instead of whole training steps",
+    )
     p.add_argument("--mem-steps", type=int, default=2, help="training steps in each peak-RSS process")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.rows = [s.strip() for s in args.rows.split(",") if s.strip()]
+    args.kinds = [s.strip() for s in args.kinds.split(",") if s.strip()]
+    if not args.kinds or any(k not in KINDS for k in args.kinds):
+        p.error(f"--kinds takes eval, train or eval,train; got {','.join(args.kinds)!r}")
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from: {'; '.join(ROWS)}")
@@ -223,7 +307,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for size in args.sizes:
         key = f"{size[0]}x{size[1]}"
         t0 = time.perf_counter()
-        speed = bench_size(rows, size, args.warmup, args.repeats, clock)
+        if args.blocks:
+            blocks = bench_blocks(rows, size, args.warmup, args.repeats, clock)
+            results["sizes"][key] = {"blocks": blocks}
+            print(f"\n## {key} px, fp32, batch 1: one block per stage, fwd+bwd ({time.perf_counter() - t0:.0f} s)")
+            print(f"covering kernels at this size: {covering_kernel_sizes(*size)}\n")
+            print(format_blocks_table(blocks))
+            continue
+        speed = bench_size(rows, size, args.warmup, args.repeats, clock, args.kinds)
         memory = {}
         if not args.no_memory:
             memory = {r.label: measure_memory(r.label, size, args.mem_steps, args.threads) for r in rows}

@@ -97,3 +97,14 @@ def test_float32_training_path_against_float64_straightforward() -> None:
         err = (p.grad.double() - p64.grad).abs().max() / p64.grad.abs().max()
         assert err.item() < 1e-4, name
     assert ((x.grad.double() - x64.grad).abs().max() / x64.grad.abs().max()).item() < 1e-5
+
+
+def test_torch_export_traces_the_mixer() -> None:
+    # The fused filter runs inside torch.export's trace (parameters require grad there): no out= arguments.
+    torch.manual_seed(4)
+    m = HyenaPixelMixer(8, 15, filter_emb_dim=8).eval()
+    m.spectrum_cache.enabled = False
+    x = torch.randn(1, 6, 9, 8)
+    program = torch.export.export(m, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), m(x))

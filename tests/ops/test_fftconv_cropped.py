@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyenapixel.ops import conv_with_plan, fftconv2d, fftconv2d_ref, kernel_spectrum, plan_conv2d
+from hyenapixel.ops import (
+    conv_saving_spectrum,
+    conv_with_plan,
+    fftconv,
+    fftconv2d,
+    fftconv2d_ref,
+    kernel_spectrum,
+    plan_conv2d,
+)
 from hyenapixel.ops.fftconv import MULTIDIM_FFT_ABOVE, apply_spectrum
 
 # (nh, nw, kh, kw): covering kernels 2F - 1 as at 800 x 1333 (both axes cut on a non-square map), even and odd
@@ -60,3 +68,22 @@ def test_large_planes_use_the_multidimensional_transform_and_stay_exact() -> Non
     ref = fftconv2d_ref(x, k)
     err = (fftconv2d(x, k).double() - ref).abs().max() / ref.abs().max()
     assert err < 1e-5
+
+
+@pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad: bool, k_grad: bool, blocked) -> None:
+    if blocked:  # (sample, channel) blocks: the saved spectra are per channel slice
+        monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+        monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 7, 11, generator=g, dtype=torch.float64, requires_grad=x_grad)
+    k = torch.randn(3, 15, 21, generator=g, dtype=torch.float64, requires_grad=k_grad)
+    up = torch.randn(2, 3, 7, 11, generator=g, dtype=torch.float64)
+    plan = plan_conv2d(7, 11, 15, 21)
+    y = conv_saving_spectrum(x, k, plan)
+    ref = fftconv2d_ref(x, k)
+    _close(y, ref)
+    wrt = [t for t in (x, k) if t.requires_grad]
+    for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
+        _close(a, b)

@@ -92,13 +92,16 @@ def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+def _sine_layers(
+    z: torch.Tensor, weights: tuple[torch.Tensor, ...], pre: list[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
     """Hidden sine layers ``h <- sin(W h + b)``, channels-first, each bias stored as the last column of its weight
-    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias).
+    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias). With a
+    list ``pre``, the pre-activations ``W h + b`` are kept in it (the backward needs their cosines).
 
     Shape:
         z: (E, *spatial), weights: (H_i, H_{i-1} + 1) -> inputs of every layer and the last output, each with its
-        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]
+        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]; pre: [(H_i, P)]
     """
     e = z.shape[0]
     h = _with_ones_row(e, z[0].numel(), z)
@@ -106,7 +109,11 @@ def _sine_layers(z: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[tor
     hs = [h]
     for w in weights:
         out = _with_ones_row(w.shape[0], h.shape[1], h)
-        torch.mm(w, h, out=out[:-1]).sin_()
+        if pre is None:  # forward: no out= argument, which torch.export refuses while parameters require grad
+            out[:-1] = torch.mm(w, h).sin_()
+        else:  # backward only
+            pre.append(torch.mm(w, h))
+            torch.sin(pre[-1], out=out[:-1])
         hs.append(out)
         h = out
     return hs
@@ -121,19 +128,21 @@ def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return torch.outer(decay.abs(), dist).neg_().exp_()
 
 
-# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (256 KiB
+# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (512 KiB
 # in float32), so the whole MLP chain of a block runs in cache. On the 2-core EPYC the stage-1 kernel of an
 # 800 x 1333 input (64 channels, 399 x 665 taps) evaluates in 118 ms in blocks against 271 ms in one piece.
-BLOCK_ELEMENTS = 1 << 16
+BLOCK_ELEMENTS = 1 << 17
 
 
 def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
-    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each.
+    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each (CPU; one block elsewhere).
 
     Shape:
         z: (E, h, w)
     """
     rows, width = z.shape[1], z.shape[2]
+    if z.device.type != "cpu":  # GPUs want one large product per layer
+        return [slice(0, rows)]
     step = max(1, BLOCK_ELEMENTS // (widest * width))
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
@@ -145,7 +154,7 @@ class _ImplicitKernel(torch.autograd.Function):
     since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
     (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
     recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
-    is 114 MiB, a block's 256 KiB). Not twice differentiable.
+    is 114 MiB, a block's 512 KiB). Not twice differentiable.
 
     Shape:
         z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
@@ -158,9 +167,8 @@ class _ImplicitKernel(torch.autograd.Function):
         out = z.new_empty(w_out.shape[0], z.shape[1] * width)
         for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
             h = _sine_layers(z[:, rows], weights)[-1][:-1]
-            block = out[:, rows.start * width : rows.stop * width]
-            torch.mm(w_out, h, out=block)
-            block.mul_(_decay(decay, dist[rows].reshape(-1)).add_(shift[:, None]))
+            window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
+            out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
         return out
 
     @staticmethod
@@ -174,7 +182,8 @@ class _ImplicitKernel(torch.autograd.Function):
         g_weights = [torch.zeros_like(w) for w in weights]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
         for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
-            hs = _sine_layers(z[:, rows], tuple(weights))
+            pre: list[torch.Tensor] = []
+            hs = _sine_layers(z[:, rows], tuple(weights), pre)
             h = hs.pop()[:-1]
             g = grad[:, rows.start * width : rows.stop * width]
             d = dist[rows].reshape(-1)
@@ -187,8 +196,7 @@ class _ImplicitKernel(torch.autograd.Function):
             g_h = torch.mm(w_out.t(), g_raw)
             for i in range(len(weights) - 1, -1, -1):
                 w, x = weights[i], hs[i]
-                # the pre-activation again, turned in place into its derivative cos(W x + b)
-                g_a = g_h.mul_(torch.mm(w, x).cos_())
+                g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
                 g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
                 g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
             if g_z is not None:
