@@ -87,7 +87,7 @@ def test_axis_uses_the_smallest_wrap_free_length() -> None:
     plan = plan_conv2d(14, 14, 27, 27).axes[0]
     axis = DFTAxis.make(plan)
     assert axis.n == plan.min_len == 27 and axis.bins == 14
-    assert axis.real_fwd.shape == (14, 28) and axis.full_fwd.shape == (54, 14)
+    assert axis.real_fwd.shape == (14, 28) and axis.full_fwd.shape == (54, 28)
     assert axis.full_inv.shape == (28, 54) and axis.real_inv.shape == (28, 14)
     causal = DFTAxis.make(plan_conv1d(10, 10, causal=True).axes[0])
     assert causal.n == 19 and causal.taps == (0, 10)

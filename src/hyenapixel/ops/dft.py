@@ -48,9 +48,10 @@ class DFTAxis:
 
     ``n``: DFT length (the smallest without wrap-around), ``bins``: ``n // 2 + 1``, ``taps``: the kernel taps
     ``[start, stop)`` that can reach an output. ``real_fwd`` (length, 2 * bins): ``[cos | -sin]`` real forward
-    transform. ``full_fwd`` (2 * n, length): ``[cos; -sin]`` complex forward transform (all ``n`` bins).
-    ``full_inv`` (2 * length, 2 * n): complex inverse with the centered crop, as the real block matrix
-    ``[[Re, -Im], [Im, Re]]``. ``real_inv`` (2 * bins, length): real inverse with the crop, rows ``[A_re; A_im]``.
+    transform. ``full_fwd`` (2 * n, 2 * length): complex forward transform (all ``n`` bins) and ``full_inv``
+    (2 * length, 2 * n): complex inverse with the centered crop, both as real block matrices
+    ``[[Re, -Im], [Im, Re]]`` acting on stacked ``[real; imaginary]`` parts. ``real_inv`` (2 * bins, length): real
+    inverse with the crop, rows ``[A_re; A_im]``.
     """
 
     plan: AxisPlan
@@ -76,7 +77,8 @@ class DFTAxis:
         ang = -2 * math.pi * t[:, None] * torch.arange(bins, dtype=d)[None] / n  # (L, bins)
         real_fwd = torch.cat([ang.cos(), ang.sin()], 1)
         ang = -2 * math.pi * torch.arange(n, dtype=d)[:, None] * t[None] / n  # (n, L)
-        full_fwd = torch.cat([ang.cos(), ang.sin()], 0)
+        re, im = ang.cos(), ang.sin()
+        full_fwd = torch.cat([torch.cat([re, -im], 1), torch.cat([im, re], 1)], 0)
         # inverse with the crop: output t reads circular position t + center
         ang = 2 * math.pi * (t + center)[:, None] * torch.arange(n, dtype=d)[None] / n  # (L, n)
         re, im = ang.cos() / n, ang.sin() / n
@@ -122,15 +124,15 @@ def dft_conv2d(
     reduced-precision inputs).
 
     Shape:
-        x: (B, C, H, W), kr/ki: (C, N, F), fw: (W, 2F), fh: (2N, H), gh: (2H, 2N), aw: (2F, W) -> (B, C, H, W)
+        x: (B, C, H, W), kr/ki: (C, N, F), fw: (W, 2F), fh: (2N, 2H), gh: (2H, 2N), aw: (2F, W) -> (B, C, H, W)
     """
     out_dtype = x.dtype
     x = x.to(kr.dtype)
     n, f, h = kr.shape[-2], kr.shape[-1], x.shape[-2]
     a = torch.matmul(x, fw)  # (B, C, H, 2F): [Re | Im] along W
-    p = torch.matmul(fh, a)  # (B, C, 2N, 2F): [cos; -sin] x [Re | Im]
-    yr = p[..., :n, :f] - p[..., n:, f:]
-    yi = p[..., :n, f:] + p[..., n:, :f]
+    a = torch.cat([a[..., :f], a[..., f:]], dim=-2)  # (B, C, 2H, F): [Re; Im]
+    y = torch.matmul(fh, a)  # (B, C, 2N, F): complex transform along H, [Re; Im]
+    yr, yi = y[..., :n, :], y[..., n:, :]
     z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], dim=-2)  # (B, C, 2N, F): spectrum of the output
     u = torch.matmul(gh, z)  # (B, C, 2H, F): inverse along H, cropped
     y = torch.matmul(u[..., :h, :], aw[:f]) + torch.matmul(u[..., h:, :], aw[f:])
