@@ -118,11 +118,12 @@ def test_choice_error_lists_choices() -> None:
 
 
 def test_builtin_choices_are_the_data_layers_datasets() -> None:
-    from hyenapixel.data import BUILTIN_DATASETS, DEFAULT_BUILTIN
+    from hyenapixel.data import BUILTIN_DATASETS, BUILTIN_SAMPLES, DEFAULT_BUILTIN
 
     field = {f.name: f for f in dataclasses.fields(DataConfig)}["builtin"]
     assert tuple(field.metadata["choices"]) == tuple(BUILTIN_DATASETS)
     assert DataConfig().builtin == DEFAULT_BUILTIN  # the default dataset of train, and of validate's fallback
+    assert (DataConfig().train_samples, DataConfig().val_samples) == BUILTIN_SAMPLES
     with pytest.raises(ConfigError, match=r"--builtin.*balance, pathfinder"):
         resolve_train_config(None, {"builtin": "mnist"})
 

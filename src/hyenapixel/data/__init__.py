@@ -16,7 +16,7 @@ This package imports only torch, torchvision, timm, PIL and numpy, never ``hyena
 """
 
 from .balance import BALANCE_DIFFICULTIES, BalanceDataset, BalanceDifficulty, BalanceSample
-from .builder import BUILTIN_DATASETS, DEFAULT_BUILTIN, build_datasets
+from .builder import BUILTIN_DATASETS, BUILTIN_SAMPLES, DEFAULT_BUILTIN, build_datasets
 from .errors import DataError
 from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder, check_split
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
@@ -27,6 +27,7 @@ __all__ = [
     "BALANCE_DIFFICULTIES",
     "BUILTIN_DATASETS",
     "BUILTIN_IMAGE_SIZE",
+    "BUILTIN_SAMPLES",
     "DEFAULT_BUILTIN",
     "IMG_EXTENSIONS",
     "PATHFINDER_DIFFICULTIES",

@@ -16,13 +16,17 @@ from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
 from .pathfinder import PathfinderDataset
 from .transforms import build_transforms
 
-__all__ = ["BUILTIN_DATASETS", "DEFAULT_BUILTIN", "build_datasets"]
+__all__ = ["BUILTIN_DATASETS", "BUILTIN_SAMPLES", "DEFAULT_BUILTIN", "build_datasets"]
 
 BUILTIN_DATASETS: dict[str, type[GeneratedDataset]] = {"balance": BalanceDataset, "pathfinder": PathfinderDataset}
 """The built-in generated datasets by name (``--builtin``); each class lists its ``difficulties`` presets."""
 
 DEFAULT_BUILTIN = "balance"
 """The built-in dataset used when neither a data folder nor a built-in name is given."""
+
+BUILTIN_SAMPLES = (8_000, 2_000)
+"""Default (train, validation) sample counts of a built-in dataset (the defaults of ``--train-samples`` and
+``--val-samples`` too, which a test keeps equal)."""
 
 
 def build_datasets(
@@ -33,8 +37,8 @@ def build_datasets(
     skip_corrupt: bool = False,
     train_transform: Callable[[Any], Any] | None = None,
     val_transform: Callable[[Any], Any] | None = None,
-    builtin_train_samples: int = 10_000,
-    builtin_val_samples: int = 2_000,
+    builtin_train_samples: int = BUILTIN_SAMPLES[0],
+    builtin_val_samples: int = BUILTIN_SAMPLES[1],
     builtin: str = DEFAULT_BUILTIN,
     builtin_difficulty: Any = "default",
     in_chans: int = 3,
