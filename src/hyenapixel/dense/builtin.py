@@ -184,7 +184,7 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from hyenapixel.dense.engine import _normalise
+    from hyenapixel.dense.engine import normalise
 
     cmap = ListedColormap(["black", "tab:red", "tab:green", "tab:blue"])
     n = min(n, len(dataset))
@@ -195,7 +195,7 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
         axes[0, j].imshow(image.permute(1, 2, 0).numpy())
         axes[1, j].imshow(target["semantic"].numpy(), cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
         if task == "segmentation":
-            pred = model(_normalise(image[None])).argmax(1)[0]
+            pred = model(normalise(image[None])).argmax(1)[0]
         else:
             det = model([image])[0]
             keep = det["scores"] >= 0.5

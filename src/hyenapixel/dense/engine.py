@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_coco_ap",
     "evaluate_miou",
     "full_image_ap",
+    "normalise",
     "segmentation_loader",
     "train_detector",
     "train_segmenter",
@@ -64,7 +65,12 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalisation of images in [0, 1] (what the backbones were trained on).
+
+    Shape:
+        (B, 3, H, W) -> (B, 3, H, W)
+    """
     mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=images.dtype).view(1, 3, 1, 1)
     return (images - mean) / std
@@ -90,7 +96,7 @@ def evaluate_miou(model: nn.Module, loader: Iterable, num_classes: int) -> float
     was_training = model.training
     model.eval()
     for images, semantic in loader:
-        metric.update(model(_normalise(images)).argmax(1), semantic)
+        metric.update(model(normalise(images)).argmax(1), semantic)
     model.train(was_training)
     return float(metric.compute())
 
@@ -131,7 +137,7 @@ def train_segmenter(
         model.train()
         losses = []
         for images, semantic in train_loader:
-            loss = nn.functional.cross_entropy(model(_normalise(images)), semantic)
+            loss = nn.functional.cross_entropy(model(normalise(images)), semantic)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
