@@ -14,12 +14,13 @@ Per model, in one process:
   convolutions the same compiled model as **compile**.
 
 Before timing, every path's output is compared with eager on the same input (printed as max |diff|). Timing is
-interleaved round-robin over all paths of both models at one batch size (``bench_mixer.interleaved_medians``), so a
-change of machine load affects all alike; the table gives ms per image and ratios measured in the same run:
-runtime / eager of the same model, and hpx / convformer within each runtime.
+interleaved round-robin over all paths of both models at one batch size
+(``benchmarks.common.interleaved_medians``), so a change of machine load affects all alike; the table gives ms per
+image and ratios measured in the same run: runtime / eager of the same model, and hpx / convformer within each
+runtime.
 
-Run ``python benchmarks/bench_export.py`` (about 20 min on 2 cores, most of it exporting and compiling);
-``--quick`` is a smoke run on reduced models at 64 px.
+Run ``python -m benchmarks.bench_export`` from the repository root (about 20 min on 2 cores, most of it exporting
+and compiling); ``--quick`` is a smoke run on reduced models at 64 px.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import copy
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -37,11 +37,9 @@ from functools import partial
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_mixer import interleaved_medians, machine_info  # noqa: E402
-
-import hyenapixel  # noqa: E402, F401 - registers the models in timm
-from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx  # noqa: E402
+import hyenapixel  # noqa: F401 - registers the models in timm
+from benchmarks.common import interleaved_medians, machine_info
+from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx
 
 RUNTIMES = ("eager", "onnxruntime", "compile", "compile_unfrozen")
 QUICK_ARCH = {"depths": (1, 1, 1, 1), "dims": (16, 16, 32, 32)}

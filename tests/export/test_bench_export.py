@@ -5,23 +5,19 @@ timing thresholds."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-from test_benchmarks_smoke import _load_script
-
 pytest.importorskip("onnxruntime")
-
-ROOT = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    _load_script(ROOT / "bench_mixer.py")  # bench_export imports it by name
-    return _load_script(ROOT / "bench_export.py")
+    from benchmarks import bench_export
+
+    return bench_export
 
 
 def test_table_ratios(bench: ModuleType) -> None:

@@ -83,7 +83,7 @@ def test_real_images_static_batch_and_failed_tolerance(
         (["--model", "hpx_former_s4", "--images", "x"], "--images is used by --verify"),
         (
             ["--model", "hpx_former_s4", "--pretrained"],
-            "cannot load the weights of hpx_former_s4: No pretrained weights",
+            "hpx_former_s4 has no published pretrained weights. Use a local weights file instead",
         ),
     ],
 )

@@ -1,13 +1,12 @@
 """The DFT-matrix long convolutions of hyenapixel.ops.dft against the direct-convolution reference
-(tests/conv_references.py) and against the FFT path they replace at export."""
+(hyenapixel.ops.reference) and against the FFT path they replace at export."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conv_references import ref_conv1d, ref_conv2d
-from hyenapixel.ops import fftconv2d, plan_conv1d, plan_conv2d
+from hyenapixel.ops import fftconv1d_ref, fftconv2d, fftconv2d_ref, plan_conv1d, plan_conv2d
 from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
 
 
@@ -34,7 +33,7 @@ def test_dft_conv2d_equals_direct_convolution(h: int, w: int, kh: int, kw: int) 
     k = torch.randn(3, kh, kw, dtype=torch.float64)
     got = _conv2d(x, k)
     assert got.shape == x.shape
-    assert (got - ref_conv2d(x, k)).abs().max().item() < 1e-12
+    assert (got - fftconv2d_ref(x, k)).abs().max().item() < 1e-12
 
 
 @pytest.mark.parametrize(
@@ -58,7 +57,7 @@ def test_dft_conv1d_equals_direct_convolution(length: int, kernel_len: int, caus
     k = torch.randn(4, kernel_len, dtype=torch.float64)
     got = _conv1d(x, k, causal)
     assert got.shape == x.shape
-    assert (got - ref_conv1d(x, k, causal)).abs().max().item() < 1e-12
+    assert (got - fftconv1d_ref(x, k, causal=causal)).abs().max().item() < 1e-12
 
 
 def test_float32_matches_the_fft_path() -> None:
@@ -78,7 +77,7 @@ def test_reduced_precision_input_is_computed_in_float32() -> None:
     k = torch.randn(4, 13, 13) / 13
     got = _conv2d(x, k, torch.float32)
     assert got.dtype == torch.bfloat16
-    ref = ref_conv2d(x.float(), k).to(torch.bfloat16)
+    ref = fftconv2d_ref(x.float(), k).to(torch.bfloat16)
     step = 2**-7 * ref.float().abs().max().item()  # one bf16 step at the largest output
     assert (got.float() - ref.float()).abs().max().item() <= step
 
