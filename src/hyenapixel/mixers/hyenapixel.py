@@ -93,10 +93,11 @@ class HyenaPixelMixer(nn.Module):
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) to a channels-first map.
 
-        Only the kernel taps that can reach the map are generated (``plan.taps``): at 800 x 1333 px, 399 x 667 of
-        the 667 x 667 stage-1 taps. With a gradient into the filter the kernel is regenerated on every call (its
-        backward recomputes the filter's activations, see :class:`~hyenapixel.filters.ImplicitFilter2d`); otherwise
-        the cached spectrum is used.
+        Only the kernel taps that can reach the map are generated (``plan.taps``): at 800 x 1333 px (a 200 x 333
+        map), 399 x 665 of the 667 x 667 stage-1 taps. With a gradient into the filter the kernel is regenerated on
+        every call (its backward recomputes the filter's activations, see
+        :class:`~hyenapixel.filters.ImplicitFilter2d`) and the graph keeps its spectrum
+        (:func:`~hyenapixel.ops.conv_saving_spectrum`; once differentiable); otherwise the cached spectrum is used.
 
         Shape:
             (B, C, H, W) -> (B, C, H, W)
