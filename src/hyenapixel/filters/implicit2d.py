@@ -7,7 +7,7 @@ the FFN is a sine-activated MLP with hidden width 2K. The learnable skip term ``
 here with the filter; mixers add it to the kernel's center tap.
 
 The filter can evaluate any rectangular region of taps alone (``filter(region)``): a convolution never uses the taps
-that cannot reach its output (at 800 x 1333 px a 667 x 667 stage-1 kernel meets a 200 x 333 map through 399 x 667
+that cannot reach its output (at 800 x 1333 px a 667 x 667 stage-1 kernel meets a 200 x 333 map through 399 x 665
 of them), so the mixers ask only for those. The kernel is computed by one autograd function that folds the sine
 frequencies into the linear layers and recomputes its activations in backward instead of storing them
 (:class:`_ImplicitKernel`); it equals the module-by-module evaluation ``mlp(pos_emb) * window()`` up to float

@@ -9,6 +9,7 @@ where K is the implicit 2D filter and D its skip term (added to the kernel's cen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers.cache import SpectrumCache
-from hyenapixel.ops import conv_saving_spectrum, plan_conv2d
+from hyenapixel.ops import conv_saving_spectrum, conv_with_plan, plan_conv2d
 
 
 def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -93,10 +94,12 @@ class HyenaPixelMixer(nn.Module):
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) to a channels-first map.
 
-        Only the kernel taps that can reach the map are generated (``plan.taps``): at 800 x 1333 px, 399 x 667 of
-        the 667 x 667 stage-1 taps. With a gradient into the filter the kernel is regenerated on every call (its
-        backward recomputes the filter's activations, see :class:`~hyenapixel.filters.ImplicitFilter2d`); otherwise
-        the cached spectrum is used.
+        Only the kernel taps that can reach the map are generated (``plan.taps``): at 800 x 1333 px (a 200 x 333
+        map), 399 x 665 of the 667 x 667 stage-1 taps. With a gradient into the filter the kernel is regenerated on
+        every call (its backward recomputes the filter's activations, see
+        :class:`~hyenapixel.filters.ImplicitFilter2d`) and, when the spectrum is not much larger than the kernel, the
+        graph keeps the spectrum (:func:`~hyenapixel.ops.conv_saving_spectrum`); otherwise the cached spectrum is
+        used.
 
         Shape:
             (B, C, H, W) -> (B, C, H, W)
@@ -106,7 +109,12 @@ class HyenaPixelMixer(nn.Module):
         taps, plan = full.taps, full.cropped()
         if self.spectrum_cache.active(self.filter):
             return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(taps))
-        return conv_saving_spectrum(u, self.kernel(taps), plan)
+        kernel = self.kernel(taps)
+        *rows, last = plan.fft_shape
+        if 2 * math.prod(rows) * (last // 2 + 1) <= 1.5 * kernel[0].numel():
+            # a covering kernel: its spectrum is about its size, so keeping it instead costs no memory
+            return conv_saving_spectrum(u, kernel, plan)
+        return conv_with_plan(u, kernel, plan)  # a kernel much smaller than its spectrum (224-px kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
