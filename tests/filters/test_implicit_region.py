@@ -92,3 +92,22 @@ def test_explicit_filters_give_regions_of_their_kernel(make) -> None:
     f = make()
     rows, cols = slice(2, 7), slice(1, 4)
     torch.testing.assert_close(f((rows, cols)), f()[:, rows, cols], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("region", [None, (slice(2, 7), slice(1, 6))])
+def test_compile_path_equals_the_straightforward_kernel(monkeypatch, region) -> None:
+    """While torch.compile traces, the filter takes its plain-op path; values and gradients equal the reference."""
+    torch.manual_seed(3)
+    f = ImplicitFilter2d(5, kernel_size=(9, 7), emb_dim=8, num_inner=1).double()
+    with torch.no_grad():
+        f.shift.uniform_(-0.5, 0.5)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(implicit2d._ImplicitKernel, "apply", None)  # the fused function must not run
+    rows, cols = region or (slice(None), slice(None))
+    got = f(region)
+    ref = _straightforward(f)[:, rows, cols]
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)
+    params = [p for n, p in f.named_parameters() if n != "skip"]
+    up = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((got * up).sum(), params), torch.autograd.grad((ref * up).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)

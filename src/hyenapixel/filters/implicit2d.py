@@ -204,6 +204,22 @@ class _ImplicitKernel(torch.autograd.Function):
         return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
 
 
+def implicit_kernel_plain(
+    z: torch.Tensor, dist: torch.Tensor, decay: torch.Tensor, shift: torch.Tensor, w_out: torch.Tensor, *weights
+) -> torch.Tensor:
+    """What :class:`_ImplicitKernel` computes, in plain differentiable ops: the path taken while ``torch.compile``
+    traces the model (dynamo cannot trace the fused function's saved tensors) and a second implementation for tests.
+
+    Shape:
+        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
+    """
+    h = z.reshape(z.shape[0], -1)
+    for w in weights:
+        h = torch.sin(torch.addmm(w[:, -1:], w[:, :-1], h))
+    window = torch.exp(-torch.outer(decay.abs(), dist.reshape(-1))) + shift[:, None]
+    return torch.mm(w_out, h) * window
+
+
 class ImplicitFilter2d(nn.Module):
     """Implicit 2D long-convolution filter of HyenaPixel.
 
@@ -262,7 +278,8 @@ class ImplicitFilter2d(nn.Module):
             for linear, sine in zip(body[0::2], body[1::2])
         ]
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            k = _ImplicitKernel.apply(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
+            kernel = implicit_kernel_plain if torch.compiler.is_compiling() else _ImplicitKernel.apply
+            k = kernel(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
         size = pos_emb.shape[1:]
         return k.view(self.channels, *size)
 
