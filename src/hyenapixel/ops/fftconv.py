@@ -49,7 +49,7 @@ __all__ = [
 # CPU only: when a batch's complex spectra exceed SPECTRUM_CHUNK_ABOVE bytes, the FFT path runs in blocks of samples
 # and channels (the convolution is depthwise, so both are independent) whose spectra take at most about
 # SPECTRUM_CHUNK_BYTES, so that transform, product and inverse transform of a block run in cache. Tuned on a 2-core
-# EPYC (docs/benchmarks.md, docs/benchmarks_dense.md): a 64-channel 200 x 333 map with a 399 x 665 kernel convolves
+# EPYC (docs/benchmarks.md): a 64-channel 200 x 333 map with a 399 x 665 kernel convolves
 # in 83 ms in one-channel blocks against 335 ms in one piece; 0.5-2 MiB blocks are best from 224 px to 512 x 2048.
 SPECTRUM_CHUNK_BYTES = 3 << 19
 SPECTRUM_CHUNK_ABOVE = 12 << 20
