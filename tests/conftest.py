@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import hyenapixel  # noqa: F401  (registers the models in timm)
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
+from official_fixtures import FIXTURES
 
 
 @pytest.fixture(scope="session")

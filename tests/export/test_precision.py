@@ -17,14 +17,8 @@ import timm
 import torch
 from torch import nn
 
-VARIANTS = [
-    "hpx_former_s18",
-    "c_hpx_former_s18",
-    "hpx_a_former_s18",
-    "hb_former_s18",
-    "hb_former_b36",
-    "hb_a_former_s18",
-]
+from official_fixtures import VARIANTS
+
 # logit tolerance per (device, dtype); CPU bfloat16 measured (see above), CUDA values not measured here (no GPU)
 TOL = {("cpu", torch.bfloat16): 0.1, ("cuda", torch.bfloat16): 0.1, ("cuda", torch.float16): 0.02}
 MIN_MARGIN = 0.02  # top-1 must agree where float32's best class leads the second by more than this

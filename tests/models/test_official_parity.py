@@ -10,15 +10,8 @@ import timm
 import torch
 
 from hyenapixel.models import checkpoint_filter_fn, rename_official_key
+from official_fixtures import VARIANTS
 
-VARIANTS = [
-    "hpx_former_s18",
-    "c_hpx_former_s18",
-    "hpx_a_former_s18",
-    "hb_former_s18",
-    "hb_former_b36",
-    "hb_a_former_s18",
-]
 TOL = 1e-4
 
 
