@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -110,6 +111,43 @@ def background_miou(loader: Iterable, num_classes: int) -> float:
     return float(metric.compute())
 
 
+def _fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    step: Callable[[Any], torch.Tensor],
+    evaluate: Callable[[], dict[str, float]],
+    describe: Callable[[dict], str],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    warmup_fraction: float,
+    log: Callable[[str], None],
+) -> tuple[list[dict], float]:
+    """The loop both dense tasks share: AdamW with warm-up + cosine over every step, ``step(batch)`` gives the
+    loss, ``evaluate()`` the validation numbers after each epoch. Returns the per-epoch rows and the seconds taken."""
+    start = time.perf_counter()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    total = epochs * len(train_loader)
+    scheduler = warmup_cosine(optimizer, total, max(1, int(warmup_fraction * total)))
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for batch in train_loader:
+            loss = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **evaluate()}
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {describe(row)}  ({row['seconds']}s)")
+    return history, time.perf_counter() - start
+
+
 def train_segmenter(
     model: nn.Module,
     train_loader: DataLoader,
@@ -127,28 +165,28 @@ def train_segmenter(
     Shape:
         model: (B, 3, H, W) normalised images -> (B, num_classes, H, W) logits
     """
-    start = time.perf_counter()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    total = epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total, max(1, int(warmup_fraction * total)))
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, semantic = batch
+        return nn.functional.cross_entropy(model(normalise(images)), semantic)
+
+    def evaluate() -> dict[str, float]:
+        return {"val_miou": evaluate_miou(model, val_loader, num_classes)}
+
     baseline = background_miou(val_loader, num_classes)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for images, semantic in train_loader:
-            loss = nn.functional.cross_entropy(model(normalise(images)), semantic)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        miou = evaluate_miou(model, val_loader, num_classes)
-        row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_miou": miou}
-        row["seconds"] = round(time.perf_counter() - start, 1)
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  val mIoU {miou:.4f}  ({row['seconds']}s)")
-    return DenseTrainResult("mIoU", history[-1]["val_miou"], baseline, history, time.perf_counter() - start)
+    history, seconds = _fit(
+        model,
+        train_loader,
+        step,
+        evaluate,
+        lambda row: f"val mIoU {row['val_miou']:.4f}",
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction,
+        log=log,
+    )
+    return DenseTrainResult("mIoU", history[-1]["val_miou"], baseline, history, seconds)
 
 
 def _coco_metric():  # noqa: ANN202
@@ -215,36 +253,26 @@ def train_detector(
     log: Callable[[str], None] = print,
 ) -> DenseTrainResult:
     """Train a torchvision Mask R-CNN (sum of its losses, AdamW); evaluate COCO AP after every epoch."""
-    start = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    total = epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total, max(1, int(warmup_fraction * total)))
+
+    def step(batch: tuple[list[torch.Tensor], list[dict]]) -> torch.Tensor:
+        images, targets = batch
+        loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
+        return sum(loss_dict.values())
+
+    def evaluate() -> dict[str, float]:
+        return {f"val_{k}": v for k, v in evaluate_coco_ap(model, val_loader).items()}
+
     baseline = full_image_ap(val_loader, num_classes)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for images, targets in train_loader:
-            loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
-            loss = sum(loss_dict.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        scores = evaluate_coco_ap(model, val_loader)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": sum(losses) / len(losses),
-            **{f"val_{k}": v for k, v in scores.items()},
-        }
-        row["seconds"] = round(time.perf_counter() - start, 1)
-        history.append(row)
-        log(
-            f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  box AP {scores['bbox_map']:.4f}  "
-            f"mask AP {scores['segm_map']:.4f}  ({row['seconds']}s)"
-        )
-    result = DenseTrainResult("mask AP", history[-1]["val_segm_map"], baseline["segm_map"], history)
-    result.seconds = time.perf_counter() - start
-    return result
+    history, seconds = _fit(
+        model,
+        train_loader,
+        step,
+        evaluate,
+        lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction,
+        log=log,
+    )
+    return DenseTrainResult("mask AP", history[-1]["val_segm_map"], baseline["segm_map"], history, seconds)
