@@ -47,6 +47,17 @@ def test_training_state_rebuilds_the_exact_model(tmp_path) -> None:
     assert read_checkpoint(path).meta["class_names"] == ["a", "b", "c"]
 
 
+def test_an_already_read_checkpoint_is_not_read_again(tmp_path) -> None:
+    ref = _tiny()
+    path = tmp_path / "last.pt"
+    torch.save(_train_state(ref), path)
+    ck = read_checkpoint(path)
+    path.unlink()  # nothing may touch the file any more
+    model = load_model(checkpoint=ck).eval()
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+
+
 def test_safetensors_with_spec_metadata_and_features_only(tmp_path) -> None:
     ref = _tiny()
     path = tmp_path / "best.safetensors"

@@ -190,7 +190,7 @@ def _classifier_outputs(name: str, state_dict: Mapping[str, torch.Tensor]) -> in
 def load_model(
     name: str | None = None,
     *,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Checkpoint | None = None,
     pretrained: bool = False,
     use_ema: bool = False,
     **kwargs: Any,
@@ -202,6 +202,8 @@ def load_model(
         checkpoint: a training state, exported safetensors or official/plain weights file. Files of ours rebuild
             the exact architecture they were trained with (custom dims, depths, kernel sizes, input channels) and
             class count. Official HyenaPixel keys are converted and filters of another kernel size resampled.
+            A :class:`Checkpoint` from :func:`read_checkpoint` is used as it is (the file is not read again;
+            ``use_ema`` was applied when it was read).
         pretrained: load the hub weights (``timm.create_model(..., pretrained=True)``); not with ``checkpoint``.
         use_ema: a training state's EMA weights.
         kwargs: passed to ``timm.create_model`` (``features_only=True``, ``num_classes=N`` for a new head, ...).
@@ -226,7 +228,7 @@ def load_model(
             check_pretrained_available(name, kwargs.get("pretrained_cfg_overlay"))
         return timm.create_model(name, pretrained=pretrained, **kwargs)
 
-    ck = read_checkpoint(checkpoint, use_ema=use_ema)
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, use_ema=use_ema)
     if ck.spec is not None:
         if name is not None and name != ck.model_name:
             raise WeightsError(f"{ck.path} holds a {ck.model_name} model, not {name}; pass --model {ck.model_name}")

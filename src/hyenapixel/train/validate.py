@@ -146,7 +146,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
         ck = read_checkpoint(path, use_ema=cfg.ema)
         if name is None and ck.model_name is None:
             raise ConfigError("model", f"required for {path}: the file does not say which model it holds")
-        model = load_model(name, checkpoint=path, use_ema=cfg.ema).eval()
+        model = load_model(name, checkpoint=ck).eval()  # the file is read once
         members.append(
             Member(
                 name=name or str(ck.model_name),
