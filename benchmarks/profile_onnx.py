@@ -3,7 +3,8 @@ onnxruntime's CPU provider, summed per operator type, per model part and per sta
 Section 3) and timm's ``convformer_s18`` at 224 px.
 
 Each model is exported with :func:`hyenapixel.export.to_onnx` (random weights; speed does not depend on them) and
-run ``--runs`` times after one warm-up run in a session with ``SessionOptions.enable_profiling``. Every profiled node
+run ``--runs`` times after one warm-up run in a session with ``SessionOptions.enable_profiling``, the models'
+runs interleaved. Every profiled node
 is attributed to the PyTorch module it came from through the exporter's ``pkg.torch.onnx.name_scopes`` metadata
 (nodes that onnxruntime renamed while fusing keep their original name as a prefix; its layout changes
 ``ReorderInput``/``ReorderOutput`` have no module and are counted as "layout"). The parts:
@@ -87,27 +88,38 @@ def classify(name: str, op: str, scopes: dict[str, list[str]]) -> tuple[str, str
     return stage, part
 
 
-def profile(path: str, batch: int, img: int, runs: int, threads: int) -> dict[str, dict[str, float]]:
-    """ms per image summed per op type, part, stage and (part, op) over ``runs`` profiled runs after a warm-up."""
+def profile(
+    paths: dict[str, str], batch: int, img: int, runs: int, threads: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model: ms per image summed per op type, part, stage and (part, op) over ``runs`` profiled runs after a
+    warm-up, the models' runs interleaved round-robin (so a change of machine load affects all alike)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    opts.enable_profiling = True
-    opts.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    x = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, 3, img, img), np.float32)}
-    walls = []
+    sessions = {}
+    for name, path in paths.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(os.path.dirname(path), f"ort_profile_{name}")
+        sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((batch, 3, img, img), np.float32)
+    walls: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(runs + 1):
-        t0 = time.perf_counter()
-        session.run(None, x)
-        walls.append(time.perf_counter() - t0)
-    with open(session.end_profiling()) as f:
-        events = json.load(f)
-    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
-    first_timed = starts[1]  # the first run is the warm-up
-    scopes = module_scopes(path)
+        for name, session in sessions.items():
+            t0 = time.perf_counter()
+            session.run(None, {session.get_inputs()[0].name: x})
+            walls[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, session in sessions.items():
+        with open(session.end_profiling()) as f:
+            out[name] = _summarise(json.load(f), module_scopes(paths[name]), runs, batch)
+        out[name]["total"]["wall"] = float(np.median(walls[name][1:])) * 1e3 / batch
+    return out
+
+
+def _summarise(events: list[dict], scopes: dict[str, list[str]], runs: int, batch: int) -> dict[str, dict[str, float]]:
+    first_timed = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1]  # the first run: warm-up
     sums: dict[str, dict[str, float]] = {k: collections.defaultdict(float) for k in ("op", "part", "stage", "part_op")}
     scale = 1e-3 / (runs * batch)  # us summed over runs -> ms per image
     for e in events:
@@ -118,7 +130,7 @@ def profile(path: str, batch: int, img: int, runs: int, threads: int) -> dict[st
         for key, label in (("op", op), ("part", part), ("stage", stage), ("part_op", f"{part} | {op}")):
             sums[key][label] += e["dur"] * scale
     out = {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in sums.items()}
-    out["total"] = {"nodes": sum(sums["op"].values()), "wall": float(np.median(walls[1:])) * 1e3 / batch}
+    out["total"] = {"nodes": sum(sums["op"].values())}
     return out
 
 
@@ -127,7 +139,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="hpx_former_s18,convformer_s18", help="comma list; the last is the reference")
     p.add_argument("--img", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--runs", type=int, default=3, help="profiled runs after one warm-up run")
+    p.add_argument("--runs", type=int, default=5, help="profiled runs of each model after one warm-up run")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
@@ -139,13 +151,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     print(f"# {machine_info(args.threads)}; img {args.img}; batch {args.batch}", flush=True)
-    results = {}
     with tempfile.TemporaryDirectory() as workdir:
+        paths = {}
         for name in models:
             torch.manual_seed(0)
-            path = to_onnx(timm.create_model(name).eval(), os.path.join(workdir, f"{name}.onnx"), args.img)
-            results[name] = profile(str(path), args.batch, args.img, args.runs, args.threads)
-            print(f"# {name}: {machine_info(args.threads)}", flush=True)
+            paths[name] = str(to_onnx(timm.create_model(name).eval(), os.path.join(workdir, f"{name}.onnx"), args.img))
+        results = profile(paths, args.batch, args.img, args.runs, args.threads)
+        print(f"# profiled: {machine_info(args.threads)}", flush=True)
     ref = models[-1]
     for key in ("part", "op", "stage"):
         labels = list(dict.fromkeys(label for m in models for label in results[m][key]))
