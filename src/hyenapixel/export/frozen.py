@@ -52,9 +52,10 @@ __all__ = [
 
 MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
 #: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
-#: In onnxruntime (2-core EPYC, batch 16) the direct form took 1.3 vs 13 ms at 7 x 7 (512 ch, kernel 13) and 16-23
-#: vs 48-51 ms at 14 x 14 (320 ch, kernel 27), but 187 vs 108 ms at 28 x 28 (128 ch, kernel 55).
-DIRECT_MAX_PIXELS = 14 * 14
+#: One long convolution in onnxruntime (``benchmarks/bench_onnx_longconv.py``, 2-core EPYC), DFT products vs direct,
+#: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.26 / 4.8 vs 0.25 / 1.0 ms; 14 x 14 (320 ch, kernel 27) 0.66 / 16.0 vs
+#: 1.27 / 16.4 ms; 28 x 28 (128 ch, kernel 55) 1.2 / 50 vs 13.6 / 138 ms.
+DIRECT_MAX_PIXELS = 7 * 7
 
 
 class ExportError(UserError):
@@ -95,8 +96,8 @@ def stage_matrices(rows: DFTAxis, cols: DFTAxis) -> dict[str, torch.Tensor]:
 class FrozenDirectConv2d(nn.Module):
     """The long convolution of one HyenaPixel mixer for a small map as a direct depthwise convolution on a
     channels-last map: only the kernel taps that can reach an output (at most ``(2H - 1) x (2W - 1)``), flipped, as
-    a non-persistent float32 buffer. On the stage-3/4 maps of a 224 px model (14 x 14, 7 x 7) onnxruntime runs this
-    faster than the DFT products (see :data:`DIRECT_MAX_PIXELS`).
+    a non-persistent float32 buffer. On the stage-4 map of a 224 px model (7 x 7) onnxruntime runs this faster than
+    the DFT products at batch 16 (see :data:`DIRECT_MAX_PIXELS`).
 
     Shape:
         (B, H, W, C) -> (B, H, W, C) with (H, W) the frozen size
