@@ -73,7 +73,8 @@ class FrozenConv2d(nn.Module):
 
     def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis, mats: dict[str, torch.Tensor]) -> None:
         super().__init__()
-        self.size = (rows.plan.length, cols.plan.length)
+        self.size, self.channels = (rows.plan.length, cols.plan.length), kernel.shape[0]
+        self.dft = (rows.n, cols.n)
         kr, ki = channels_last_spectrum(*dft_spectrum2d(kernel, rows, cols))
         for name, value in {"kr": kr, "ki": ki, **mats}.items():
             self.register_buffer(name, value.to(torch.float32), persistent=False)
@@ -83,7 +84,7 @@ class FrozenConv2d(nn.Module):
         return dft_conv2d_channels_last(u, self.kr, self.ki, self.fw, self.fh, self.gh, self.aw)
 
     def extra_repr(self) -> str:
-        return f"channels={self.kr.shape[1] // self.fw.shape[0] * 2}, size={self.size}, dft={tuple(self.fh.shape)}"
+        return f"channels={self.channels}, size={self.size}, dft={self.dft}"
 
 
 def stage_matrices(rows: DFTAxis, cols: DFTAxis) -> dict[str, torch.Tensor]:
