@@ -14,10 +14,10 @@ Per model, in one process:
   convolutions the same compiled model as **compile**.
 
 Before timing, every path's output is compared with eager on the same input (printed as max |diff|). Timing is
-interleaved round-robin over all paths of both models at one batch size
-(``benchmarks.common.interleaved_medians``), so a change of machine load affects all alike; the table gives ms per
-image and ratios measured in the same run: runtime / eager of the same model, and hpx / convformer within each
-runtime.
+interleaved round-robin over all paths of both models at one batch size (``benchmarks.common.interleaved_medians``,
+with an untimed ``--pause`` before each call so that one runtime's spinning worker threads do not slow down the
+next), so a change of machine load affects all alike; the table gives ms per image and ratios measured in the same
+run: runtime / eager of the same model, and hpx / convformer within each runtime.
 
 Run ``python -m benchmarks.bench_export`` from the repository root (about 20 min on 2 cores, most of it exporting
 and compiling); ``--quick`` is a smoke run on reduced models at 64 px.
@@ -130,7 +130,14 @@ def grad_diff(ref: nn.Module, other: nn.Module) -> float:
 
 
 def bench_train(
-    models: Sequence[str], quick: bool, img: int, batch: int, backend: str, warmup: int, repeats: int
+    models: Sequence[str],
+    quick: bool,
+    img: int,
+    batch: int,
+    backend: str,
+    warmup: int,
+    repeats: int,
+    pause: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Seconds per training step, eager and ``torch.compile``d (same weights), interleaved; and, from the first
     step, the loss difference and the largest parameter-gradient difference relative to that gradient's largest
@@ -162,7 +169,7 @@ def bench_train(
             f"{out[name]['grad_rel_diff']:.2g} (compile + first step {out[name]['compile_s']:.0f} s)",
             flush=True,
         )
-    medians = interleaved_medians(steps, warmup, repeats)
+    medians = interleaved_medians(steps, warmup, repeats, pause=pause)
     for name in models:
         out[name] |= {"eager": medians[f"{name}|eager"], "compile": medians[f"{name}|compile"]}
     return out
@@ -193,6 +200,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds of untimed sleep before each timed call (default 0.2): onnxruntime's threads keep spinning "
+        "after a call and slow down the next runtime (convformer eager right after onnxruntime: 75 instead of 41 ms)",
+    )
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
     p.add_argument(
         "--quick",
@@ -248,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for b in batches:
             x = torch.randn(b, 3, args.img, args.img)
             calls = {f"{m}|{r}": partial(fns[m][r], x) for m in models for r in args.runtimes}
-            medians = interleaved_medians(calls, args.warmup, args.repeats)
+            medians = interleaved_medians(calls, args.warmup, args.repeats, pause=args.pause)
             results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in args.runtimes} for m in models}
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
     if args.train_batch:
         results["train"] = bench_train(
-            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats
+            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats, args.pause
         )
     print()
     if batches:

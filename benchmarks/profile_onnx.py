@@ -52,6 +52,7 @@ PARTS = (
     ("stem/downsample/head", r"stem|downsample|head|^norm$"),
 )
 LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+PAUSE = 0.2  # seconds of sleep before each run (see benchmarks/bench_export.py --pause)
 
 
 def module_scopes(path: str) -> dict[str, list[str]]:
@@ -107,6 +108,7 @@ def profile(
     walls: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(runs + 1):
         for name, session in sessions.items():
+            time.sleep(PAUSE)  # the other session's threads stop spinning
             t0 = time.perf_counter()
             session.run(None, {session.get_inputs()[0].name: x})
             walls[name].append(time.perf_counter() - t0)
