@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     feed = {sess.get_inputs()[0].name: x.numpy()}
                     diffs[name] = float(np.abs(sess.run(None, feed)[0] - ref).max())
                     calls[name] = lambda sess=sess, feed=feed: sess.run(None, feed)
-                med = interleaved_medians(calls, args.warmup, args.repeats)
+                med = interleaved_medians(calls, args.warmup, args.repeats, pause=0.2)  # see bench_export --pause
                 results[f"{key}|{b}"] = {"ms": {k: 1e3 * v for k, v in med.items()}, "max_abs_diff": diffs}
                 shape = f"{st.size}x{st.size}, {st.dim} ch, kernel {st.kernel}"
                 rows.append(
