@@ -53,8 +53,8 @@ __all__ = [
 MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
 #: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
 #: One long convolution in onnxruntime (``benchmarks/bench_onnx_longconv.py``, 2-core EPYC), DFT products vs direct,
-#: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.26 / 4.8 vs 0.25 / 1.0 ms; 14 x 14 (320 ch, kernel 27) 0.66 / 16.0 vs
-#: 1.27 / 16.4 ms; 28 x 28 (128 ch, kernel 55) 1.2 / 50 vs 13.6 / 138 ms.
+#: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.52 / 2.1 vs 0.44 / 1.3 ms; 14 x 14 (320 ch, kernel 27) 0.67 / 5.8 vs
+#: 0.97 / 7.6 ms; 28 x 28 (128 ch, kernel 55) 0.95 / 13 vs 3.4 / 44 ms.
 DIRECT_MAX_PIXELS = 7 * 7
 
 
