@@ -14,10 +14,10 @@ Per model, in one process:
   convolutions the same compiled model as **compile**.
 
 Before timing, every path's output is compared with eager on the same input (printed as max |diff|). Timing is
-interleaved round-robin over all paths of both models at one batch size
-(``benchmarks.common.interleaved_medians``), so a change of machine load affects all alike; the table gives ms per
-image and ratios measured in the same run: runtime / eager of the same model, and hpx / convformer within each
-runtime.
+interleaved round-robin over all paths of both models at one batch size (``benchmarks.common.interleaved_medians``,
+with an untimed ``--pause`` before each call so that one runtime's spinning worker threads do not slow down the
+next), so a change of machine load affects all alike; the table gives ms per image and ratios measured in the same
+run: runtime / eager of the same model, and hpx / convformer within each runtime.
 
 Run ``python -m benchmarks.bench_export`` from the repository root (about 20 min on 2 cores, most of it exporting
 and compiling); ``--quick`` is a smoke run on reduced models at 64 px.
@@ -57,8 +57,17 @@ def build(name: str, quick: bool) -> nn.Module:
     return timm.create_model(name, **kwargs).eval()
 
 
-def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, workdir: str) -> dict[str, Callable]:
-    """One ``fn(x) -> output`` per runtime, with export and compile timed and printed."""
+def prepare(
+    name: str,
+    model: nn.Module,
+    img: int,
+    backend: str,
+    threads: int,
+    workdir: str,
+    runtimes: Sequence[str] = RUNTIMES,
+) -> dict[str, Callable]:
+    """One ``fn(x) -> output`` per runtime in ``runtimes`` (eager always), with export and compile timed and
+    printed."""
     fns: dict[str, Callable] = {}
 
     def eager(x: torch.Tensor) -> torch.Tensor:
@@ -66,11 +75,14 @@ def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, w
             return model(x)
 
     fns["eager"] = eager
-    t0 = time.perf_counter()
-    path = to_onnx(model, os.path.join(workdir, f"{name}.onnx"), img)
-    session = onnx_session(path, threads)
-    fns["onnxruntime"] = partial(run_onnx, session)
-    t1 = time.perf_counter()
+    if "onnxruntime" in runtimes:
+        t0 = time.perf_counter()
+        path = to_onnx(model, os.path.join(workdir, f"{name}.onnx"), img)
+        fns["onnxruntime"] = partial(run_onnx, onnx_session(path, threads))
+        size = os.path.getsize(path) / 2**20
+        print(f"# {name}: ONNX export {time.perf_counter() - t0:.0f} s ({size:.0f} MiB)", flush=True)
+    if not {"compile", "compile_unfrozen"} & set(runtimes):
+        return fns
     compiled = torch.compile(freeze_long_convs(model, img), backend=backend)
 
     def comp(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +90,6 @@ def prepare(name: str, model: nn.Module, img: int, backend: str, threads: int, w
             return compiled(x)
 
     fns["compile"] = comp
-    print(f"# {name}: ONNX export {t1 - t0:.0f} s ({os.path.getsize(path) / 2**20:.0f} MiB)", flush=True)
     if not any(isinstance(m, FrozenConv1d | FrozenConv2d) for m in compiled.modules()):
         fns["compile_unfrozen"] = comp  # nothing was frozen: the same model, compiled once
         return fns
@@ -96,7 +107,7 @@ def check(fns: dict[str, Callable], x: torch.Tensor) -> dict[str, float]:
     """Max |runtime - eager| on ``x`` (the first compiled call also triggers compilation, timed here)."""
     ref = fns["eager"](x)
     out = {}
-    for k in RUNTIMES[1:]:
+    for k in [r for r in fns if r != "eager"]:
         t0 = time.perf_counter()
         y = fns[k](x)
         out[k] = (y.float() - ref.float()).abs().max().item()
@@ -105,11 +116,32 @@ def check(fns: dict[str, Callable], x: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def grad_diff(ref: nn.Module, other: nn.Module) -> float:
+    """Largest ``max |g_other - g_ref| / max |g_ref|`` over the parameters with a gradient."""
+    worst = 0.0
+    for (name, p), q in zip(ref.named_parameters(), other.parameters(), strict=True):
+        if p.grad is None or q.grad is None:
+            if (p.grad is None) != (q.grad is None):
+                raise RuntimeError(f"{name}: a gradient in only one of the two models")
+            continue
+        scale = p.grad.abs().max().item() or 1.0
+        worst = max(worst, (q.grad - p.grad).abs().max().item() / scale)
+    return worst
+
+
 def bench_train(
-    models: Sequence[str], quick: bool, img: int, batch: int, backend: str, warmup: int, repeats: int
+    models: Sequence[str],
+    quick: bool,
+    img: int,
+    batch: int,
+    backend: str,
+    warmup: int,
+    repeats: int,
+    pause: float = 0.0,
 ) -> dict[str, dict[str, float]]:
-    """Seconds per training step, eager and ``torch.compile``d (same weights), interleaved; and the first step's
-    loss difference."""
+    """Seconds per training step, eager and ``torch.compile``d (same weights), interleaved; and, from the first
+    step, the loss difference and the largest parameter-gradient difference relative to that gradient's largest
+    eager entry."""
     steps: dict[str, Callable[[], float]] = {}
     out: dict[str, dict[str, float]] = {}
     x = torch.randn(batch, 3, img, img)
@@ -131,15 +163,19 @@ def bench_train(
             steps[f"{name}|{label}"] = step
         t0 = time.perf_counter()
         diff = abs(steps[f"{name}|compile"]() - steps[f"{name}|eager"]())
-        out[name] = {"loss_diff": diff, "compile_s": time.perf_counter() - t0}
-        print(f"# {name} train step: |loss compiled - eager| {diff:.2g} (compile {out[name]['compile_s']:.0f} s)")
-    medians = interleaved_medians(steps, warmup, repeats)
+        out[name] = {"loss_diff": diff, "compile_s": time.perf_counter() - t0, "grad_rel_diff": grad_diff(eager, twin)}
+        print(
+            f"# {name} train step: |loss compiled - eager| {diff:.2g}, max relative gradient difference "
+            f"{out[name]['grad_rel_diff']:.2g} (compile + first step {out[name]['compile_s']:.0f} s)",
+            flush=True,
+        )
+    medians = interleaved_medians(steps, warmup, repeats, pause=pause)
     for name in models:
         out[name] |= {"eager": medians[f"{name}|eager"], "compile": medians[f"{name}|compile"]}
     return out
 
 
-def format_table(res: dict, models: Sequence[str], batches: Sequence[int]) -> str:
+def format_table(res: dict, models: Sequence[str], batches: Sequence[int], runtimes: Sequence[str] = RUNTIMES) -> str:
     """Markdown table: ms per image, ratio to eager of the same model, ratio to the last model (the reference)."""
     ref = models[-1]
     lines = [
@@ -148,7 +184,7 @@ def format_table(res: dict, models: Sequence[str], batches: Sequence[int]) -> st
     ]
     for b in batches:
         for m in models:
-            for r in RUNTIMES:
+            for r in runtimes:
                 t = res[str(b)][m][r]
                 rel = t / res[str(b)][m]["eager"]
                 cross = t / res[str(b)][ref][r]
@@ -164,6 +200,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds of untimed sleep before each timed call (default 0.2): onnxruntime's threads keep spinning "
+        "after a call and slow down the next runtime (convformer eager right after onnxruntime: 75 instead of 41 ms)",
+    )
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
     p.add_argument(
         "--quick",
@@ -176,11 +219,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="also time a training step (forward, cross-entropy, backward, SGD) eager vs compiled at this batch",
     )
+    p.add_argument(
+        "--runtimes",
+        default=",".join(RUNTIMES),
+        help=f"comma list out of {','.join(RUNTIMES)} (eager is always timed: the ratios need it)",
+    )
+    p.add_argument(
+        "--train-only", action="store_true", help="only the training step (needs --train-batch); no inference timing"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.img, args.warmup, args.repeats = 64, 1, 1
     args.batches = args.batches or ("1,2" if args.quick else "1,16")
+    if args.train_only and not args.train_batch:
+        p.error("--train-only needs --train-batch N")
+    chosen = {r.strip() for r in args.runtimes.split(",") if r.strip()}
+    if not chosen <= set(RUNTIMES):
+        p.error(f"--runtimes: unknown {', '.join(sorted(chosen - set(RUNTIMES)))}; choose from {', '.join(RUNTIMES)}")
+    args.runtimes = [r for r in RUNTIMES if r in chosen | {"eager"}]
     return args
 
 
@@ -188,34 +245,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [] if args.train_only else [int(b) for b in args.batches.split(",")]
     print(f"# {machine_info(args.threads)}; img {args.img}; compile backend {args.backend}", flush=True)
     results: dict = {"check": {}, "time": {}}
     with tempfile.TemporaryDirectory() as workdir:
         fns = {}
-        for name in models:
-            fns[name] = prepare(name, build(name, args.quick), args.img, args.backend, args.threads, workdir)
+        for name in models if batches else ():
+            model = build(name, args.quick)
+            fns[name] = prepare(name, model, args.img, args.backend, args.threads, workdir, args.runtimes)
             x = torch.randn(2, 3, args.img, args.img)
-            results["check"][name] = check(fns[name], x)
-            c = results["check"][name]
-            print(
-                f"# {name}: max |onnxruntime - eager| {c['onnxruntime']:.2g}, max |compile - eager| "
-                f"{c['compile']:.2g}, unfrozen {c['compile_unfrozen']:.2g} (compile + first call "
-                f"{c['compile_s']:.0f} s, unfrozen {c['compile_unfrozen_s']:.0f} s)",
-                flush=True,
-            )
+            results["check"][name] = c = check(fns[name], x)
+            diffs = ", ".join(f"{r} {c[r]:.2g}" for r in args.runtimes[1:])
+            firsts = ", ".join(f"{r} {c[r + '_s']:.0f} s" for r in args.runtimes if f"{r}_s" in c)
+            firsts = f" (compile + first call: {firsts})" if firsts else ""
+            print(f"# {name}: max |runtime - eager|: {diffs}{firsts}", flush=True)
         for b in batches:
             x = torch.randn(b, 3, args.img, args.img)
-            calls = {f"{m}|{r}": partial(fns[m][r], x) for m in models for r in RUNTIMES}
-            medians = interleaved_medians(calls, args.warmup, args.repeats)
-            results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in RUNTIMES} for m in models}
+            calls = {f"{m}|{r}": partial(fns[m][r], x) for m in models for r in args.runtimes}
+            medians = interleaved_medians(calls, args.warmup, args.repeats, pause=args.pause)
+            results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in args.runtimes} for m in models}
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
     if args.train_batch:
         results["train"] = bench_train(
-            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats
+            models, args.quick, args.img, args.train_batch, args.backend, args.warmup, args.repeats, args.pause
         )
     print()
-    print(format_table(results["time"], models, batches))
+    if batches:
+        print(format_table(results["time"], models, batches, args.runtimes))
     for name, r in results.get("train", {}).items():
         print(
             f"training step, batch {args.train_batch}: {name} eager {1e3 * r['eager']:.0f} ms, compiled "

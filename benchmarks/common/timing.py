@@ -23,15 +23,21 @@ def interleaved_medians(
     warmup: int,
     repeats: int,
     clock: Callable[[], float] = time.perf_counter,
+    pause: float = 0.0,
 ) -> dict[str, float]:
     """Median seconds per call of each function: ``warmup`` untimed rounds, then ``max(1, repeats)`` timed rounds,
-    each round calling every function once in turn (so a change of machine load hits all of them alike)."""
+    each round calling every function once in turn (so a change of machine load hits all of them alike).
+
+    ``pause``: untimed seconds of sleep before each timed call, so that the worker threads a runtime leaves
+    spinning after its call (onnxruntime's thread pool, OpenMP) go idle before the next runtime is timed."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(1, repeats)):
         for k, f in fns.items():
+            if pause:
+                time.sleep(pause)
             t0 = clock()
             f()
             times[k].append(clock() - t0)

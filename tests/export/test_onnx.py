@@ -116,8 +116,25 @@ def test_direct_convolution_equals_reference(h: int, w: int, kh: int, kw: int) -
     rows, cols = dft_axes2d(h, w, kh, kw)
     k = torch.randn(6, kh, kw)
     x = torch.randn(2, 6, h, w)
-    got = FrozenDirectConv2d(k, rows, cols)(x)
+    got = FrozenDirectConv2d(k, rows, cols)(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # channels-last
     assert got.dtype == torch.float32 and (got.double() - fftconv2d_ref(x, k)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("direct_max_pixels", [0, 10**6])
+def test_frozen_mixer_keeps_the_mixer_interface(direct_max_pixels: int) -> None:
+    # the frozen HyenaPixel mixer rewrites the forward channels-last; its forward and its channels-first
+    # long_conv equal the original mixer's, for the DFT and the direct form
+    torch.manual_seed(0)
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
+    frozen = freeze_long_convs(model, 64, direct_max_pixels=direct_max_pixels)
+    mixer, twin = model.stages[0].blocks[0].token_mixer, frozen.stages[0].blocks[0].token_mixer
+    kind = FrozenDirectConv2d if direct_max_pixels else FrozenConv2d
+    assert type(twin).__name__ == "FrozenHyenaPixelMixer" and isinstance(twin.frozen_conv, kind)
+    x = torch.randn(2, 16, 16, 8)
+    u = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        assert (twin(x) - mixer(x)).abs().max().item() < 1e-5
+        assert (twin.long_conv(u) - fftconv2d_ref(u, mixer.kernel())).abs().max().item() < 1e-4
 
 
 def test_stages_share_their_dft_matrices(reduced_models, fixtures_dir) -> None:

@@ -7,14 +7,24 @@ import pytest
 import torch
 
 from hyenapixel.ops import fftconv1d_ref, fftconv2d, fftconv2d_ref, plan_conv1d, plan_conv2d
-from hyenapixel.ops.dft import DFTAxis, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
+from hyenapixel.ops.dft import (
+    DFTAxis,
+    channels_last_spectrum,
+    dft_axes2d,
+    dft_conv1d,
+    dft_conv2d_channels_last,
+    dft_spectrum2d,
+    sequence_dft,
+)
 
 
 def _conv2d(x: torch.Tensor, k: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Channels-first in and out (as the references), channels-last inside."""
     rows, cols = dft_axes2d(x.shape[-2], x.shape[-1], k.shape[-2], k.shape[-1])
-    kr, ki = (s.to(dtype) for s in dft_spectrum2d(k, rows, cols))
-    mats = (m.to(dtype) for m in (cols.real_fwd, rows.full_fwd, rows.full_inv, cols.real_inv))
-    return dft_conv2d(x, kr, ki, *mats)
+    kr, ki = (s.to(dtype) for s in channels_last_spectrum(*dft_spectrum2d(k, rows, cols)))
+    mats = (cols.real_fwd.T, rows.interleaved_fwd(), rows.interleaved_inv(), cols.real_inv.T)
+    y = dft_conv2d_channels_last(x.permute(0, 2, 3, 1), kr, ki, *(m.to(dtype) for m in mats))
+    return y.permute(0, 3, 1, 2)
 
 
 def _conv1d(x: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -82,12 +92,24 @@ def test_reduced_precision_input_is_computed_in_float32() -> None:
     assert (got.float() - ref.float()).abs().max().item() <= step
 
 
+def test_interleaved_matrices_act_on_alternating_parts() -> None:
+    # the interleaved H matrices applied to rows (t, Re/Im) alternating give the stacked block matrices' result
+    axis = DFTAxis.make(plan_conv2d(5, 5, 7, 7).axes[0])
+    re, im = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    stacked = axis.full_fwd @ torch.cat([re, im])
+    assert torch.allclose(axis.interleaved_fwd() @ torch.stack([re, im], 1).reshape(10, 3), stacked)
+    z = torch.randn(2 * axis.n, 3, dtype=torch.float64)
+    interleaved = (axis.full_inv @ z).reshape(2, 5, 3).transpose(0, 1).reshape(10, 3)  # rows (t, Re/Im)
+    assert torch.allclose(axis.interleaved_inv() @ z, interleaved)
+
+
 def test_axis_uses_the_smallest_wrap_free_length() -> None:
     plan = plan_conv2d(14, 14, 27, 27).axes[0]
     axis = DFTAxis.make(plan)
     assert axis.n == plan.min_len == 27 and axis.bins == 14
     assert axis.real_fwd.shape == (14, 28) and axis.full_fwd.shape == (54, 28)
     assert axis.full_inv.shape == (28, 54) and axis.real_inv.shape == (28, 14)
+    assert axis.interleaved_fwd().shape == (54, 28) and axis.interleaved_inv().shape == (28, 54)
     causal = DFTAxis.make(plan_conv1d(10, 10, causal=True).axes[0])
     assert causal.n == 19 and causal.taps == (0, 10)
 

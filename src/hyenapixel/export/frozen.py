@@ -8,9 +8,10 @@ and the DFT matrices of its stage, and replaces each mixer's FFT convolution by 
 original in eval (to float32 rounding), exports to ONNX without FFT or complex operators, and is specialised to
 that spatial size; the batch size stays free.
 
-The mixers keep their code: each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMixer`,
+Each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMixer`,
 :class:`FrozenBidirectionalHyenaMixer`, :class:`FrozenCausalHyenaMixer`) whose ``long_conv`` calls the frozen
-convolution, so everything around the long convolution (projections, gating, norms) is the mixer's own forward.
+convolution. The 1D mixers keep their forward; the HyenaPixel mixer's forward is rewritten to stay channels-last
+after its 5 x 5 convolution (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from torch import nn
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
-from hyenapixel.ops.dft import DFTAxis, SequenceDFT, dft_axes2d, dft_conv1d, dft_conv2d, dft_spectrum2d, sequence_dft
+from hyenapixel.ops.dft import (
+    DFTAxis,
+    SequenceDFT,
+    channels_last_spectrum,
+    dft_axes2d,
+    dft_conv1d,
+    dft_conv2d_channels_last,
+    dft_spectrum2d,
+    sequence_dft,
+)
 
 __all__ = [
     "ExportError",
@@ -42,9 +52,10 @@ __all__ = [
 
 MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
 #: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
-#: In onnxruntime (2-core EPYC, batch 16) the direct form took 1.3 vs 13 ms at 7 x 7 (512 ch, kernel 13) and 16-23
-#: vs 48-51 ms at 14 x 14 (320 ch, kernel 27), but 187 vs 108 ms at 28 x 28 (128 ch, kernel 55).
-DIRECT_MAX_PIXELS = 14 * 14
+#: One long convolution in onnxruntime (``benchmarks/bench_onnx_longconv.py``, 2-core EPYC), DFT products vs direct,
+#: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.52 / 2.1 vs 0.44 / 1.3 ms; 14 x 14 (320 ch, kernel 27) 0.67 / 5.8 vs
+#: 0.97 / 7.6 ms; 28 x 28 (128 ch, kernel 55) 0.95 / 13 vs 3.4 / 44 ms.
+DIRECT_MAX_PIXELS = 7 * 7
 
 
 class ExportError(UserError):
@@ -52,38 +63,45 @@ class ExportError(UserError):
 
 
 class FrozenConv2d(nn.Module):
-    """The long convolution of one HyenaPixel mixer for one map size: kernel spectrum and DFT matrices as
-    non-persistent float32 buffers (the matrices shared with the other mixers of the stage when ``rows``/``cols``
-    are float32), applied with :func:`~hyenapixel.ops.dft.dft_conv2d`.
+    """The long convolution of one HyenaPixel mixer for one map size, on a channels-last map: the kernel spectrum
+    and the DFT matrices of :func:`~hyenapixel.ops.dft.dft_conv2d_channels_last` as non-persistent float32
+    buffers (the matrices shared by the mixers of a stage, see :func:`stage_matrices`).
 
     Shape:
-        (B, C, H, W) -> (B, C, H, W) with (H, W) the frozen size
+        (B, H, W, C) -> (B, H, W, C) with (H, W) the frozen size
     """
 
-    def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> None:
+    def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis, mats: dict[str, torch.Tensor]) -> None:
         super().__init__()
-        self.size = (rows.plan.length, cols.plan.length)
-        kr, ki = dft_spectrum2d(kernel, rows, cols)
-        mats = {"kr": kr, "ki": ki, "fw": cols.real_fwd, "fh": rows.full_fwd, "gh": rows.full_inv, "aw": cols.real_inv}
-        for name, value in mats.items():
+        self.size, self.channels = (rows.plan.length, cols.plan.length), kernel.shape[0]
+        self.dft = (rows.n, cols.n)
+        kr, ki = channels_last_spectrum(*dft_spectrum2d(kernel, rows, cols))
+        for name, value in {"kr": kr, "ki": ki, **mats}.items():
             self.register_buffer(name, value.to(torch.float32), persistent=False)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        _check_frozen(tuple(u.shape[-2:]), self.size, "feature map")
-        return dft_conv2d(u, self.kr, self.ki, self.fw, self.fh, self.gh, self.aw)
+        _check_frozen(tuple(u.shape[1:3]), self.size, "feature map")
+        return dft_conv2d_channels_last(u, self.kr, self.ki, self.fw, self.fh, self.gh, self.aw)
 
     def extra_repr(self) -> str:
-        return f"channels={self.kr.shape[0]}, size={self.size}, dft={tuple(self.kr.shape[-2:])}"
+        return f"channels={self.channels}, size={self.size}, dft={self.dft}"
+
+
+def stage_matrices(rows: DFTAxis, cols: DFTAxis) -> dict[str, torch.Tensor]:
+    """The float32 DFT matrices of :func:`~hyenapixel.ops.dft.dft_conv2d_channels_last` for one map and kernel
+    size (computed once per stage and shared by its mixers)."""
+    mats = {"fw": cols.real_fwd.T, "fh": rows.interleaved_fwd(), "gh": rows.interleaved_inv(), "aw": cols.real_inv.T}
+    return {k: v.to(torch.float32).contiguous() for k, v in mats.items()}
 
 
 class FrozenDirectConv2d(nn.Module):
-    """The long convolution of one HyenaPixel mixer for a small map as a direct depthwise convolution: only the
-    kernel taps that can reach an output (at most ``(2H - 1) x (2W - 1)``), flipped, as a non-persistent float32
-    buffer. On the stage-3/4 maps of a 224 px model (14 x 14, 7 x 7) onnxruntime runs this faster than the DFT
-    products (see :data:`DIRECT_MAX_PIXELS`).
+    """The long convolution of one HyenaPixel mixer for a small map as a direct depthwise convolution on a
+    channels-last map: only the kernel taps that can reach an output (at most ``(2H - 1) x (2W - 1)``), flipped, as
+    a non-persistent float32 buffer. On the stage-4 map of a 224 px model (7 x 7) onnxruntime runs this faster than
+    the DFT products at batch 16 (see :data:`DIRECT_MAX_PIXELS`).
 
     Shape:
-        (B, C, H, W) -> (B, C, H, W) with (H, W) the frozen size
+        (B, H, W, C) -> (B, H, W, C) with (H, W) the frozen size
     """
 
     def __init__(self, kernel: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> None:
@@ -97,9 +115,9 @@ class FrozenDirectConv2d(nn.Module):
         self.pad = (tw - 1 - cw, cw, th - 1 - ch, ch)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        _check_frozen(tuple(u.shape[-2:]), self.size, "feature map")
-        x = F.pad(u.to(self.weight.dtype), self.pad)
-        return F.conv2d(x, self.weight, groups=self.weight.shape[0]).to(u.dtype)
+        _check_frozen(tuple(u.shape[1:3]), self.size, "feature map")
+        x = F.pad(u.to(self.weight.dtype).permute(0, 3, 1, 2), self.pad)
+        return F.conv2d(x, self.weight, groups=self.weight.shape[0]).permute(0, 2, 3, 1).to(u.dtype)
 
     def extra_repr(self) -> str:
         return f"channels={self.weight.shape[0]}, size={self.size}, taps={tuple(self.weight.shape[-2:])}"
@@ -147,8 +165,33 @@ class _FrozenLongConv:
         return self.frozen_conv(u)
 
 
-class FrozenHyenaPixelMixer(_FrozenLongConv, HyenaPixelMixer):
-    """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size."""
+class FrozenHyenaPixelMixer(HyenaPixelMixer):
+    """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size.
+
+    The forward computes the mixer's function with every step after the 5 x 5 depthwise convolution on the
+    channels-last map (the original changes layout around the FFT): the frozen convolution works channels-last,
+    which gives onnxruntime large matrix products and leaves the graph two transposes per mixer, both next to the
+    depthwise convolution.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
+
+    frozen_conv: nn.Module
+
+    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
+        """The frozen long convolution on a channels-first map, as :meth:`HyenaPixelMixer.long_conv`.
+
+        Shape:
+            (B, C, H, W) -> (B, C, H, W)
+        """
+        return self.frozen_conv(u.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.short_conv(self.in_proj(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3C)
+        q, k, v = qkv.chunk(3, dim=-1)
+        y = v * self.frozen_conv(self.qk_norm(q * k))
+        return self.drop(self.out_proj(self.out_norm(y)))
 
 
 class FrozenBidirectionalHyenaMixer(_FrozenLongConv, BidirectionalHyenaMixer):
@@ -252,7 +295,7 @@ def freeze_long_convs(
     device = param.device if param is not None else torch.device("cpu")
     chans = in_chans or _in_chans(frozen)
     sites = _mixer_sites(frozen, torch.zeros(1, chans, h, w, device=device))
-    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT matrices per stage geometry
+    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis, dict]] = {}  # one set of DFT matrices per stage geometry
     for site in sites:
         mixer = site.mixer
         with torch.no_grad():
@@ -260,10 +303,13 @@ def freeze_long_convs(
                 kernel = mixer.kernel()
                 key = (site.shape[1], site.shape[2], *kernel.shape[1:])
                 if key not in axes:
-                    axes[key] = dft_axes2d(*key, dtype=torch.float32)
-                rows, cols = axes[key]
-                small = site.shape[1] * site.shape[2] <= direct_max_pixels
-                conv: nn.Module = (FrozenDirectConv2d if small else FrozenConv2d)(kernel, rows, cols)
+                    rows, cols = dft_axes2d(*key)
+                    axes[key] = rows, cols, stage_matrices(rows, cols)
+                rows, cols, mats = axes[key]
+                if site.shape[1] * site.shape[2] <= direct_max_pixels:
+                    conv: nn.Module = FrozenDirectConv2d(kernel, rows, cols)
+                else:
+                    conv = FrozenConv2d(kernel, rows, cols, mats)
             else:
                 length = site.shape[1] * site.shape[2]
                 kernel = mixer.kernel(length)

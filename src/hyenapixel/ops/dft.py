@@ -19,7 +19,8 @@ Along one axis of length ``L`` with a DFT of length ``N`` (``AxisPlan.min_len``)
 ``F = N // 2 + 1`` bins is ``x @ [cos | -sin]`` (an ``L x 2F`` matrix) and the real inverse with the crop is
 ``Re @ A_re + Im @ A_im`` with ``A`` holding ``w_f / N * (cos, -sin)(2 pi f (t + center) / N)``, ``w_f = 2`` for the
 bins that stand for a conjugate pair and 1 for DC and Nyquist. The complex transform along the second axis of a 2D
-map uses the stacked ``[cos; -sin]`` matrix on the real and imaginary halves at once.
+map is a real block matrix acting on the real and imaginary parts at once. 2D maps are channels-last
+(:func:`dft_conv2d_channels_last`): large matrix products, and no layout change around the mixer's norms.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ __all__ = [
     "SequenceDFT",
     "dft_axes2d",
     "dft_conv1d",
-    "dft_conv2d",
+    "channels_last_spectrum",
+    "dft_conv2d_channels_last",
     "dft_spectrum2d",
     "sequence_dft",
 ]
@@ -65,6 +67,24 @@ class DFTAxis:
     @property
     def taps(self) -> tuple[int, int]:
         return self.plan.start, self.plan.stop
+
+    def interleaved_fwd(self) -> torch.Tensor:
+        """``full_fwd`` with its columns reordered for inputs whose real and imaginary parts alternate row by row
+        (column ``2 t + p`` multiplies part ``p`` of input row ``t``).
+
+        Shape:
+            (2 * n, 2 * length)
+        """
+        return self.full_fwd.reshape(2 * self.n, 2, -1).transpose(1, 2).reshape(2 * self.n, -1).contiguous()
+
+    def interleaved_inv(self) -> torch.Tensor:
+        """``full_inv`` with its rows reordered so that the output's real and imaginary parts alternate row by row
+        (row ``2 t + p`` is part ``p`` of output row ``t``).
+
+        Shape:
+            (2 * length, 2 * n)
+        """
+        return self.full_inv.reshape(2, -1, 2 * self.n).transpose(0, 1).reshape(-1, 2 * self.n).contiguous()
 
     @staticmethod
     def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> DFTAxis:
@@ -108,7 +128,7 @@ def dft_spectrum2d(k: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> tuple[torch
     return spec.real, spec.imag
 
 
-def dft_conv2d(
+def dft_conv2d_channels_last(
     x: torch.Tensor,
     kr: torch.Tensor,
     ki: torch.Tensor,
@@ -117,26 +137,46 @@ def dft_conv2d(
     gh: torch.Tensor,
     aw: torch.Tensor,
 ) -> torch.Tensor:
-    """Centered 'same' depthwise 2D convolution by DFT matrix products, channels first.
+    """Centered 'same' depthwise 2D convolution by DFT matrix products on a channels-last map.
 
-    ``fw = cols.real_fwd``, ``fh = rows.full_fwd``, ``gh = rows.full_inv``, ``aw = cols.real_inv`` and the kernel
-    spectrum ``kr, ki`` (from :func:`dft_spectrum2d`), all already in the compute dtype (float32 for float32 and
-    reduced-precision inputs).
+    Along W the real transform ``[cos | -sin]``; along H the complex transform of all ``N`` bins, the elementwise
+    product with the kernel spectrum, the complex inverse along H with the centered crop folded into its matrix,
+    and the real inverse along W. With the channels innermost, each transform along H is one large matrix product
+    per image (inner size ``F * C``; channels-first it would be one small product per channel), and the real and
+    imaginary parts never need splitting or stacking: the transform along W writes ``[Re; Im]`` as a ``(2, F)``
+    axis next to H, which viewed as one axis of ``2H`` rows interleaves the two parts row by row, and the H
+    matrices are laid out for that interleaving (:meth:`DFTAxis.interleaved_fwd`, :meth:`DFTAxis.interleaved_inv`).
+
+    ``fw = cols.real_fwd.T``, ``fh = rows.interleaved_fwd()``, ``gh = rows.interleaved_inv()``,
+    ``aw = cols.real_inv.T`` and the kernel spectrum ``kr, ki`` of :func:`dft_spectrum2d` laid out ``(N, F * C)``
+    (:func:`channels_last_spectrum`), all already in the compute dtype (float32 for float32 and reduced-precision
+    inputs).
 
     Shape:
-        x: (B, C, H, W), kr/ki: (C, N, F), fw: (W, 2F), fh: (2N, 2H), gh: (2H, 2N), aw: (2F, W) -> (B, C, H, W)
+        x: (B, H, W, C), kr/ki: (N, F * C), fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F) -> (B, H, W, C)
     """
     out_dtype = x.dtype
     x = x.to(kr.dtype)
-    n, f, h = kr.shape[-2], kr.shape[-1], x.shape[-2]
-    a = torch.matmul(x, fw)  # (B, C, H, 2F): [Re | Im] along W
-    a = torch.cat([a[..., :f], a[..., f:]], dim=-2)  # (B, C, 2H, F): [Re; Im]
-    y = torch.matmul(fh, a)  # (B, C, 2N, F): complex transform along H, [Re; Im]
-    yr, yi = y[..., :n, :], y[..., n:, :]
-    z = torch.cat([yr * kr - yi * ki, yr * ki + yi * kr], dim=-2)  # (B, C, 2N, F): spectrum of the output
-    u = torch.matmul(gh, z)  # (B, C, 2H, F): inverse along H, cropped
-    y = torch.matmul(u[..., :h, :], aw[:f]) + torch.matmul(u[..., h:, :], aw[f:])
+    b, h, w, c = x.shape
+    n = kr.shape[0]
+    a = torch.matmul(fw, x)  # (B, H, 2F, C): along W, [Re; Im] per row
+    a = a.reshape(b, 2 * h, -1)  # (B, 2H, F C): rows (h, Re/Im) interleaved
+    yr = torch.matmul(fh[:n], a)  # (B, N, F C): complex transform along H
+    yi = torch.matmul(fh[n:], a)
+    zr = yr * kr - yi * ki  # spectrum of the output
+    zi = yr * ki + yi * kr
+    u = torch.matmul(gh, torch.cat([zr, zi], dim=1))  # (B, 2H, F C): inverse along H, cropped, interleaved
+    y = torch.matmul(aw, u.reshape(b, h, -1, c))  # (B, H, W, C): real inverse along W, cropped
     return y.to(out_dtype)
+
+
+def channels_last_spectrum(kr: torch.Tensor, ki: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel spectrum of :func:`dft_spectrum2d` in the layout of :func:`dft_conv2d_channels_last`.
+
+    Shape:
+        kr/ki: (C, N, F) -> two (N, F * C)
+    """
+    return tuple(s.permute(1, 2, 0).reshape(s.shape[1], -1).contiguous() for s in (kr, ki))  # type: ignore[return-value]
 
 
 def dft_axes2d(

@@ -1,0 +1,178 @@
+"""Where onnxruntime spends its time in the exported models (docs/deploy.md, "Speed"): the per-node profile of
+onnxruntime's CPU provider, summed per operator type, per model part and per stage, for ``hpx_former_s18`` (paper
+Section 3) and timm's ``convformer_s18`` at 224 px.
+
+Each model is exported with :func:`hyenapixel.export.to_onnx` (random weights; speed does not depend on them) and
+run ``--runs`` times after one warm-up run in a session with ``SessionOptions.enable_profiling``, the models'
+runs interleaved. Every profiled node
+is attributed to the PyTorch module it came from through the exporter's ``pkg.torch.onnx.name_scopes`` metadata
+(nodes that onnxruntime renamed while fusing keep their original name as a prefix; its layout changes
+``ReorderInput``/``ReorderOutput`` have no module and are counted as "layout"). The parts:
+
+* ``long conv``: the frozen long convolutions (``token_mixer.frozen_conv``);
+* ``mixer proj``: the mixers' pointwise projections (``in_proj``/``out_proj``, convformer's ``pwconv1``/``pwconv2``);
+* ``mixer dwconv``: the short depthwise convolutions (``short_conv``, convformer's ``dwconv``);
+* ``mixer norms``, ``mixer rest`` (gating products, split, activations inside the mixer), ``mlp``, ``block norms``
+  (``norm1``/``norm2``), ``residual`` (res-scale and the residual adds), ``stem/downsample/head``, ``layout``.
+
+Times are the sums of the nodes' kernel times (``dur``) in ms per image; with intra-op threads they are close to
+the wall time of a run (onnxruntime runs the nodes one after another). Run ``python -m benchmarks.profile_onnx``
+from the repository root (about 2 min on 2 cores); ``--json PATH`` writes every table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+import hyenapixel  # noqa: F401 - registers the models in timm
+from benchmarks.common import machine_info, markdown_table
+from hyenapixel.export import to_onnx
+
+#: (part, regular expression on the module path inside a block or stage), first match wins
+PARTS = (
+    ("long conv", r"token_mixer\.frozen_conv"),
+    ("mixer proj", r"token_mixer\.(in_proj|out_proj|pwconv1|pwconv2)"),
+    ("mixer dwconv", r"token_mixer\.(short_conv|dwconv)"),
+    ("mixer norms", r"token_mixer\.(qk_norm|out_norm)"),
+    ("mixer rest", r"token_mixer"),
+    ("mlp", r"mlp"),
+    ("block norms", r"norm[12]"),
+    ("residual", r"res_scale|^blocks\.\d+$"),
+    ("stem/downsample/head", r"stem|downsample|head|^norm$"),
+)
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+PAUSE = 0.2  # seconds of sleep before each run (see benchmarks/bench_export.py --pause)
+
+
+def module_scopes(path: str) -> dict[str, list[str]]:
+    """ONNX node name (and the FX node name it came from) -> the module path of ``pkg.torch.onnx.name_scopes``."""
+    import onnx
+
+    scopes: dict[str, list[str]] = {}
+    for node in onnx.load(path, load_external_data=False).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        scope = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"]) if "pkg.torch.onnx.name_scopes" in meta else []
+        scopes[node.name] = scope
+        fx = re.match(r"%(\w+) ", meta.get("pkg.torch.onnx.fx_node", ""))
+        if fx:
+            scopes.setdefault(fx.group(1), scope)
+            scopes.setdefault(f"node_{fx.group(1)}", scope)
+    return scopes
+
+
+def classify(name: str, op: str, scopes: dict[str, list[str]]) -> tuple[str, str]:
+    """(stage, part) of the profiled node ``name`` with operator ``op``."""
+    if op in LAYOUT_OPS:
+        return "-", "layout"
+    base = re.sub(r"(_nchwc|/.*|_token_\d+)$", "", name)
+    scope = scopes.get(base) or scopes.get(f"node_{base}")
+    if not scope:
+        return "-", "other"
+    stage = next((s for s in scope if re.fullmatch(r"stages\.\d+", s)), None)
+    stage = stage or (scope[1].split(".")[0] if len(scope) > 1 else "-")
+    inner = re.sub(r"^stages\.\d+\.(blocks\.(?=\d+\.))?", "", scope[-2] if len(scope) > 1 else scope[-1])
+    inner = re.sub(r"^\d+\.", "", inner)
+    if op == "Conv" and re.search(r"token_mixer\.act", inner):
+        return stage, "mixer proj"  # a 1x1 convolution fused with the activation after it keeps the latter's name
+    part = next((p for p, pattern in PARTS if re.search(pattern, inner)), "other")
+    return stage, part
+
+
+def profile(
+    paths: dict[str, str], batch: int, img: int, runs: int, threads: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model: ms per image summed per op type, part, stage and (part, op) over ``runs`` profiled runs after a
+    warm-up, the models' runs interleaved round-robin (so a change of machine load affects all alike)."""
+    import onnxruntime as ort
+
+    sessions = {}
+    for name, path in paths.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(os.path.dirname(path), f"ort_profile_{name}")
+        sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((batch, 3, img, img), np.float32)
+    walls: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(runs + 1):
+        for name, session in sessions.items():
+            time.sleep(PAUSE)  # the other session's threads stop spinning
+            t0 = time.perf_counter()
+            session.run(None, {session.get_inputs()[0].name: x})
+            walls[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, session in sessions.items():
+        with open(session.end_profiling()) as f:
+            out[name] = _summarise(json.load(f), module_scopes(paths[name]), runs, batch)
+        out[name]["total"]["wall"] = float(np.median(walls[name][1:])) * 1e3 / batch
+    return out
+
+
+def _summarise(events: list[dict], scopes: dict[str, list[str]], runs: int, batch: int) -> dict[str, dict[str, float]]:
+    first_timed = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1]  # the first run: warm-up
+    sums: dict[str, dict[str, float]] = {k: collections.defaultdict(float) for k in ("op", "part", "stage", "part_op")}
+    scale = 1e-3 / (runs * batch)  # us summed over runs -> ms per image
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < first_timed:
+            continue
+        op = e["args"]["op_name"]
+        stage, part = classify(e["name"][: -len("_kernel_time")], op, scopes)
+        for key, label in (("op", op), ("part", part), ("stage", stage), ("part_op", f"{part} | {op}")):
+            sums[key][label] += e["dur"] * scale
+    out = {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in sums.items()}
+    out["total"] = {"nodes": sum(sums["op"].values())}
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="hpx_former_s18,convformer_s18", help="comma list; the last is the reference")
+    p.add_argument("--img", type=int, default=224)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--runs", type=int, default=5, help="profiled runs of each model after one warm-up run")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    import timm
+
+    args = parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    print(f"# {machine_info(args.threads)}; img {args.img}; batch {args.batch}", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        paths = {}
+        for name in models:
+            torch.manual_seed(0)
+            paths[name] = str(to_onnx(timm.create_model(name).eval(), os.path.join(workdir, f"{name}.onnx"), args.img))
+        results = profile(paths, args.batch, args.img, args.runs, args.threads)
+        print(f"# profiled: {machine_info(args.threads)}", flush=True)
+    ref = models[-1]
+    for key in ("part", "op", "stage"):
+        labels = list(dict.fromkeys(label for m in models for label in results[m][key]))
+        rows = [[label, *(f"{results[m][key].get(label, 0.0):.2f}" for m in models)] for label in labels]
+        rows.append(["total (nodes)", *(f"{results[m]['total']['nodes']:.2f}" for m in models)])
+        rows.append(["wall time of a run", *(f"{results[m]['total']['wall']:.2f}" for m in models)])
+        print(f"\nms per image by {key}, batch {args.batch}, reference {ref}")
+        print(markdown_table([key, *models], rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
