@@ -18,6 +18,7 @@ from torch import nn
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers.cache import SpectrumCache
 from hyenapixel.ops import conv_saving_spectrum, conv_with_plan, plan_conv2d
+from hyenapixel.ops.depthwise import depthwise_conv2d
 
 
 def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -119,7 +120,8 @@ class HyenaPixelMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
         qkv = self.in_proj(x).permute(0, 3, 1, 2)
-        qkv = self.short_conv(qkv)
+        conv = self.short_conv  # its backward by depthwise convolutions (a faster weight gradient on CPU)
+        qkv = depthwise_conv2d(qkv, conv.weight, conv.bias, conv.padding[0])
         q, k, v = qkv.chunk(3, dim=1)
         qk = q * k
         qk = self.qk_norm(qk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # norms work on the channels-last view
