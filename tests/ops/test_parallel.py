@@ -81,3 +81,26 @@ def test_workers_keep_the_callers_inference_mode() -> None:
         assert out.tolist() == [0.0, 1.0, 2.0, 3.0]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_working_threads() -> None:
+    import os
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            assert parallel_map(lambda i: i + 1, range(4)) == [1, 2, 3, 4]  # the parent's pool exists now
+        pid = os.fork()
+        if pid == 0:  # child: the inherited pool has no threads; a new one must run the blocks
+            ok = False
+            try:
+                with torch.no_grad():
+                    ok = parallel_map(lambda i: i * 2, range(4)) == [0, 2, 4, 6]
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,7 @@ same time; forward and backward of an autograd function run without recording), 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,17 @@ R = TypeVar("R")
 _state = threading.local()
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child (e.g. a DataLoader worker) inherits the pools but not their threads: start afresh."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def block_workers(items: int) -> int:
@@ -60,7 +72,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(item) for item in items]``, with the items shared out over :func:`block_workers` threads.
 
     The calling thread and ``workers - 1`` pool threads take the next item in turn until none is left; while they
-    run, torch uses one intra-op thread (restored afterwards), and each worker runs with the caller's
+    run, torch uses one intra-op thread (``torch.set_num_threads`` is process-wide: other threads running torch
+    operations at the same time get one thread too; restored afterwards), and each worker runs with the caller's
     inference-mode setting and without recording gradients. The first exception is re-raised.
     """
     workers = block_workers(len(items))
