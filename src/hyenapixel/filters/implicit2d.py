@@ -149,47 +149,14 @@ def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
-def _kernel_blocks(
-    z: torch.Tensor,
-    dist: torch.Tensor,
-    decay: torch.Tensor,
-    shift: torch.Tensor,
-    w_out: torch.Tensor,
-    weights: tuple[torch.Tensor, ...],
-    keep: bool = False,
-) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-    """The kernel of Eq. 4 over blocks of kernel rows (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in
-    cache, the blocks on every CPU thread. With ``keep``, per block the activations the backward needs: every hidden
-    layer's output (with its ones row) and the derivative ``cos(W h + b)`` of its sine.
-
-    Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1)
-        -> (C, h * w), per block [(H_1 + 1, P), (H_1, P), ..., (H_n + 1, P), (H_n, P)]
-    """
-    width = z.shape[2]
-    out = z.new_empty(w_out.shape[0], z.shape[1] * width)
-
-    def block(rows: slice) -> list[torch.Tensor]:
-        pre: list[torch.Tensor] | None = [] if keep else None
-        hs = _sine_layers(z[:, rows], weights, pre)
-        window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
-        out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, hs[-1][:-1]).mul_(window)
-        return [t for h, p in zip(hs[1:], pre, strict=True) for t in (h, p.cos_())] if keep else []
-
-    kept = parallel_map(block, _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))))
-    return out, kept
-
-
 class _ImplicitKernel(torch.autograd.Function):
-    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4), with a
-    hand-written backward.
+    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
 
     The caller folds the sine frequencies and biases into ``weights``: ``[f_i W_i | f_i b_i]`` per hidden layer,
     since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
-    (:func:`_kernel_blocks`); the forward keeps each block's hidden activations and sine derivatives for the
-    backward (memory for time: at 800 x 1333 px with covering kernels about 1.3 GB over the 18 blocks of an S18,
-    against recomputing two matrix products and four sine/cosine passes per block in backward). Not twice
-    differentiable.
+    (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
+    recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
+    is 114 MiB, a block's 512 KiB). Not twice differentiable.
 
     Shape:
         z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
@@ -197,17 +164,22 @@ class _ImplicitKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, dist, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
-        out, kept = _kernel_blocks(z, dist, decay, shift, w_out, weights, keep=True)
-        ctx.layers = len(weights)
-        ctx.save_for_backward(z, dist, decay, shift, w_out, *weights, *(t for block in kept for t in block))
+        ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
+        width = z.shape[2]
+        out = z.new_empty(w_out.shape[0], z.shape[1] * width)
+
+        def block(rows: slice) -> None:
+            h = _sine_layers(z[:, rows], weights)[-1][:-1]
+            window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
+            out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
+
+        parallel_map(block, _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))))
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
-        z, dist, decay, shift, w_out, *rest = ctx.saved_tensors
-        weights, flat = rest[: ctx.layers], rest[ctx.layers :]
-        per_block = 2 * ctx.layers
+        z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
         grad = grad.contiguous()
         width = z.shape[2]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
@@ -218,15 +190,10 @@ class _ImplicitKernel(torch.autograd.Function):
             g_shift, g_decay = torch.zeros_like(shift), torch.zeros_like(decay)
             g_out = torch.zeros_like(w_out)
             g_weights = [torch.zeros_like(w) for w in weights]
-            for b in group:
-                rows = blocks[b]
-                kept = flat[b * per_block : (b + 1) * per_block]
-                outs, cos = kept[0::2], kept[1::2]
-                zb = z[:, rows]
-                x0 = _with_ones_row(zb.shape[0], zb[0].numel(), zb)
-                x0[:-1].view_as(zb).copy_(zb)
-                hs = [x0, *outs[:-1]]
-                h = outs[-1][:-1]
+            for rows in (blocks[i] for i in group):
+                pre: list[torch.Tensor] = []
+                hs = _sine_layers(z[:, rows], tuple(weights), pre)
+                h = hs.pop()[:-1]
                 g = grad[:, rows.start * width : rows.stop * width]
                 d = dist[rows].reshape(-1)
                 e = _decay(decay, d)
@@ -237,9 +204,10 @@ class _ImplicitKernel(torch.autograd.Function):
                 g_out.addmm_(g_raw, h.t())
                 g_h = torch.mm(w_out.t(), g_raw)
                 for i in range(len(weights) - 1, -1, -1):
-                    g_a = g_h.mul_(cos[i])  # times sin'(W x + b), kept by the forward
-                    g_weights[i].addmm_(g_a, hs[i].t())  # bias gradient in the last column
-                    g_h = torch.mm(weights[i][:, :-1].t(), g_a) if i > 0 or g_z is not None else None
+                    w, x = weights[i], hs[i]
+                    g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
+                    g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
+                    g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
                 if g_z is not None:
                     g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
             return [g_shift, g_decay, g_out, *g_weights]
@@ -325,13 +293,8 @@ class ImplicitFilter2d(nn.Module):
             for linear, sine in zip(body[0::2], body[1::2])
         ]
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            args = (pos_emb, dist, self.decay, self.shift, last.weight, *weights)
-            if torch.compiler.is_compiling():
-                k = implicit_kernel_plain(*args)
-            elif torch.is_grad_enabled() and any(t.requires_grad for t in args):
-                k = _ImplicitKernel.apply(*args)
-            else:  # no graph: nothing to keep for a backward
-                k = _kernel_blocks(*args[:5], tuple(weights))[0]
+            kernel = implicit_kernel_plain if torch.compiler.is_compiling() else _ImplicitKernel.apply
+            k = kernel(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
         size = pos_emb.shape[1:]
         return k.view(self.channels, *size)
 
