@@ -14,6 +14,27 @@ from hyenapixel.ops.depthwise import _DepthwiseConv2d, depthwise_conv2d
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_values_and_gradients_equal_torch_conv2d(monkeypatch, batch, k, padding, channels_last, bias) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # batches take the custom backward with one thread
+    try:
+        _check_against_conv2d(monkeypatch, batch, k, padding, channels_last, bias)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batches_with_several_threads_use_torch_conv2d(monkeypatch) -> None:
+    monkeypatch.setattr(_DepthwiseConv2d, "apply", None)  # must not run
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(2, 3, 6, 6, requires_grad=True)
+        w = torch.randn(3, 1, 3, 3, requires_grad=True)
+        torch.testing.assert_close(depthwise_conv2d(x, w, None, 1), F.conv2d(x, w, padding=1, groups=3))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_against_conv2d(monkeypatch, batch: int, k: int, padding: int, channels_last: bool, bias: bool) -> None:
     calls = []
     real = _DepthwiseConv2d.apply
     monkeypatch.setattr(_DepthwiseConv2d, "apply", lambda *a: calls.append(1) or real(*a))
