@@ -75,14 +75,14 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             f"{tuple(x.shape)} and {tuple(weight.shape)}"
         )
     plain = (
-        x.device.type != "cpu"
+        torch.compiler.is_compiling()  # checked first: dynamo does not trace the rest
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or x.device.type != "cpu"
         or (x.shape[0] > 1 and torch.get_num_threads() > 1)  # many small per-sample convolutions: slower there
         or not torch.is_grad_enabled()
         or not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
         or padding > min(kh, kw) - 1
-        or torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
     )
     if plain:
         return F.conv2d(x, weight, bias, padding=padding, groups=c)

@@ -47,9 +47,9 @@ if hasattr(os, "register_at_fork"):
 
 def block_workers(items: int) -> int:
     """How many threads :func:`parallel_map` would use for ``items`` blocks now (1: a plain loop)."""
-    if items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
-        return 1
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 1
+    if items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
         return 1
     return max(1, min(torch.get_num_threads(), items))
 

@@ -53,23 +53,32 @@ def pixel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """``F.linear(x, weight, bias)`` over the channels of a (B, H, W, C) map, on CPU by oneDNN (same values up to
     float rounding): with several torch threads as a 1 x 1 convolution of the map's channels-last view (torch then
     runs it, forward and backward, on oneDNN), with one thread for float32 by :class:`_OneDnnLinear` (torch would
-    pick its GEMM for a 1 x 1 convolution there). Else ``F.linear``: other shapes and devices, a non-contiguous
-    map, autocast, ``torch.compile`` and ``torch.jit`` tracing, no oneDNN.
+    pick its GEMM for a 1 x 1 convolution there). Else ``F.linear``: other shapes and devices, a non-contiguous map,
+    autocast, ``torch.compile`` (the compiler picks its own kernels), ``torch.jit`` tracing and ``torch.export``
+    (ONNX and exported programs keep their MatMul / Gemm nodes), no oneDNN; these differ from the oneDNN paths by
+    float rounding only.
 
     Shape:
         x: (B, H, W, C_in), weight: (C_out, C_in), bias: (C_out,) or None -> (B, H, W, C_out)
     """
+    tracing = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()  # plain graphs
+    compiling = torch.compiler.is_compiling()
     onednn = (
-        x.dim() == 4
+        not (tracing or compiling)  # first: dynamo cannot trace the checks below
+        and x.dim() == 4
         and x.device.type == "cpu"
         and x.is_contiguous()
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")
-        and not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
+        and _onednn_available()
     )
     if onednn and torch.get_num_threads() > 1:
         return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
-    if onednn and x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32):
+    float32 = x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
+    if onednn and float32:
         return _OneDnnLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def _onednn_available() -> bool:
+    """Whether torch has oneDNN (checked after ``torch.compile``'s tracing, which cannot trace ``torch.backends``)."""
+    return torch.backends.mkldnn.is_available()
