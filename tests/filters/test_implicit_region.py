@@ -111,3 +111,24 @@ def test_compile_path_equals_the_straightforward_kernel(monkeypatch, region) -> 
     up = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad((got * up).sum(), params), torch.autograd.grad((ref * up).sum(), params)):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("region", [None, (slice(2, 9), slice(1, 6))])
+def test_row_blocks_on_several_threads_equal_the_straightforward_kernel(monkeypatch, block_threads, region) -> None:
+    # blocks of one kernel row; with two threads each worker sums its own share of the parameter gradients
+    monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", 8)
+    torch.manual_seed(5)
+    f = ImplicitFilter2d(6, kernel_size=(9, 7), emb_dim=8, num_inner=1).double()
+    with torch.no_grad():
+        f.shift.uniform_(-0.5, 0.5)
+    rows, cols = region or (slice(None), slice(None))
+    assert len(implicit2d._row_blocks(f.pos_emb[:, rows, cols], 16)) == len(range(9)[rows])
+    got = f(region)
+    ref = _straightforward(f)[:, rows, cols]
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)
+    up = torch.randn_like(ref)
+    names, params = zip(*[(n, p) for n, p in f.named_parameters() if n != "skip"])
+    g_got = torch.autograd.grad((got * up).sum(), params)
+    g_ref = torch.autograd.grad((ref * up).sum(), params)
+    for name, a, b in zip(names, g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12, msg=name)

@@ -47,6 +47,15 @@ CASES = [((5, 9), 17), ((9, 5), (21, 11)), ((6, 6), 15), ((7, 10), 9), ((12, 40)
 def test_training_path_equals_full_kernel_then_direct_convolution(
     monkeypatch, size, kernel_size, norm, blocked
 ) -> None:
+    _check_training_path(monkeypatch, size, kernel_size, norm, blocked)
+
+
+@pytest.mark.parametrize(("size", "kernel_size"), CASES[:2])
+def test_training_path_with_blocks_on_several_threads(monkeypatch, block_threads, size, kernel_size) -> None:
+    _check_training_path(monkeypatch, size, kernel_size, MIXER_NORM, blocked=True)
+
+
+def _check_training_path(monkeypatch, size, kernel_size, norm, blocked: bool) -> None:
     if blocked:  # what large maps get on a CPU: FFTs in (sample, channel) blocks, the kernel MLP in row blocks
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)

@@ -1,6 +1,6 @@
 """The dense-size training path of the FFT convolution: kernels larger than the map cut to the taps that can reach
 it (:attr:`ConvPlan.taps`, :meth:`ConvPlan.cropped`), and the one-call multi-dimensional transform used for large
-planes, against the direct float64 convolution ``fftconv2d_ref``."""
+planes, against the direct float64 convolution ``fftconv2d_ref``; also with the blocks on two threads."""
 
 from __future__ import annotations
 
@@ -86,4 +86,42 @@ def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad:
     _close(y, ref)
     wrt = [t for t in (x, k) if t.requires_grad]
     for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
+        _close(a, b)
+
+
+@pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("conv", [conv_with_plan, conv_saving_spectrum])
+def test_blocks_on_several_threads_equal_the_direct_convolution(monkeypatch, block_threads, conv, x_grad, k_grad):
+    # one block per (sample, channel): 2 x 5 blocks, the kernel gradient of each channel summed over both samples
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 9, 13, generator=g, dtype=torch.float64, requires_grad=x_grad)
+    k = torch.randn(5, 17, 25, generator=g, dtype=torch.float64, requires_grad=k_grad)
+    up = torch.randn(2, 5, 9, 13, generator=g, dtype=torch.float64)
+    plan = plan_conv2d(9, 13, 17, 25)
+    y = conv(x, k, plan)
+    ref = fftconv2d_ref(x, k)
+    _close(y, ref)
+    wrt = [t for t in (x, k) if t.requires_grad]
+    for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
+        _close(a, b)
+    k_f = kernel_spectrum(k.detach()[(slice(None), *plan.taps)], plan.cropped())
+    with torch.inference_mode():  # the eval path of the mixers' spectrum cache
+        _close(apply_spectrum(x.detach(), k_f, plan.cropped()), ref.detach())
+
+
+def test_blocks_stay_twice_differentiable_with_several_threads(monkeypatch, block_threads) -> None:
+    # a backward that records its operations (create_graph) runs its blocks as one loop: the graph stays valid
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 3, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, 11, 13, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(1, 3, 6, 7, generator=g, dtype=torch.float64)
+    grads = []
+    for conv in (fftconv2d, fftconv2d_ref):
+        gx, gk = torch.autograd.grad((conv(x, k) * up).sum(), (x, k), create_graph=True)
+        grads.append(torch.autograd.grad(gx.square().sum() + (gk * gk.detach()).sum(), (x, k)))
+    for a, b in zip(*grads):
         _close(a, b)

@@ -16,6 +16,7 @@ rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,6 +26,7 @@ from torch.autograd.function import once_differentiable
 
 from hyenapixel.filters.decay import decay_rates
 from hyenapixel.filters.mlp import SineMLP
+from hyenapixel.ops.parallel import block_workers, parallel_map, split_evenly
 
 
 def sincos_positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -165,10 +167,13 @@ class _ImplicitKernel(torch.autograd.Function):
         ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
         width = z.shape[2]
         out = z.new_empty(w_out.shape[0], z.shape[1] * width)
-        for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
+
+        def block(rows: slice) -> None:
             h = _sine_layers(z[:, rows], weights)[-1][:-1]
             window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
             out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
+
+        parallel_map(block, _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))))
         return out
 
     @staticmethod
@@ -177,30 +182,40 @@ class _ImplicitKernel(torch.autograd.Function):
         z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
         grad = grad.contiguous()
         width = z.shape[2]
-        g_shift, g_decay = torch.zeros_like(shift), torch.zeros_like(decay)
-        g_out = torch.zeros_like(w_out)
-        g_weights = [torch.zeros_like(w) for w in weights]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        for rows in _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))):
-            pre: list[torch.Tensor] = []
-            hs = _sine_layers(z[:, rows], tuple(weights), pre)
-            h = hs.pop()[:-1]
-            g = grad[:, rows.start * width : rows.stop * width]
-            d = dist[rows].reshape(-1)
-            e = _decay(decay, d)
-            t = torch.mm(w_out, h).mul_(g)  # grad * raw kernel
-            g_shift += t.sum(1)
-            g_decay.addmv_(t.mul_(e), d)
-            g_raw = torch.mul(g, e.add_(shift[:, None]), out=t)  # gradient of the raw MLP output
-            g_out.addmm_(g_raw, h.t())
-            g_h = torch.mm(w_out.t(), g_raw)
-            for i in range(len(weights) - 1, -1, -1):
-                w, x = weights[i], hs[i]
-                g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
-                g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
-                g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
-            if g_z is not None:
-                g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
+        blocks = _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights)))
+
+        def run(group: range) -> list[torch.Tensor]:
+            """The parameter gradients from the row blocks ``group`` (g_z is written in place, rows disjoint)."""
+            g_shift, g_decay = torch.zeros_like(shift), torch.zeros_like(decay)
+            g_out = torch.zeros_like(w_out)
+            g_weights = [torch.zeros_like(w) for w in weights]
+            for rows in (blocks[i] for i in group):
+                pre: list[torch.Tensor] = []
+                hs = _sine_layers(z[:, rows], tuple(weights), pre)
+                h = hs.pop()[:-1]
+                g = grad[:, rows.start * width : rows.stop * width]
+                d = dist[rows].reshape(-1)
+                e = _decay(decay, d)
+                t = torch.mm(w_out, h).mul_(g)  # grad * raw kernel
+                g_shift += t.sum(1)
+                g_decay.addmv_(t.mul_(e), d)
+                g_raw = torch.mul(g, e.add_(shift[:, None]), out=t)  # gradient of the raw MLP output
+                g_out.addmm_(g_raw, h.t())
+                g_h = torch.mm(w_out.t(), g_raw)
+                for i in range(len(weights) - 1, -1, -1):
+                    w, x = weights[i], hs[i]
+                    g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
+                    g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
+                    g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
+                if g_z is not None:
+                    g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
+            return [g_shift, g_decay, g_out, *g_weights]
+
+        # each worker sums its own contiguous share of the blocks; the shares are added in a fixed order
+        groups = split_evenly(len(blocks), block_workers(len(blocks)))
+        partials = parallel_map(run, groups)
+        g_shift, g_decay, g_out, *g_weights = (functools.reduce(torch.add, p) for p in zip(*partials))
         return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
 
 

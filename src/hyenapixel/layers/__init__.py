@@ -2,7 +2,7 @@
 
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
 from hyenapixel.layers.attention import Attention
-from hyenapixel.layers.blocks import Mlp, MlpHead, Scale, SepConv
+from hyenapixel.layers.blocks import Mlp, MlpHead, PixelLinear, Scale, SepConv
 from hyenapixel.layers.norms import LayerNormNoBias
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "LayerNormNoBias",
     "Mlp",
     "MlpHead",
+    "PixelLinear",
     "Scale",
     "SepConv",
     "SquaredReLU",

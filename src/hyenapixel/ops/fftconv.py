@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
+from hyenapixel.ops.parallel import parallel_map
+
 __all__ = [
     "AxisPlan",
     "ConvPlan",
@@ -221,37 +223,47 @@ def _convolve_blocks(
     plan: ConvPlan,
     starts: tuple[int, ...] | None = None,
     lengths: tuple[int, ...] | None = None,
-    visit: Callable[[slice, slice, torch.Tensor], None] | None = None,
-    done: Callable[[slice], None] | None = None,
-) -> torch.Tensor:
+    visit: Callable[[slice, slice, torch.Tensor], torch.Tensor] | None = None,
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """``crop(IFFT(FFT(x) * K))`` block by block (:class:`Blocks`) into one compact output tensor.
 
     ``spectrum_of(channels)`` gives the kernel spectrum ``K`` of a channel slice (once per slice). ``visit(batch,
-    channels, x_f)``, if given, sees each block's input spectrum (the backward reuses it for the kernel gradient),
-    and ``done(channels)`` is called when a channel slice is finished. Built from differentiable operations (slice
-    assignment into a fresh tensor), so it can be used inside a backward that must itself be differentiable.
+    channels, x_f)``, if given, sees each block's input spectrum and returns a tensor; these are summed over the
+    batch blocks of each channel slice and, through ``finish`` if given, returned per channel slice (the backward
+    makes the kernel gradient from them). The channel slices are independent and run on every CPU thread
+    (:func:`~hyenapixel.ops.parallel.parallel_map`). Built from differentiable operations (slice assignment into
+    a fresh tensor), so it can be used inside a backward that must itself be differentiable (it then runs as one
+    plain loop).
 
     Shape:
-        x: (B, C, *spatial), spectrum_of(slice) -> (len(slice), *spectrum) -> (B, C, *lengths)
+        x: (B, C, *spatial), spectrum_of(slice) -> (len(slice), *spectrum) -> (B, C, *lengths), [per channel slice]
     """
     blocks = Blocks.make(x.shape[0], x.shape[1], plan, _compute_dtype(x.dtype), x.device)
-    out = None
-    for cs in blocks.channels:
+    whole = len(blocks.batch) == len(blocks.channels) == 1
+    starts = starts if starts is not None else tuple(a.center for a in plan.axes)
+    lengths = lengths if lengths is not None else tuple(a.length for a in plan.axes)
+    out = None if whole else x.new_empty((*x.shape[:2], *lengths))
+
+    def channel_slice(cs: slice) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         k_f = spectrum_of(cs)
+        total = y = None
         for bs in blocks.batch:
             x_f = _forward_transform(x[bs, cs], plan)
             if visit is not None:
-                visit(bs, cs, x_f)
+                part = visit(bs, cs, x_f)
+                total = part if total is None else total + part
             y = _inverse_transform(x_f * k_f, plan, starts, lengths)
-            if len(blocks.batch) == len(blocks.channels) == 1:
-                out = y.contiguous()  # the cropped view would otherwise keep the whole padded inverse-FFT buffer
-            else:
-                if out is None:
-                    out = y.new_empty((*x.shape[:2], *y.shape[2:]))
+            if out is not None:
                 out[bs, cs] = y
-        if done is not None:
-            done(cs)
-    return out
+        if total is not None and finish is not None:
+            total = finish(total)
+        return (y if out is None else None), total
+
+    results = parallel_map(channel_slice, blocks.channels)
+    if whole:  # the cropped view would otherwise keep the whole padded inverse-FFT buffer
+        out = results[0][0].contiguous()
+    return out, [total for _, total in results]
 
 
 def _shift_phase(plan: ConvPlan, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -285,35 +297,35 @@ def _conv_backward(
     grad_y = grad_y.to(ctx.compute_dtype).contiguous()
     phase = _shift_phase(plan, grad_y.device, torch.promote_types(grad_y.dtype, torch.complex64))
     need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    parts: list[torch.Tensor] = []  # kernel-gradient spectrum sum_b G_b conj(X_b) of the current channel slice
-    grad_k_slices: list[torch.Tensor] = []
 
-    def kernel_grad(bs: slice, cs: slice, g_f: torch.Tensor) -> None:
+    def kernel_grad(bs: slice, cs: slice, g_f: torch.Tensor) -> torch.Tensor:
+        """This block's share of the kernel-gradient spectrum, ``sum_b G_b conj(X_b)``."""
         prod = g_f * _forward_transform(x[bs, cs], plan).conj()
-        part = prod[0] if prod.shape[0] == 1 else prod.sum(0)  # one sample (dense tasks): no copy
-        parts.append(part if not parts else parts.pop() + part)
+        return prod[0] if prod.shape[0] == 1 else prod.sum(0)  # one sample (dense tasks): no copy
 
-    def finish_kernel_grad(cs: slice) -> None:
-        grad_k_slices.append(_inverse_transform(parts.pop() * phase, plan, (0,) * nd, ctx.kernel_shape))
+    def finish_kernel_grad(part: torch.Tensor) -> torch.Tensor:
+        return _inverse_transform(part * phase, plan, (0,) * nd, ctx.kernel_shape)
 
     grad_x = grad_k = None
     if need_x:  # each output-gradient spectrum serves both gradients
         starts, lengths = (0,) * nd, tuple(a.length for a in plan.axes)
-        grad_x = _convolve_blocks(
+        grad_x, grad_k_slices = _convolve_blocks(
             grad_y,
             lambda cs: spectrum_of(cs).conj() * phase,
             plan,
             starts,
             lengths,
             kernel_grad if need_k else None,
-            finish_kernel_grad if need_k else None,
+            finish_kernel_grad,
         )
     elif need_k:
         blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], plan, grad_y.dtype, grad_y.device)
-        for cs in blocks.channels:
-            for bs in blocks.batch:
-                kernel_grad(bs, cs, _forward_transform(grad_y[bs, cs], plan))
-            finish_kernel_grad(cs)
+
+        def channel_slice(cs: slice) -> torch.Tensor:
+            parts = [kernel_grad(bs, cs, _forward_transform(grad_y[bs, cs], plan)) for bs in blocks.batch]
+            return finish_kernel_grad(parts[0] if len(parts) == 1 else torch.stack(parts).sum(0))
+
+        grad_k_slices = parallel_map(channel_slice, blocks.channels)
     if need_k:
         grad_k = grad_k_slices[0] if len(grad_k_slices) == 1 else torch.cat(grad_k_slices)
     return grad_x, grad_k
@@ -328,7 +340,7 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-        y = _convolve_blocks(x, lambda cs: _forward_transform(k[cs], plan), plan)
+        y, _ = _convolve_blocks(x, lambda cs: _forward_transform(k[cs], plan), plan)
         ctx.plan, ctx.kernel_shape, ctx.compute_dtype = plan, tuple(k.shape[1:]), k.dtype
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, k)
         return y
@@ -346,15 +358,15 @@ class _FFTConvSavedSpectrum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-        spectra: list[torch.Tensor] = []
+        spectra: dict[tuple[int, int], torch.Tensor] = {}  # per channel slice; filled from several threads
 
         def spectrum_of(cs: slice) -> torch.Tensor:
-            spectra.append(_forward_transform(k[cs], plan))
-            return spectra[-1]
+            spectra[cs.start, cs.stop] = _forward_transform(k[cs], plan)
+            return spectra[cs.start, cs.stop]
 
-        y = _convolve_blocks(x, spectrum_of, plan)
+        y, _ = _convolve_blocks(x, spectrum_of, plan)
         ctx.plan, ctx.kernel_shape, ctx.compute_dtype = plan, tuple(k.shape[1:]), k.dtype
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, *spectra)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, *(spectra[key] for key in sorted(spectra)))
         return y
 
     @staticmethod
@@ -362,7 +374,8 @@ class _FFTConvSavedSpectrum(torch.autograd.Function):
     def backward(ctx, grad_y: torch.Tensor):
         x, *spectra = ctx.saved_tensors
         blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], ctx.plan, ctx.compute_dtype, grad_y.device)
-        by_slice = {(cs.start, cs.stop): k_f for cs, k_f in zip(blocks.channels, spectra, strict=True)}
+        keys = sorted((cs.start, cs.stop) for cs in blocks.channels)
+        by_slice = dict(zip(keys, spectra, strict=True))
         grad_x, grad_k = _conv_backward(ctx, grad_y, x, lambda cs: by_slice[cs.start, cs.stop])
         return grad_x, grad_k, None
 
@@ -416,7 +429,7 @@ def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.
     """
     out_dtype = x.dtype
     x = x.to(_compute_dtype(x.dtype))
-    return _convolve_blocks(x, lambda cs: k_f[cs], plan).to(out_dtype)
+    return _convolve_blocks(x, lambda cs: k_f[cs], plan)[0].to(out_dtype)
 
 
 def _check_pair(x: torch.Tensor, k: torch.Tensor, nd: int, name: str) -> None:

@@ -1,0 +1,89 @@
+"""Depthwise 2D convolution with a faster CPU backward: the short convolution of the HyenaPixel operator (paper
+Section 3, Fig. 3: the depthwise 5 x 5 convolution on the 3C projections).
+
+On CPU, torch's depthwise convolution backward spends most of its time on the weight gradient (at 800 x 1333 px,
+192 channels of 200 x 333: about 270 of 300 ms on one core, while the forward takes 30 ms). Both gradients are
+convolutions themselves, which the forward kernels compute fast:
+
+* ``grad_x = conv(grad_y, flip(w))`` with padding ``k - 1 - p`` (a depthwise convolution like the forward);
+* ``grad_w[c] = sum_n conv(pad(x)[n, c], grad_y[n, c])``: per sample and channel, a "valid" correlation of the
+  padded input with the output gradient as the kernel (a depthwise convolution with a map-sized kernel).
+
+The values are those of ``torch.nn.functional.conv2d`` up to float rounding (sums taken in another order), and the
+backward is built from differentiable convolutions, so higher derivatives work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["depthwise_conv2d"]
+
+
+def _weight_grad(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
+    """``grad_w[c, 0, a, b] = sum_{n,i,j} grad_y[n, c, i, j] * pad(x)[n, c, i + a, j + b]``, one sample at a time
+    (on the 2-core EPYC with one thread 1.4-4x faster than torch's weight gradient from batch 1 at 200 x 333 to
+    batch 64 at 56 x 56; stacking the samples as a group's input channels was slower than either).
+
+    Shape:
+        x: (B, C, H, W), grad_y: (B, C, H', W') -> (C, 1, H + 2p - H' + 1, W + 2p - W' + 1)
+    """
+    xp = F.pad(x, (padding,) * 4) if padding else x
+    total = None
+    for n in range(x.shape[0]):
+        part = F.conv2d(xp[n : n + 1], grad_y[n : n + 1].transpose(0, 1), groups=x.shape[1])
+        total = part if total is None else total + part
+    return total.transpose(0, 1)
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int):  # noqa: ANN205
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):  # noqa: ANN205 - built from differentiable convolutions
+        x, weight = ctx.saved_tensors
+        p, k = ctx.padding, weight.shape[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_y, weight.flip(-2, -1), padding=k - 1 - p, groups=x.shape[1])
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_grad(x, grad_y, p)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding, groups=C)`` (stride 1, no dilation, zero padding), with the
+    backward above on CPU when a gradient is needed, for one sample or with one torch thread (with several threads
+    the per-sample weight gradient of a batch was slower than torch's: batch 16 at 56 x 56, 2.5x); everywhere else
+    (batches with several threads, GPUs, no gradient, ``torch.compile`` or ``torch.jit`` tracing) exactly
+    ``F.conv2d``.
+
+    Shape:
+        x: (B, C, H, W), weight: (C, 1, kh, kw), bias: (C,) or None -> (B, C, H + 2p - kh + 1, W + 2p - kw + 1)
+    """
+    c, kh, kw = weight.shape[0], weight.shape[-2], weight.shape[-1]
+    if weight.shape[1] != 1 or x.dim() != 4 or x.shape[1] != c:
+        raise ValueError(
+            f"depthwise_conv2d: x (B, {c}, H, W) and weight ({c}, 1, kh, kw) expected, got "
+            f"{tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    plain = (
+        torch.compiler.is_compiling()  # checked first: dynamo does not trace the rest
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or x.device.type != "cpu"
+        or (x.shape[0] > 1 and torch.get_num_threads() > 1)  # many small per-sample convolutions: slower there
+        or not torch.is_grad_enabled()
+        or not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+        or padding > min(kh, kw) - 1
+    )
+    if plain:
+        return F.conv2d(x, weight, bias, padding=padding, groups=c)
+    return _DepthwiseConv2d.apply(x, weight, bias, padding)

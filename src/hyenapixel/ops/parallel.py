@@ -1,0 +1,114 @@
+"""Independent blocks of work on every CPU thread (the blocked FFT convolutions of paper Section 3 and the blocked
+implicit filter of Eq. 4).
+
+The FFT convolution and the implicit filter run on CPU as many cache-sized blocks (channel slices, rows of kernel
+taps), each a handful of small operations. One intra-op thread pool gains little on operations that small, so the
+blocks themselves are spread over ``torch.get_num_threads()`` Python threads (torch releases the GIL inside its
+operations), each running its operations on one intra-op thread; the calling thread works too. Blocks must write
+disjoint outputs; reductions are left to the caller (per-worker partial results, summed in a fixed order).
+
+Blocks run one after the other, exactly as a plain loop would, where threads cannot help or are unsafe: one intra-op
+thread, fewer than two blocks, while autograd records operations (the workers would record into one graph at the
+same time; forward and backward of an autograd function run without recording), while ``torch.compile`` or
+``torch.jit`` traces, and inside a worker (no nesting).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+
+__all__ = ["block_workers", "parallel_map", "split_evenly"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_state = threading.local()
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child (e.g. a DataLoader worker) inherits the pools but not their threads: start afresh."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+def block_workers(items: int) -> int:
+    """How many threads :func:`parallel_map` would use for ``items`` blocks now (1: a plain loop)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return 1
+    if items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
+        return 1
+    return max(1, min(torch.get_num_threads(), items))
+
+
+def split_evenly(n: int, parts: int) -> list[range]:
+    """``range(n)`` cut into ``parts`` contiguous, nonempty pieces whose lengths differ by at most one."""
+    parts = max(1, min(parts, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="hyenapixel-blocks")
+        return _pools[workers]
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]``, with the items shared out over :func:`block_workers` threads.
+
+    The calling thread and ``workers - 1`` pool threads take the next item in turn until none is left; while they
+    run, torch uses one intra-op thread (``torch.set_num_threads`` is process-wide: other threads running torch
+    operations at the same time get one thread too; restored afterwards), and each worker runs with the caller's
+    inference-mode setting and without recording gradients. The first exception is re-raised.
+    """
+    workers = block_workers(len(items))
+    if workers == 1:
+        return [fn(item) for item in items]
+    results: list = [None] * len(items)
+    order = itertools.count()
+    take = threading.Lock()
+    inference = torch.is_inference_mode_enabled()
+
+    def work() -> None:
+        outer = getattr(_state, "inside", False)
+        _state.inside = True
+        try:
+            with torch.inference_mode(inference), torch.no_grad():
+                while True:
+                    with take:
+                        i = next(order)
+                    if i >= len(items):
+                        return
+                    results[i] = fn(items[i])
+        finally:
+            _state.inside = outer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        futures = [_pool(workers - 1).submit(work) for _ in range(workers - 1)]
+        try:
+            work()
+        finally:
+            for f in futures:  # wait for all of them before anything else touches their outputs
+                f.exception()
+        for f in futures:
+            f.result()
+    finally:
+        torch.set_num_threads(threads)
+    return results

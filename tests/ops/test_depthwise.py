@@ -1,0 +1,77 @@
+"""hyenapixel.ops.depthwise_conv2d (the HyenaPixel mixer's short convolution with its own CPU backward) against
+torch's ``F.conv2d``: values, all three gradients and second derivatives in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyenapixel.ops.depthwise import _DepthwiseConv2d, depthwise_conv2d
+
+
+@pytest.mark.parametrize(("batch", "k", "padding"), [(1, 5, 2), (3, 5, 2), (2, 3, 1), (1, 4, 2), (2, 3, 0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_values_and_gradients_equal_torch_conv2d(monkeypatch, batch, k, padding, channels_last, bias) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # batches take the custom backward with one thread
+    try:
+        _check_against_conv2d(monkeypatch, batch, k, padding, channels_last, bias)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batches_with_several_threads_use_torch_conv2d(monkeypatch) -> None:
+    monkeypatch.setattr(_DepthwiseConv2d, "apply", None)  # must not run
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(2, 3, 6, 6, requires_grad=True)
+        w = torch.randn(3, 1, 3, 3, requires_grad=True)
+        torch.testing.assert_close(depthwise_conv2d(x, w, None, 1), F.conv2d(x, w, padding=1, groups=3))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_against_conv2d(monkeypatch, batch: int, k: int, padding: int, channels_last: bool, bias: bool) -> None:
+    calls = []
+    real = _DepthwiseConv2d.apply
+    monkeypatch.setattr(_DepthwiseConv2d, "apply", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(k + padding)
+    x = torch.randn(batch, 6, 11, 9, generator=g, dtype=torch.float64)
+    if channels_last:  # the mixer's layout: a permuted (B, H, W, C) tensor
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    x.requires_grad_()
+    w = torch.randn(6, 1, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    y = depthwise_conv2d(x, w, b, padding)
+    ref = F.conv2d(x, w, b, padding=padding, groups=6)
+    assert calls  # the custom backward ran
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    up = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    wrt = [t for t in (x, w, b) if t is not None]
+    for a, e in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-11)
+
+
+def test_second_derivatives_equal_torch_conv2d() -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 1, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 4, 7, 8, generator=g, dtype=torch.float64)
+    out = []
+    for conv in (lambda: depthwise_conv2d(x, w, None, 2), lambda: F.conv2d(x, w, padding=2, groups=4)):
+        gx, gw = torch.autograd.grad((conv() * up).sum(), (x, w), create_graph=True)
+        out.append(torch.autograd.grad((gx * gx).sum() + (gw * gw).sum(), (x, w)))
+    for a, e in zip(*out):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-11)
+
+
+def test_plain_conv2d_without_gradient_and_bad_shapes_are_named(monkeypatch) -> None:
+    monkeypatch.setattr(_DepthwiseConv2d, "apply", None)  # must not run
+    x, w = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3, requires_grad=True)
+    with torch.no_grad():
+        torch.testing.assert_close(depthwise_conv2d(x, w, None, 1), F.conv2d(x, w, padding=1, groups=3))
+    with pytest.raises(ValueError, match="weight"):
+        depthwise_conv2d(x, torch.randn(3, 2, 3, 3), None, 1)
