@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import tempfile
 import time
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import interleaved_medians, machine_info
+from benchmarks.common import interleaved_medians, machine_info, write_json
 from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx
 
 RUNTIMES = ("eager", "onnxruntime", "compile", "compile_unfrozen")
@@ -278,8 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{1e3 * r['compile']:.0f} ms, compiled / eager {r['compile'] / r['eager']:.2f}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return results
 
 

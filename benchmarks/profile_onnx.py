@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import machine_info, markdown_table
+from benchmarks.common import machine_info, markdown_table, write_json
 from hyenapixel.export import to_onnx
 
 #: (part, regular expression on the module path inside a block or stage), first match wins
@@ -169,8 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"\nms per image by {key}, batch {args.batch}, reference {ref}")
         print(markdown_table([key, *models], rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return results
 
 

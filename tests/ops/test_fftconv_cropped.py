@@ -70,6 +70,16 @@ def test_large_planes_use_the_multidimensional_transform_and_stay_exact() -> Non
     assert err < 1e-5
 
 
+def _check_against_direct(conv, x: torch.Tensor, k: torch.Tensor, up: torch.Tensor, plan) -> None:  # noqa: ANN001
+    """``conv(x, k, plan)`` and its gradients (for the upstream gradient ``up``) equal the direct convolution's."""
+    y = conv(x, k, plan)
+    ref = fftconv2d_ref(x, k)
+    _close(y, ref)
+    wrt = [t for t in (x, k) if t.requires_grad]
+    for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
+        _close(a, b)
+
+
 @pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("blocked", [False, True])
 def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad: bool, k_grad: bool, blocked) -> None:
@@ -81,12 +91,7 @@ def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad:
     k = torch.randn(3, 15, 21, generator=g, dtype=torch.float64, requires_grad=k_grad)
     up = torch.randn(2, 3, 7, 11, generator=g, dtype=torch.float64)
     plan = plan_conv2d(7, 11, 15, 21)
-    y = conv_saving_spectrum(x, k, plan)
-    ref = fftconv2d_ref(x, k)
-    _close(y, ref)
-    wrt = [t for t in (x, k) if t.requires_grad]
-    for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
-        _close(a, b)
+    _check_against_direct(conv_saving_spectrum, x, k, up, plan)
 
 
 @pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (True, False), (False, True)])
@@ -100,15 +105,10 @@ def test_blocks_on_several_threads_equal_the_direct_convolution(monkeypatch, blo
     k = torch.randn(5, 17, 25, generator=g, dtype=torch.float64, requires_grad=k_grad)
     up = torch.randn(2, 5, 9, 13, generator=g, dtype=torch.float64)
     plan = plan_conv2d(9, 13, 17, 25)
-    y = conv(x, k, plan)
-    ref = fftconv2d_ref(x, k)
-    _close(y, ref)
-    wrt = [t for t in (x, k) if t.requires_grad]
-    for a, b in zip(torch.autograd.grad((y * up).sum(), wrt), torch.autograd.grad((ref * up).sum(), wrt)):
-        _close(a, b)
+    _check_against_direct(conv, x, k, up, plan)
     k_f = kernel_spectrum(k.detach()[(slice(None), *plan.taps)], plan.cropped())
     with torch.inference_mode():  # the eval path of the mixers' spectrum cache
-        _close(apply_spectrum(x.detach(), k_f, plan.cropped()), ref.detach())
+        _close(apply_spectrum(x.detach(), k_f, plan.cropped()), fftconv2d_ref(x.detach(), k.detach()))
 
 
 def test_blocks_stay_twice_differentiable_with_several_threads(monkeypatch, block_threads) -> None:
