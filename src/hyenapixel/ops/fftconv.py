@@ -105,7 +105,9 @@ class AxisPlan:
         start = max(0, center - (length - 1))
         stop = min(kernel_len, center + length)
         unsized = AxisPlan(length, start, stop, center - start, 0)
-        return dataclasses.replace(unsized, fft_len=next_fast_len(unsized.min_len, even=even))
+        # torch.compile traces the plain function (it would warn that it skips the cache wrapper)
+        fast_len = next_fast_len.__wrapped__ if torch.compiler.is_compiling() else next_fast_len
+        return dataclasses.replace(unsized, fft_len=fast_len(unsized.min_len, even=even))
 
 
 @dataclass(frozen=True)
