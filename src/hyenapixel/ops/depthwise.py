@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hyenapixel.ops.tracing import tracing
+
 __all__ = ["depthwise_conv2d"]
 
 
@@ -75,9 +77,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             f"{tuple(x.shape)} and {tuple(weight.shape)}"
         )
     plain = (
-        torch.compiler.is_compiling()  # checked first: dynamo does not trace the rest
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
+        tracing()  # checked first: dynamo does not trace the rest
         or x.device.type != "cpu"
         or (x.shape[0] > 1 and torch.get_num_threads() > 1)  # many small per-sample convolutions: slower there
         or not torch.is_grad_enabled()

@@ -24,6 +24,8 @@ from typing import TypeVar
 
 import torch
 
+from hyenapixel.ops.tracing import tracing
+
 __all__ = ["block_workers", "parallel_map", "split_evenly"]
 
 T = TypeVar("T")
@@ -47,7 +49,7 @@ if hasattr(os, "register_at_fork"):
 
 def block_workers(items: int) -> int:
     """How many threads :func:`parallel_map` would use for ``items`` blocks now (1: a plain loop)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if tracing():
         return 1
     if items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
         return 1

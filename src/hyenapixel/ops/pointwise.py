@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from hyenapixel.ops.tracing import tracing
+
 __all__ = ["pixel_linear"]
 
 
@@ -61,10 +63,8 @@ def pixel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     Shape:
         x: (B, H, W, C_in), weight: (C_out, C_in), bias: (C_out,) or None -> (B, H, W, C_out)
     """
-    tracing = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()  # plain graphs
-    compiling = torch.compiler.is_compiling()
     onednn = (
-        not (tracing or compiling)  # first: dynamo cannot trace the checks below
+        not tracing()  # first: dynamo cannot trace the checks below
         and x.dim() == 4
         and x.device.type == "cpu"
         and x.is_contiguous()
