@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hyenapixel.filters import implicit2d
 from hyenapixel.mixers import HyenaPixelMixer
@@ -29,7 +30,8 @@ def _full_kernel(m: HyenaPixelMixer) -> torch.Tensor:
 
 
 def _straightforward(m: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
-    qkv = m.short_conv(m.in_proj(x).permute(0, 3, 1, 2))
+    conv = m.short_conv  # plain torch convolution, not the mixer's own backward
+    qkv = F.conv2d(m.in_proj(x).permute(0, 3, 1, 2), conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
     q, k, v = qkv.chunk(3, 1)
     u = m.qk_norm((q * k).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     y = fftconv2d_ref(u, _full_kernel(m)) + u * m.filter.skip[None, :, None, None]

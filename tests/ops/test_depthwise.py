@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hyenapixel.layers import DepthwiseConv2d
 from hyenapixel.ops.depthwise import _DepthwiseConv2d, depthwise_conv2d
 
 
@@ -75,3 +76,20 @@ def test_plain_conv2d_without_gradient_and_bad_shapes_are_named(monkeypatch) -> 
         torch.testing.assert_close(depthwise_conv2d(x, w, None, 1), F.conv2d(x, w, padding=1, groups=3))
     with pytest.raises(ValueError, match="weight"):
         depthwise_conv2d(x, torch.randn(3, 2, 3, 3), None, 1)
+
+
+def test_depthwise_module_is_an_nn_conv2d_with_its_state_dict(monkeypatch) -> None:
+    calls = []
+    real = _DepthwiseConv2d.apply
+    monkeypatch.setattr(_DepthwiseConv2d, "apply", lambda *a: calls.append(1) or real(*a))
+    ref = torch.nn.Conv2d(6, 6, 5, padding=2, groups=6).double()
+    m = DepthwiseConv2d(6, 5).double()
+    m.load_state_dict(ref.state_dict())
+    assert isinstance(m, torch.nn.Conv2d) and m.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(1, 6, 9, 7, dtype=torch.float64, requires_grad=True)
+    y, e = m(x), ref(x)
+    assert calls  # the module went through depthwise_conv2d's own backward
+    torch.testing.assert_close(y, e, rtol=1e-12, atol=1e-12)
+    wrt_m, wrt_ref = (x, m.weight, m.bias), (x, ref.weight, ref.bias)
+    for a, b in zip(torch.autograd.grad(y.square().sum(), wrt_m), torch.autograd.grad(e.square().sum(), wrt_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-11)

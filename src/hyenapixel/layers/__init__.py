@@ -2,11 +2,12 @@
 
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
 from hyenapixel.layers.attention import Attention
-from hyenapixel.layers.blocks import Mlp, MlpHead, PixelLinear, Scale, SepConv
+from hyenapixel.layers.blocks import DepthwiseConv2d, Mlp, MlpHead, PixelLinear, Scale, SepConv
 from hyenapixel.layers.norms import LayerNormNoBias
 
 __all__ = [
     "Attention",
+    "DepthwiseConv2d",
     "LayerNormNoBias",
     "Mlp",
     "MlpHead",

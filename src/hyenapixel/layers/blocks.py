@@ -29,6 +29,22 @@ class PixelLinear(nn.Linear):
         return pixel_linear(x, self.weight, self.bias)
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``k x k`` convolution with "same" padding (stride 1) whose CPU backward is
+    :func:`~hyenapixel.ops.depthwise.depthwise_conv2d`'s (a faster weight gradient); the same parameters and state
+    dict as the equivalent ``nn.Conv2d``.
+
+    Shape:
+        (B, C, H, W) -> (B, C, H, W)
+    """
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, self.bias, self.padding[0])
+
+
 class Scale(nn.Module):
     """Learnable per-channel scale (res-scale, Shleifer et al.), applied to the residual branch input.
 
@@ -108,12 +124,11 @@ class SepConv(nn.Module):
         hidden = int(expansion_ratio * dim)
         self.pwconv1 = PixelLinear(dim, hidden, bias=False)
         self.act1 = StarReLU()
-        self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
+        self.dwconv = DepthwiseConv2d(hidden, kernel_size, bias=False)
         self.pwconv2 = PixelLinear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.pwconv1(x))
         # (B, H, W, C') viewed as a channels_last NCHW tensor: no copy needed for the depthwise conv
-        conv = self.dwconv  # its backward by depthwise convolutions (a faster weight gradient on CPU)
-        x = depthwise_conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, conv.padding[0]).permute(0, 2, 3, 1)
+        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.pwconv2(x)

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
-from hyenapixel.layers import PixelLinear
+from hyenapixel.layers import DepthwiseConv2d, PixelLinear
 from hyenapixel.mixers.cache import SpectrumCache
 from hyenapixel.ops import conv_saving_spectrum, conv_with_plan, plan_conv2d
-from hyenapixel.ops.depthwise import depthwise_conv2d
 
 
 def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...]) -> torch.Tensor:
@@ -70,7 +69,7 @@ class HyenaPixelMixer(nn.Module):
         super().__init__()
         self.dim = dim
         self.in_proj = PixelLinear(dim, 3 * dim)  # nn.Linear, by oneDNN on multi-threaded CPUs
-        self.short_conv = nn.Conv2d(3 * dim, 3 * dim, short_kernel_size, padding=short_kernel_size // 2, groups=3 * dim)
+        self.short_conv = DepthwiseConv2d(3 * dim, short_kernel_size)  # nn.Conv2d with a faster CPU backward
         self.filter = filter_layer(dim, kernel_size, emb_dim=filter_emb_dim)
         self.qk_norm = qk_norm_layer(dim) if qk_norm_layer else nn.Identity()
         self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
@@ -121,8 +120,7 @@ class HyenaPixelMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, 3C) contiguous; viewed as NCHW it is channels_last, which the depthwise conv handles natively
         qkv = self.in_proj(x).permute(0, 3, 1, 2)
-        conv = self.short_conv  # its backward by depthwise convolutions (a faster weight gradient on CPU)
-        qkv = depthwise_conv2d(qkv, conv.weight, conv.bias, conv.padding[0])
+        qkv = self.short_conv(qkv)
         q, k, v = qkv.chunk(3, dim=1)
         qk = q * k
         qk = self.qk_norm(qk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # norms work on the channels-last view
