@@ -173,13 +173,11 @@ def _forward_transform(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
 
 
 def _inverse_transform(
-    y_f: torch.Tensor, plan: ConvPlan, starts: tuple[int, ...] | None = None, lengths: tuple[int, ...] | None = None
+    y_f: torch.Tensor, plan: ConvPlan, starts: tuple[int, ...], lengths: tuple[int, ...]
 ) -> torch.Tensor:
-    """Inverse of :func:`_forward_transform` followed by a crop (default: the centered output crop), cropping each
-    axis right after its transform so that the final real inverse FFT runs on the kept rows only."""
+    """Inverse of :func:`_forward_transform` followed by the crop ``[start, start + length)`` per axis, cropping
+    each axis right after its transform so that the final real inverse FFT runs on the kept rows only."""
     nd = len(plan.axes)
-    starts = starts if starts is not None else tuple(a.center for a in plan.axes)
-    lengths = lengths if lengths is not None else tuple(a.length for a in plan.axes)
     y = y_f
     for i in range(nd - 1):
         y = torch.fft.ifft(y, dim=i - nd).narrow(i - nd, starts[i], lengths[i])
@@ -324,8 +322,11 @@ def _conv_backward(
         blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], plan, grad_y.dtype, grad_y.device)
 
         def channel_slice(cs: slice) -> torch.Tensor:
-            parts = [kernel_grad(bs, cs, _forward_transform(grad_y[bs, cs], plan)) for bs in blocks.batch]
-            return finish_kernel_grad(parts[0] if len(parts) == 1 else torch.stack(parts).sum(0))
+            total = None  # summed block by block, as _convolve_blocks does, so one partial sum is alive at a time
+            for bs in blocks.batch:
+                part = kernel_grad(bs, cs, _forward_transform(grad_y[bs, cs], plan))
+                total = part if total is None else total + part
+            return finish_kernel_grad(total)
 
         grad_k_slices = parallel_map(channel_slice, blocks.channels)
     if need_k:
