@@ -13,6 +13,7 @@ from hyenapixel.ops.dft import (
     dft_axes2d,
     dft_conv1d,
     dft_conv2d_channels_last,
+    dft_matrices2d,
     dft_spectrum2d,
     sequence_dft,
 )
@@ -22,8 +23,8 @@ def _conv2d(x: torch.Tensor, k: torch.Tensor, dtype: torch.dtype = torch.float64
     """Channels-first in and out (as the references), channels-last inside."""
     rows, cols = dft_axes2d(x.shape[-2], x.shape[-1], k.shape[-2], k.shape[-1])
     kr, ki = (s.to(dtype) for s in channels_last_spectrum(*dft_spectrum2d(k, rows, cols)))
-    mats = (cols.real_fwd.T, rows.interleaved_fwd(), rows.interleaved_inv(), cols.real_inv.T)
-    y = dft_conv2d_channels_last(x.permute(0, 2, 3, 1), kr, ki, *(m.to(dtype) for m in mats))
+    mats = {name: m.to(dtype) for name, m in dft_matrices2d(rows, cols).items()}
+    y = dft_conv2d_channels_last(x.permute(0, 2, 3, 1), kr, ki, **mats)
     return y.permute(0, 3, 1, 2)
 
 

@@ -34,6 +34,7 @@ from hyenapixel.ops.dft import (
     dft_axes2d,
     dft_conv1d,
     dft_conv2d_channels_last,
+    dft_matrices2d,
     dft_spectrum2d,
     sequence_dft,
 )
@@ -90,8 +91,7 @@ class FrozenConv2d(nn.Module):
 def stage_matrices(rows: DFTAxis, cols: DFTAxis) -> dict[str, torch.Tensor]:
     """The float32 DFT matrices of :func:`~hyenapixel.ops.dft.dft_conv2d_channels_last` for one map and kernel
     size (computed once per stage and shared by its mixers)."""
-    mats = {"fw": cols.real_fwd.T, "fh": rows.interleaved_fwd(), "gh": rows.interleaved_inv(), "aw": cols.real_inv.T}
-    return {k: v.to(torch.float32).contiguous() for k, v in mats.items()}
+    return {k: v.to(torch.float32).contiguous() for k, v in dft_matrices2d(rows, cols).items()}
 
 
 class FrozenDirectConv2d(nn.Module):

@@ -39,6 +39,7 @@ __all__ = [
     "dft_conv1d",
     "channels_last_spectrum",
     "dft_conv2d_channels_last",
+    "dft_matrices2d",
     "dft_spectrum2d",
     "sequence_dft",
 ]
@@ -113,10 +114,6 @@ class DFTAxis:
         return DFTAxis(plan, n, bins, *mats)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
 def dft_spectrum2d(k: torch.Tensor, rows: DFTAxis, cols: DFTAxis) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and imaginary part of the spectrum of the taps of ``k`` that reach the output, in float64.
 
@@ -147,10 +144,9 @@ def dft_conv2d_channels_last(
     axis next to H, which viewed as one axis of ``2H`` rows interleaves the two parts row by row, and the H
     matrices are laid out for that interleaving (:meth:`DFTAxis.interleaved_fwd`, :meth:`DFTAxis.interleaved_inv`).
 
-    ``fw = cols.real_fwd.T``, ``fh = rows.interleaved_fwd()``, ``gh = rows.interleaved_inv()``,
-    ``aw = cols.real_inv.T`` and the kernel spectrum ``kr, ki`` of :func:`dft_spectrum2d` laid out ``(N, F * C)``
-    (:func:`channels_last_spectrum`), all already in the compute dtype (float32 for float32 and reduced-precision
-    inputs).
+    ``fw``, ``fh``, ``gh``, ``aw`` from :func:`dft_matrices2d` and the kernel spectrum ``kr, ki`` of
+    :func:`dft_spectrum2d` laid out ``(N, F * C)`` (:func:`channels_last_spectrum`), all already in the compute
+    dtype (float32 for float32 and reduced-precision inputs).
 
     Shape:
         x: (B, H, W, C), kr/ki: (N, F * C), fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F) -> (B, H, W, C)
@@ -168,6 +164,17 @@ def dft_conv2d_channels_last(
     u = torch.matmul(gh, torch.cat([zr, zi], dim=1))  # (B, 2H, F C): inverse along H, cropped, interleaved
     y = torch.matmul(aw, u.reshape(b, h, -1, c))  # (B, H, W, C): real inverse along W, cropped
     return y.to(out_dtype)
+
+
+def dft_matrices2d(rows: DFTAxis, cols: DFTAxis) -> dict[str, torch.Tensor]:
+    """The matrices of :func:`dft_conv2d_channels_last`, keyed by its argument names, in the axes' dtype: the real
+    transform along W and its cropped inverse (``fw``, ``aw``), the complex transform along H and its cropped inverse
+    laid out for interleaved real and imaginary rows (``fh``, ``gh``).
+
+    Shape:
+        -> fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F)
+    """
+    return {"fw": cols.real_fwd.T, "fh": rows.interleaved_fwd(), "gh": rows.interleaved_inv(), "aw": cols.real_inv.T}
 
 
 def channels_last_spectrum(kr: torch.Tensor, ki: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
