@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import STAGES, interleaved_medians, machine_info, markdown_table
+from hyenapixel.export import onnx_session
 from hyenapixel.export.frozen import FrozenConv2d, FrozenDirectConv2d, stage_matrices
 from hyenapixel.ops import fftconv2d
 from hyenapixel.ops.dft import dft_axes2d
@@ -69,15 +70,11 @@ def forms(kernel: torch.Tensor, size: int, dft_op: bool) -> dict[str, nn.Module]
 
 
 def session(module: nn.Module, x: torch.Tensor, path: str, threads: int):  # noqa: ANN201 - onnxruntime type
-    import onnxruntime as ort
-
+    """``module`` exported to ``path`` and opened in the library's onnxruntime session (CPU provider)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (x,), dynamo=True, opset_version=18, optimize=True).save(path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return onnx_session(path, threads)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
