@@ -122,14 +122,21 @@ def test_direct_convolution_equals_reference(h: int, w: int, kh: int, kw: int) -
 
 @pytest.mark.parametrize("direct_max_pixels", [0, 10**6])
 def test_frozen_mixer_keeps_the_mixer_interface(direct_max_pixels: int) -> None:
-    # the frozen HyenaPixel mixer rewrites the forward channels-last; its forward and its channels-first
-    # long_conv equal the original mixer's, for the DFT and the direct form
+    # the frozen HyenaPixel mixer rewrites the forward (q/k/v branches, then channels-last); its forward and its
+    # channels-first long_conv equal the original mixer's, for the DFT and the direct form
     torch.manual_seed(0)
     model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
     frozen = freeze_long_convs(model, 64, direct_max_pixels=direct_max_pixels)
     mixer, twin = model.stages[0].blocks[0].token_mixer, frozen.stages[0].blocks[0].token_mixer
     kind = FrozenDirectConv2d if direct_max_pixels else FrozenConv2d
     assert type(twin).__name__ == "FrozenHyenaPixelMixer" and isinstance(twin.frozen_conv, kind)
+    # the C -> 3C projection and the 3C depthwise convolution become one 1x1 + depthwise branch per q, k, v
+    assert len(twin.in_proj) == len(twin.short_conv) == 3
+    assert all(
+        pw.weight.shape == (8, 8, 1, 1) and dw.weight.shape == (8, 1, 5, 5) and dw.groups == 8
+        for pw, dw in zip(twin.in_proj, twin.short_conv)
+    )
+    assert isinstance(mixer.in_proj, nn.Linear) and mixer.short_conv.weight.shape[0] == 24  # the original untouched
     x = torch.randn(2, 16, 16, 8)
     u = torch.randn(2, 8, 16, 16)
     with torch.no_grad():

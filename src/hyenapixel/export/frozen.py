@@ -168,16 +168,45 @@ class _FrozenLongConv:
 class FrozenHyenaPixelMixer(HyenaPixelMixer):
     """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size.
 
-    The forward computes the mixer's function with every step after the 5 x 5 depthwise convolution on the
-    channels-last map (the original changes layout around the FFT): the frozen convolution works channels-last,
-    which gives onnxruntime large matrix products and leaves the graph two transposes per mixer, both next to the
-    depthwise convolution.
+    The forward computes the mixer's function in the layout that deploys best (:func:`freeze_long_convs` sets it up
+    with :meth:`split_projections`):
+
+    * the input projection and the 5 x 5 depthwise convolution run as three branches, one for each of q, k and v:
+      a 1x1 convolution with its bias and the branch's depthwise convolution, channels-first. onnxruntime runs both
+      convolutions of a branch in its blocked layout with the bias fused, and q * k without a layout change; the
+      single 3C projection needed a separate bias addition, a layout change of 3C channels and a split
+      (``benchmarks/bench_export.py``: 10 % of the exported model's time at batch 16);
+    * every step after the branches runs on the channels-last map: the frozen convolution works channels-last,
+      which gives large matrix products.
 
     Shape:
         (B, H, W, C) -> (B, H, W, C)
     """
 
     frozen_conv: nn.Module
+    in_proj: nn.ModuleList  # type: ignore[assignment] - three 1x1 convolutions (q, k, v) after split_projections
+    short_conv: nn.ModuleList  # type: ignore[assignment] - their three depthwise convolutions
+
+    def split_projections(self) -> None:
+        """Replace the ``C -> 3C`` input projection and the depthwise convolution over its ``3C`` channels by one
+        branch per q, k and v: ``in_proj[i]`` a 1x1 ``nn.Conv2d`` (``C -> C``, the rows of the projection that
+        make that part), ``short_conv[i]`` a depthwise ``nn.Conv2d`` over its ``C`` channels. Same function."""
+        linear, conv = self.in_proj, self.short_conv
+        c = self.dim
+        pointwise, depthwise = nn.ModuleList(), nn.ModuleList()
+        for i in range(3):
+            part = slice(i * c, (i + 1) * c)
+            pw = nn.Conv2d(c, c, 1, bias=linear.bias is not None).to(linear.weight)
+            pw.weight.data.copy_(linear.weight.detach()[part, :, None, None])
+            dw = nn.Conv2d(c, c, conv.kernel_size, padding=conv.padding, groups=c, bias=conv.bias is not None)
+            dw = dw.to(conv.weight)
+            dw.weight.data.copy_(conv.weight.detach()[part])
+            for module, bias in ((pw, linear.bias), (dw, conv.bias)):
+                if bias is not None:
+                    module.bias.data.copy_(bias.detach()[part])
+            pointwise.append(pw.eval())
+            depthwise.append(dw.eval())
+        self.in_proj, self.short_conv = pointwise, depthwise
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """The frozen long convolution on a channels-first map, as :meth:`HyenaPixelMixer.long_conv`.
@@ -188,8 +217,8 @@ class FrozenHyenaPixelMixer(HyenaPixelMixer):
         return self.frozen_conv(u.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.short_conv(self.in_proj(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3C)
-        q, k, v = qkv.chunk(3, dim=-1)
+        x = x.permute(0, 3, 1, 2)
+        q, k, v = (dw(pw(x)).permute(0, 2, 3, 1) for pw, dw in zip(self.in_proj, self.short_conv))  # (B, H, W, C)
         y = v * self.frozen_conv(self.qk_norm(q * k))
         return self.drop(self.out_proj(self.out_norm(y)))
 
@@ -319,6 +348,8 @@ def freeze_long_convs(
                 conv = FrozenConv1d(kernel, axes[key])
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
+        if isinstance(mixer, FrozenHyenaPixelMixer):
+            mixer.split_projections()
     return frozen
 
 
