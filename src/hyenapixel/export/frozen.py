@@ -324,7 +324,8 @@ def freeze_long_convs(
     device = param.device if param is not None else torch.device("cpu")
     chans = in_chans or _in_chans(frozen)
     sites = _mixer_sites(frozen, torch.zeros(1, chans, h, w, device=device))
-    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis, dict]] = {}  # one set of DFT matrices per stage geometry
+    axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT axes per stage geometry
+    matrices: dict[tuple, dict[str, torch.Tensor]] = {}  # and of 2D DFT matrices, built where a DFT form uses them
     for site in sites:
         mixer = site.mixer
         with torch.no_grad():
@@ -332,13 +333,14 @@ def freeze_long_convs(
                 kernel = mixer.kernel()
                 key = (site.shape[1], site.shape[2], *kernel.shape[1:])
                 if key not in axes:
-                    rows, cols = dft_axes2d(*key)
-                    axes[key] = rows, cols, stage_matrices(rows, cols)
-                rows, cols, mats = axes[key]
+                    axes[key] = dft_axes2d(*key)
+                rows, cols = axes[key]
                 if site.shape[1] * site.shape[2] <= direct_max_pixels:
                     conv: nn.Module = FrozenDirectConv2d(kernel, rows, cols)
                 else:
-                    conv = FrozenConv2d(kernel, rows, cols, mats)
+                    if key not in matrices:
+                        matrices[key] = stage_matrices(rows, cols)
+                    conv = FrozenConv2d(kernel, rows, cols, matrices[key])
             else:
                 length = site.shape[1] * site.shape[2]
                 kernel = mixer.kernel(length)

@@ -149,6 +149,11 @@ def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
+def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[slice]:
+    """:func:`_row_blocks` sized for the widest layer of the filter MLP (the same blocks in forward and backward)."""
+    return _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights)))
+
+
 class _ImplicitKernel(torch.autograd.Function):
     """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
 
@@ -173,7 +178,7 @@ class _ImplicitKernel(torch.autograd.Function):
             window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
             out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
 
-        parallel_map(block, _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights))))
+        parallel_map(block, _mlp_row_blocks(z, w_out, weights))
         return out
 
     @staticmethod
@@ -183,7 +188,7 @@ class _ImplicitKernel(torch.autograd.Function):
         grad = grad.contiguous()
         width = z.shape[2]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        blocks = _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights)))
+        blocks = _mlp_row_blocks(z, w_out, tuple(weights))
 
         def run(group: range) -> list[torch.Tensor]:
             """The parameter gradients from the row blocks ``group`` (g_z is written in place, rows disjoint)."""
