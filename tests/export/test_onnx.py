@@ -17,6 +17,7 @@ from hyenapixel.export import (
     FrozenDirectConv2d,
     freeze_long_convs,
     onnx_session,
+    projection_branches,
     run_onnx,
     to_onnx,
     verify_onnx,
@@ -142,6 +143,31 @@ def test_frozen_mixer_keeps_the_mixer_interface(direct_max_pixels: int) -> None:
     with torch.no_grad():
         assert (twin(x) - mixer(x)).abs().max().item() < 1e-5
         assert (twin.long_conv(u) - fftconv2d_ref(u, mixer.kernel())).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("conv", "bias"),
+    [
+        (nn.Conv2d(12, 12, 5, padding=2, groups=12), True),
+        (nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False), False),
+        (nn.Conv1d(12, 12, 3, padding=1, groups=12), True),  # bidirectional Hyena
+        (nn.Conv1d(12, 12, 3, padding=2, groups=12), True),  # causal Hyena: padded on both sides, cropped after
+    ],
+)
+def test_projection_branches_compute_the_joint_projection(conv: nn.Module, bias: bool) -> None:
+    # reference: the C -> 3C linear layer on the channels-last input, then the depthwise convolution over all 3C
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 12, bias=bias).double()
+    conv = conv.double()
+    spatial = (7, 9) if isinstance(conv, nn.Conv2d) else (11,)
+    x = torch.randn(2, *spatial, 4, dtype=torch.float64)
+    with torch.no_grad():
+        want = conv(linear(x).movedim(-1, 1))[..., : spatial[-1]]
+        pointwise, depthwise = projection_branches(linear, conv, 4)
+        got = torch.cat([dw(pw(x.movedim(-1, 1)))[..., : spatial[-1]] for pw, dw in zip(pointwise, depthwise)], 1)
+    assert len(pointwise) == len(depthwise) == 3
+    assert all((pw.bias is None) == (not bias) and dw.groups == 4 for pw, dw in zip(pointwise, depthwise))
+    assert got.shape == want.shape and (got - want).abs().max().item() < 1e-12
 
 
 def test_stages_share_their_dft_matrices(reduced_models, fixtures_dir) -> None:

@@ -20,6 +20,7 @@ from hyenapixel.export.frozen import (
     FrozenHyenaPixelMixer,
     check_input_size,
     freeze_long_convs,
+    projection_branches,
 )
 from hyenapixel.export.onnx import OnnxCheck, onnx_session, run_onnx, to_onnx, verify_onnx
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_input_size",
     "freeze_long_convs",
     "onnx_session",
+    "projection_branches",
     "run_onnx",
     "to_onnx",
     "verify_onnx",

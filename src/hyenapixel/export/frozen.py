@@ -49,6 +49,7 @@ __all__ = [
     "FrozenHyenaPixelMixer",
     "check_input_size",
     "freeze_long_convs",
+    "projection_branches",
 ]
 
 MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
@@ -156,26 +157,81 @@ def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> Non
         )
 
 
-class _FrozenLongConv:
-    """Mixin: ``long_conv`` applies the precomputed ``frozen_conv`` instead of the FFT convolution."""
+def projection_branches(
+    linear: nn.Linear, conv: nn.Conv1d | nn.Conv2d, dim: int
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """A ``C -> 3C`` input projection and the depthwise convolution over its ``3C`` channels as one branch per q, k
+    and v (x0, x1, v for Hyena): ``pointwise[i]`` a 1x1 convolution ``C -> C`` (the rows of the projection that make
+    that part, with their bias), ``depthwise[i]`` a depthwise convolution over its ``C`` channels (same kernel size
+    and padding). Applied to the channels-first map, branch ``i`` computes channels ``[i C, (i + 1) C)`` of
+    ``conv(linear(x))``. 1D or 2D after ``conv``.
+
+    onnxruntime runs a branch's two convolutions with the bias fused (in its blocked layout for 2D) and needs no
+    split of a 3C tensor; see docs/deploy.md.
+    """
+    conv_cls = nn.Conv2d if conv.weight.dim() == 4 else nn.Conv1d
+    ones = (1,) * (conv.weight.dim() - 2)
+    pointwise, depthwise = nn.ModuleList(), nn.ModuleList()
+    for i in range(3):
+        part = slice(i * dim, (i + 1) * dim)
+        pw = conv_cls(dim, dim, 1, bias=linear.bias is not None).to(linear.weight)
+        dw = conv_cls(dim, dim, conv.kernel_size, padding=conv.padding, groups=dim, bias=conv.bias is not None)
+        dw = dw.to(conv.weight)
+        with torch.no_grad():
+            pw.weight.copy_(linear.weight[part].reshape(dim, dim, *ones))
+            dw.weight.copy_(conv.weight[part])
+            for module, bias in ((pw, linear.bias), (dw, conv.bias)):
+                if bias is not None:
+                    module.bias.copy_(bias[part])
+        pointwise.append(pw.eval())
+        depthwise.append(dw.eval())
+    return pointwise, depthwise
+
+
+class _FrozenProjections:
+    """Mixin: :meth:`split_projections` turns ``in_proj``/``short_conv`` into the q/k/v branches of
+    :func:`projection_branches` (called by :func:`freeze_long_convs`)."""
+
+    dim: int
+    in_proj: nn.Module
+    short_conv: nn.Module
+
+    def split_projections(self) -> None:
+        """Replace ``in_proj`` and ``short_conv`` by three branches (``nn.ModuleList`` each); same function."""
+        self.in_proj, self.short_conv = projection_branches(self.in_proj, self.short_conv, self.dim)
+
+
+class _FrozenLongConv(_FrozenProjections):
+    """Mixin for the 1D mixers: ``long_conv`` applies the precomputed ``frozen_conv`` instead of the FFT
+    convolution, and ``projections`` runs the q/k/v branches."""
 
     frozen_conv: nn.Module
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         return self.frozen_conv(u)
 
+    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """As :meth:`~hyenapixel.mixers.hyena.HyenaMixer1d.projections`, from the branches.
 
-class FrozenHyenaPixelMixer(HyenaPixelMixer):
+        Shape:
+            (B, H, W, C) -> three (B, C, H * W)
+        """
+        B, H, W, C = x.shape
+        L = H * W
+        x = x.reshape(B, L, C).transpose(1, 2)
+        return tuple(dw(pw(x))[..., :L] for pw, dw in zip(self.in_proj, self.short_conv))
+
+
+class FrozenHyenaPixelMixer(_FrozenProjections, HyenaPixelMixer):
     """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size.
 
-    The forward computes the mixer's function in the layout that deploys best (:func:`freeze_long_convs` sets it up
-    with :meth:`split_projections`):
+    The forward computes the mixer's function in the layout that deploys best:
 
-    * the input projection and the 5 x 5 depthwise convolution run as three branches, one for each of q, k and v:
-      a 1x1 convolution with its bias and the branch's depthwise convolution, channels-first. onnxruntime runs both
-      convolutions of a branch in its blocked layout with the bias fused, and q * k without a layout change; the
-      single 3C projection needed a separate bias addition, a layout change of 3C channels and a split
-      (``benchmarks/bench_export.py``: 10 % of the exported model's time at batch 16);
+    * the input projection and the 5 x 5 depthwise convolution run as three branches, one for each of q, k and v
+      (:func:`projection_branches`): a 1x1 convolution with its bias and the branch's depthwise convolution,
+      channels-first. onnxruntime runs both convolutions of a branch in its blocked layout with the bias fused, and
+      q * k without a layout change; the single 3C projection needed a separate bias addition, a layout change of
+      3C channels and a split (7 % of the exported S18 model's time, docs/deploy.md);
     * every step after the branches runs on the channels-last map: the frozen convolution works channels-last,
       which gives large matrix products.
 
@@ -184,29 +240,8 @@ class FrozenHyenaPixelMixer(HyenaPixelMixer):
     """
 
     frozen_conv: nn.Module
-    in_proj: nn.ModuleList  # type: ignore[assignment] - three 1x1 convolutions (q, k, v) after split_projections
-    short_conv: nn.ModuleList  # type: ignore[assignment] - their three depthwise convolutions
-
-    def split_projections(self) -> None:
-        """Replace the ``C -> 3C`` input projection and the depthwise convolution over its ``3C`` channels by one
-        branch per q, k and v: ``in_proj[i]`` a 1x1 ``nn.Conv2d`` (``C -> C``, the rows of the projection that
-        make that part), ``short_conv[i]`` a depthwise ``nn.Conv2d`` over its ``C`` channels. Same function."""
-        linear, conv = self.in_proj, self.short_conv
-        c = self.dim
-        pointwise, depthwise = nn.ModuleList(), nn.ModuleList()
-        for i in range(3):
-            part = slice(i * c, (i + 1) * c)
-            pw = nn.Conv2d(c, c, 1, bias=linear.bias is not None).to(linear.weight)
-            pw.weight.data.copy_(linear.weight.detach()[part, :, None, None])
-            dw = nn.Conv2d(c, c, conv.kernel_size, padding=conv.padding, groups=c, bias=conv.bias is not None)
-            dw = dw.to(conv.weight)
-            dw.weight.data.copy_(conv.weight.detach()[part])
-            for module, bias in ((pw, linear.bias), (dw, conv.bias)):
-                if bias is not None:
-                    module.bias.data.copy_(bias.detach()[part])
-            pointwise.append(pw.eval())
-            depthwise.append(dw.eval())
-        self.in_proj, self.short_conv = pointwise, depthwise
+    in_proj: nn.ModuleList  # type: ignore[assignment] - the q, k, v 1x1 convolutions after split_projections
+    short_conv: nn.ModuleList  # type: ignore[assignment] - their depthwise convolutions
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """The frozen long convolution on a channels-first map, as :meth:`HyenaPixelMixer.long_conv`.
@@ -350,8 +385,7 @@ def freeze_long_convs(
                 conv = FrozenConv1d(kernel, axes[key])
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
-        if isinstance(mixer, FrozenHyenaPixelMixer):
-            mixer.split_projections()
+        mixer.split_projections()
     return frozen
 
 

@@ -85,12 +85,21 @@ class HyenaMixer1d(nn.Module):
         plan = plan_conv1d(length, self.kernel_len(length), self.causal)
         return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(length))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x0, x1, v``: the input projection and the short convolution over the flattened map.
+
+        Shape:
+            (B, H, W, C) -> three (B, C, H * W)
+        """
         B, H, W, C = x.shape
         L = H * W
         u = self.in_proj(x.reshape(B, L, C)).transpose(1, 2)  # (B, 3C, L)
         u = self.short_conv(u)[..., :L]
-        x0, x1, v = u.chunk(3, dim=1)
+        return u.chunk(3, dim=1)  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x0, x1, v = self.projections(x)
         g = (v * x1).transpose(1, 2)  # (B, L, C)
         g = self.qk_norm(g).transpose(1, 2)
         y = x0 * self.long_conv(g.contiguous())
