@@ -10,8 +10,9 @@ that spatial size; the batch size stays free.
 
 Each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMixer`,
 :class:`FrozenBidirectionalHyenaMixer`, :class:`FrozenCausalHyenaMixer`) whose ``long_conv`` calls the frozen
-convolution. The 1D mixers keep their forward; the HyenaPixel mixer's forward is rewritten to stay channels-last
-after its 5 x 5 convolution (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`).
+convolution. Every frozen mixer computes its three gated inputs in branches of a 1x1 and a depthwise convolution
+(:func:`projection_branches`) instead of one 3C projection and a split; the HyenaPixel mixer's forward then stays
+channels-last (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`).
 """
 
 from __future__ import annotations
