@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hyenapixel.ops import (
+    ConvPlan,
     conv_saving_spectrum,
     conv_with_plan,
     fftconv,
@@ -29,6 +30,17 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-12) -> None:
     assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
 
 
+def _problem(
+    seed: int, b: int, c: int, nh: int, nw: int, kh: int, kw: int, x_grad: bool = True, k_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ConvPlan]:
+    """A float64 input (B, C, nh, nw), kernel (C, kh, kw), upstream gradient like the output, and their plan."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, nh, nw, generator=g, dtype=torch.float64, requires_grad=x_grad)
+    k = torch.randn(c, kh, kw, generator=g, dtype=torch.float64, requires_grad=k_grad)
+    up = torch.randn(b, c, nh, nw, generator=g, dtype=torch.float64)
+    return x, k, up, plan_conv2d(nh, nw, kh, kw)
+
+
 @pytest.mark.parametrize(("nh", "nw", "kh", "kw"), SHAPES)
 def test_taps_are_exactly_the_reachable_ones(nh: int, nw: int, kh: int, kw: int) -> None:
     # A tap at offset d from the kernel center reaches some output iff |d| <= side - 1 (from the definition).
@@ -40,22 +52,16 @@ def test_taps_are_exactly_the_reachable_ones(nh: int, nw: int, kh: int, kw: int)
 
 @pytest.mark.parametrize(("nh", "nw", "kh", "kw"), SHAPES)
 def test_cropped_kernel_gives_the_full_kernels_convolution(nh: int, nw: int, kh: int, kw: int) -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, nh, nw, generator=g, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(3, kh, kw, generator=g, dtype=torch.float64, requires_grad=True)
-    up = torch.randn(2, 3, nh, nw, generator=g, dtype=torch.float64)
-    plan = plan_conv2d(nh, nw, kh, kw)
-    y = conv_with_plan(x, k[(slice(None), *plan.taps)], plan.cropped())
-    ref = fftconv2d_ref(x, k)
-    _close(y, ref)
-    got = torch.autograd.grad((y * up).sum(), (x, k))
-    want = torch.autograd.grad((ref * up).sum(), (x, k))
-    for a, b in zip(got, want):
-        _close(a, b)
+    x, k, up, plan = _problem(0, 2, 3, nh, nw, kh, kw)
+
+    def cut(x: torch.Tensor, k: torch.Tensor, plan) -> torch.Tensor:  # noqa: ANN001 - the taps that reach the map
+        return conv_with_plan(x, k[(slice(None), *plan.taps)], plan.cropped())
+
+    _check_against_direct(cut, x, k, up, plan)  # values and gradients (the kernel's for all its taps)
     assert plan.cropped().fft_shape == plan.fft_shape
     # the eval path: spectrum of the cut kernel under the cropped plan
     k_f = kernel_spectrum(k.detach()[(slice(None), *plan.taps)], plan.cropped())
-    _close(apply_spectrum(x.detach(), k_f, plan.cropped()), ref.detach())
+    _close(apply_spectrum(x.detach(), k_f, plan.cropped()), fftconv2d_ref(x.detach(), k.detach()))
 
 
 def test_large_planes_use_the_multidimensional_transform_and_stay_exact() -> None:
@@ -86,11 +92,7 @@ def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad:
     if blocked:  # (sample, channel) blocks: the saved spectra are per channel slice
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 3, 7, 11, generator=g, dtype=torch.float64, requires_grad=x_grad)
-    k = torch.randn(3, 15, 21, generator=g, dtype=torch.float64, requires_grad=k_grad)
-    up = torch.randn(2, 3, 7, 11, generator=g, dtype=torch.float64)
-    plan = plan_conv2d(7, 11, 15, 21)
+    x, k, up, plan = _problem(2, 2, 3, 7, 11, 15, 21, x_grad, k_grad)
     _check_against_direct(conv_saving_spectrum, x, k, up, plan)
 
 
@@ -100,11 +102,7 @@ def test_blocks_on_several_threads_equal_the_direct_convolution(monkeypatch, blo
     # one block per (sample, channel): 2 x 5 blocks, the kernel gradient of each channel summed over both samples
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 5, 9, 13, generator=g, dtype=torch.float64, requires_grad=x_grad)
-    k = torch.randn(5, 17, 25, generator=g, dtype=torch.float64, requires_grad=k_grad)
-    up = torch.randn(2, 5, 9, 13, generator=g, dtype=torch.float64)
-    plan = plan_conv2d(9, 13, 17, 25)
+    x, k, up, plan = _problem(3, 2, 5, 9, 13, 17, 25, x_grad, k_grad)
     _check_against_direct(conv, x, k, up, plan)
     k_f = kernel_spectrum(k.detach()[(slice(None), *plan.taps)], plan.cropped())
     with torch.inference_mode():  # the eval path of the mixers' spectrum cache
@@ -115,10 +113,7 @@ def test_blocks_stay_twice_differentiable_with_several_threads(monkeypatch, bloc
     # a backward that records its operations (create_graph) runs its blocks as one loop: the graph stays valid
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(1, 3, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(3, 11, 13, generator=g, dtype=torch.float64, requires_grad=True)
-    up = torch.randn(1, 3, 6, 7, generator=g, dtype=torch.float64)
+    x, k, up, _ = _problem(4, 1, 3, 6, 7, 11, 13)
     grads = []
     for conv in (fftconv2d, fftconv2d_ref):
         gx, gk = torch.autograd.grad((conv(x, k) * up).sum(), (x, k), create_graph=True)
