@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +150,7 @@ def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
-def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> list[slice]:
+def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[slice]:
     """:func:`_row_blocks` sized for the widest layer of the filter MLP (the same blocks in forward and backward)."""
     return _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights)))
 
@@ -188,7 +189,7 @@ class _ImplicitKernel(torch.autograd.Function):
         grad = grad.contiguous()
         width = z.shape[2]
         g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        blocks = _mlp_row_blocks(z, w_out, tuple(weights))
+        blocks = _mlp_row_blocks(z, w_out, weights)
 
         def run(group: range) -> list[torch.Tensor]:
             """The parameter gradients from the row blocks ``group`` (g_z is written in place, rows disjoint)."""
