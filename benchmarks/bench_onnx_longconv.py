@@ -5,6 +5,8 @@ Forms, each exported alone with the ``torch.export``-based ONNX exporter and run
 channels-last ``(B, H, W, C)`` map, as in the frozen mixer:
 
 * **dft**: :class:`hyenapixel.export.FrozenConv2d`, DFT matrix products with the constant kernel spectrum;
+* **per_image**: the same in :class:`hyenapixel.export.PerImage`, an ONNX ``Scan`` over the batch (the measurement
+  behind :data:`hyenapixel.export.frozen.PER_IMAGE_MIN_PIXELS`, together with the whole models of ``bench_export``);
 * **direct**: :class:`hyenapixel.export.FrozenDirectConv2d`, a depthwise ``Conv`` with the taps that reach the map;
 * **dft_op** (``--dft-op``): ``torch.fft.rfft2``/``irfft2`` exported as ONNX ``DFT`` operators, zero-padded to
   the smallest power of two without wrap-around, the kernel spectrum a constant.
@@ -28,7 +30,7 @@ from torch import nn
 
 from benchmarks.common import STAGES, interleaved_medians, machine_info, markdown_table
 from hyenapixel.export import onnx_session
-from hyenapixel.export.frozen import FrozenConv2d, FrozenDirectConv2d, stage_matrices
+from hyenapixel.export.frozen import FrozenConv2d, FrozenDirectConv2d, PerImage, stage_matrices
 from hyenapixel.ops import fftconv2d
 from hyenapixel.ops.dft import dft_axes2d
 
@@ -60,10 +62,8 @@ class OnnxDFTConv(nn.Module):
 
 def forms(kernel: torch.Tensor, size: int, dft_op: bool) -> dict[str, nn.Module]:
     rows, cols = dft_axes2d(size, size, *kernel.shape[-2:])
-    out = {
-        "dft": FrozenConv2d(kernel, rows, cols, stage_matrices(rows, cols)),
-        "direct": FrozenDirectConv2d(kernel, rows, cols),
-    }
+    dft = FrozenConv2d(kernel, rows, cols, stage_matrices(rows, cols))
+    out = {"dft": dft, "per_image": PerImage(dft), "direct": FrozenDirectConv2d(kernel, rows, cols)}
     if dft_op:
         out["dft_op"] = OnnxDFTConv(kernel, size, size)
     return out
@@ -110,12 +110,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 med = interleaved_medians(calls, args.warmup, args.repeats, pause=0.2)  # see bench_export --pause
                 results[f"{key}|{b}"] = {"ms": {k: 1e3 * v for k, v in med.items()}, "max_abs_diff": diffs}
                 shape = f"{st.size}x{st.size}, {st.dim} ch, kernel {st.kernel}"
-                rows.append(
-                    [key, shape, b, *(f"{1e3 * med[k]:.2f}" for k in calls), f"{med['direct'] / med['dft']:.2f}"]
-                )
+                ratios = [f"{med[k] / med['dft']:.2f}" for k in ("per_image", "direct")]
+                rows.append([key, shape, b, *(f"{1e3 * med[k]:.2f}" for k in calls), *ratios])
                 print(f"# stage {key} batch {b}: max |diff| {diffs}; {machine_info(args.threads)}", flush=True)
-    names = ["dft", "direct", "dft_op"] if args.dft_op else ["dft", "direct"]
-    print(markdown_table(["stage", "map", "batch", *(f"{n} ms" for n in names), "direct / dft"], rows))
+    names = ["dft", "per_image", "direct", "dft_op"] if args.dft_op else ["dft", "per_image", "direct"]
+    head = ["stage", "map", "batch", *(f"{n} ms" for n in names), "per_image / dft", "direct / dft"]
+    print(markdown_table(head, rows))
     return results
 
 

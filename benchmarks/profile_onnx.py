@@ -15,6 +15,10 @@ is attributed to the PyTorch module it came from through the exporter's ``pkg.to
 * ``mixer norms``, ``mixer rest`` (gating products, split, activations inside the mixer), ``mlp``, ``block norms``
   (``norm1``/``norm2``), ``residual`` (res-scale and the residual adds), ``stem/downsample/head``, ``layout``.
 
+The nodes inside an ONNX ``Scan`` (the long convolutions that :class:`hyenapixel.export.PerImage` runs image by
+image) count for the Scan's part and stage with their own operator; the Scan itself counts only for the time they
+leave (its per-image slicing and stacking).
+
 Times are the sums of the nodes' kernel times (``dur``) in ms per image; with intra-op threads they are close to
 the wall time of a run (onnxruntime runs the nodes one after another). Run ``python -m benchmarks.profile_onnx``
 from the repository root (about 2 min on 2 cores); ``--json PATH`` writes every table.
@@ -124,16 +128,28 @@ def _summarise(events: list[dict], scopes: dict[str, list[str]], runs: int, batc
     first_timed = sorted(e["ts"] for e in events if e.get("name") == "model_run")[1]  # the first run: warm-up
     sums: dict[str, dict[str, float]] = {k: collections.defaultdict(float) for k in ("op", "part", "stage", "part_op")}
     scale = 1e-3 / (runs * batch)  # us summed over runs -> ms per image
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < first_timed:
-            continue
+    nodes = [
+        e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed
+    ]
+    # a Scan's body nodes (hyenapixel.export.PerImage) are profiled inside the Scan's own event: they count for the
+    # Scan's stage and part with their own operator, and the Scan only for the time its body nodes do not cover
+    scans = [e for e in nodes if e["args"]["op_name"] == "Scan"]
+    inner = {id(scan): [e for e in nodes if e is not scan and _within(e, scan)] for scan in scans}
+    parent = {id(e): scan for scan in scans for e in inner[id(scan)]}
+    for e in nodes:
         op = e["args"]["op_name"]
-        stage, part = classify(e["name"][: -len("_kernel_time")], op, scopes)
+        owner = parent.get(id(e), e)
+        stage, part = classify(owner["name"][: -len("_kernel_time")], owner["args"]["op_name"], scopes)
+        dur = e["dur"] - sum(i["dur"] for i in inner.get(id(e), []))
         for key, label in (("op", op), ("part", part), ("stage", stage), ("part_op", f"{part} | {op}")):
-            sums[key][label] += e["dur"] * scale
+            sums[key][label] += dur * scale
     out = {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in sums.items()}
     out["total"] = {"nodes": sum(sums["op"].values())}
     return out
+
+
+def _within(event: dict, outer: dict) -> bool:
+    return outer["ts"] <= event["ts"] and event["ts"] + event["dur"] <= outer["ts"] + outer["dur"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

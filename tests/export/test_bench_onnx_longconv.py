@@ -35,6 +35,6 @@ def test_quick_run() -> None:
     finally:
         torch.set_num_threads(threads)
     r = res["4|2"]
-    assert set(r["ms"]) == {"dft", "direct", "dft_op"}
+    assert set(r["ms"]) == {"dft", "per_image", "direct", "dft_op"}
     assert all(d <= 1e-4 for d in r["max_abs_diff"].values())
     assert all(math.isfinite(t) and t > 0 for t in r["ms"].values())

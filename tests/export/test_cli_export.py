@@ -72,6 +72,22 @@ def test_real_images_static_batch_and_failed_tolerance(
     assert "verification FAILED" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_no_scan(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # at 112 px stage 1 has 28 x 28 tokens: by default its Hyena convolution runs image by image (an ONNX Scan);
+    # --no-scan exports it batched. Both verify against PyTorch.
+    counts = {}
+    for flags in ([], ["--no-scan"]):
+        out = tmp_path / f"m{len(flags)}.onnx"
+        assert (
+            main(["export", "--checkpoint", str(checkpoint), "--img-size", "112", "-o", str(out), "--verify", *flags])
+            == 0
+        )
+        assert "verification passed" in capsys.readouterr().out
+        counts[len(flags)] = [n.op_type for n in onnx.load(str(out)).graph.node].count("Scan")
+    assert counts == {0: 1, 1: 0}
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

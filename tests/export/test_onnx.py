@@ -3,6 +3,7 @@ onnxruntime against PyTorch eval, the frozen inference copy against the original
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hyenapixel.export import (
     FrozenConv1d,
     FrozenConv2d,
     FrozenDirectConv2d,
+    PerImage,
     freeze_long_convs,
     onnx_session,
     projection_branches,
@@ -22,10 +24,11 @@ from hyenapixel.export import (
     to_onnx,
     verify_onnx,
 )
+from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS, stage_matrices
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
-from hyenapixel.ops.dft import dft_axes2d
-from hyenapixel.ops.reference import fftconv2d_ref
+from hyenapixel.ops.dft import dft_axes2d, sequence_dft
+from hyenapixel.ops.reference import fftconv1d_ref, fftconv2d_ref
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -84,14 +87,77 @@ def test_onnxruntime_matches_pytorch_and_the_official_logits(
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_graph_has_no_fft_or_complex_operators(exported: dict, family: str) -> None:
-    _, path, size = exported[family]
+    model, path, size = exported[family]
     graph = onnx.load(str(path)).graph
-    ops = {n.op_type for n in graph.node}
-    assert not ops & {"DFT", "STFT", "Loop", "If"}
+    ops = _operators(graph)
+    assert not set(ops) & {"DFT", "STFT", "Loop", "If"}
     assert "MatMul" in ops
+    # one Scan per long convolution that runs image by image: the DFT forms on maps of 28 x 28 pixels or more
+    per_image = freeze_long_convs(model, size, per_image_min_pixels=PER_IMAGE_MIN_PIXELS)
+    scans = sum(isinstance(m, PerImage) for m in per_image.modules())
+    assert ops.count("Scan") == scans
+    assert scans > 0 or family == "c_hpx"  # c_hpx: separable convolutions in stages 1-2, maps below 28 x 28 after
     batch = graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.dim_value  # symbolic batch
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]] == [3, *size]
+
+
+def _operators(graph) -> list[str]:  # noqa: ANN001 - onnx.GraphProto
+    """Operator types of ``graph`` and of the graphs inside its nodes (a Scan's body), one entry per node."""
+    ops = []
+    for node in graph.node:
+        ops.append(node.op_type)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                ops += _operators(attr.g)
+    return ops
+
+
+def _per_image_cases() -> dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]]:
+    """A frozen 2D and 1D long convolution (DFT forms), the direct reference and the shape of one input image."""
+    torch.manual_seed(0)
+    k2, k1 = torch.randn(6, 15, 13), torch.randn(5, 33)
+    rows, cols = dft_axes2d(9, 8, 15, 13)
+    return {
+        "2d": (
+            FrozenConv2d(k2, rows, cols, stage_matrices(rows, cols)),
+            lambda x: fftconv2d_ref(x.permute(0, 3, 1, 2), k2).permute(0, 2, 3, 1),  # channels-last
+            (9, 8, 6),
+        ),
+        "1d": (FrozenConv1d(k1, sequence_dft(20, 33, False)), lambda x: fftconv1d_ref(x, k1, causal=False), (5, 20)),
+    }
+
+
+@pytest.mark.parametrize("case", ["2d", "1d"])
+def test_per_image_convolution_is_a_scan_when_exported(case: str) -> None:
+    conv, reference, shape = _per_image_cases()[case]
+    wrapped = PerImage(conv)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(wrapped, (torch.randn(2, *shape),), dynamic_shapes=({0: batch},))
+    assert any("scan" in str(node.target) for node in program.graph.nodes)  # image by image in the graph
+    for b in (1, 3):
+        x = torch.randn(b, *shape)
+        want = reference(x.double())
+        with torch.no_grad():
+            for got in (program.module()(x), wrapped(x)):  # exported (scan) and eager (whole batch)
+                assert got.shape == want.shape and (got.double() - want).abs().max().item() < 1e-4
+
+
+def test_per_image_threshold_and_no_scan(tmp_path: Path) -> None:
+    # stage 1 of a 128 px model is 32 x 32 (scanned), stage 2 16 x 16 (batched); 0 turns the Scan off
+    torch.manual_seed(0)
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
+    frozen = freeze_long_convs(model, 128, per_image_min_pixels=PER_IMAGE_MIN_PIXELS)
+    assert isinstance(frozen.stages[0].blocks[0].token_mixer.frozen_conv, PerImage)
+    assert isinstance(frozen.stages[1].blocks[0].token_mixer.frozen_conv, FrozenConv2d)
+    assert not any(isinstance(m, PerImage) for m in freeze_long_convs(model, 128).modules())  # default: none
+    x = torch.randn(3, 3, 128, 128)
+    with torch.no_grad():
+        want = model(x)
+    for limit, scans in ((PER_IMAGE_MIN_PIXELS, 1), (0, 0)):
+        path = to_onnx(model, tmp_path / f"m{limit}.onnx", 128, per_image_min_pixels=limit)
+        assert _operators(onnx.load(str(path)).graph).count("Scan") == scans
+        assert (run_onnx(onnx_session(path), x) - want).abs().max().item() < TOL
 
 
 @pytest.mark.parametrize("family", ["hpx", "hb", "c_hpx"])

@@ -74,3 +74,28 @@ def test_profile_adds_up(prof: ModuleType, tmp_path) -> None:
         assert sum(res[key].values()) == pytest.approx(total, rel=1e-9)
     assert res["part"]["long conv"] > 0 and res["part"]["mixer dwconv"] > 0
     assert set(res["stage"]) >= {"stages.0", "stages.3"}
+
+
+def test_scan_body_counts_for_the_scan(prof: ModuleType) -> None:
+    # a Scan (a long convolution run image by image) whose body nodes are profiled inside its own event: they count
+    # for the Scan's stage and part with their own operator, the Scan for the rest of its time; nothing twice
+    def node(name: str, op: str, ts: int, dur: int) -> dict:
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [
+        {"name": "model_run", "ts": 0},  # the warm-up run, not counted
+        node("node_scan", "Scan", 1, 1000),
+        {"name": "model_run", "ts": 2000},
+        node("node_scan", "Scan", 2100, 500),
+        node("node_matmul", "MatMul", 2150, 200),  # body nodes: names of the Scan's subgraph
+        node("node_mul", "Mul", 2400, 100),
+        node("node_layer_norm", "LayerNormalization", 2700, 300),  # after the Scan
+    ]
+    scopes = {
+        "node_scan": _scope("stages.0.blocks.0.token_mixer.frozen_conv", "scan"),
+        "node_layer_norm": _scope("stages.0.blocks.0.norm1", "layer_norm"),
+    }
+    res = prof._summarise(events, scopes, runs=1, batch=1)
+    assert res["part"] == pytest.approx({"long conv": 0.5, "block norms": 0.3})
+    assert res["op"] == pytest.approx({"Scan": 0.2, "MatMul": 0.2, "Mul": 0.1, "LayerNormalization": 0.3})
+    assert res["stage"] == pytest.approx({"stages.0": 0.8}) and res["total"]["nodes"] == pytest.approx(0.8)

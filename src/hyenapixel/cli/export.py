@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file to write")
     g.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     g.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: dynamic)")
+    g.add_argument(
+        "--no-scan",
+        action="store_true",
+        help="no ONNX Scan: run every long convolution on the whole batch (for runtimes without Scan; onnxruntime "
+        "is faster with the default, which runs those of maps of 28x28 pixels or more image by image)",
+    )
     v = parser.add_argument_group("verification")
     v.add_argument("--verify", action="store_true", help="compare onnxruntime (CPU) with PyTorch after exporting")
     v.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders for --verify (up to 16)")
@@ -77,7 +83,15 @@ def run(args: argparse.Namespace) -> int:
     in_chans = _stem_in_chans(model, in_chans)
     given = args.img_size or default_size
     size = check_input_size(given[0] if len(given) == 1 else tuple(given))
-    path = to_onnx(model, args.output, size, in_chans=in_chans, opset=args.opset, dynamic_batch=not args.static_batch)
+    path = to_onnx(
+        model,
+        args.output,
+        size,
+        in_chans=in_chans,
+        opset=args.opset,
+        dynamic_batch=not args.static_batch,
+        **({"per_image_min_pixels": 0} if args.no_scan else {}),
+    )
     print(
         f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {request.label}, input (batch, {in_chans}, "
         f"{size[0]}, {size[1]}), batch {'fixed at 1' if args.static_batch else 'dynamic'}"

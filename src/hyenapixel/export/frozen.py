@@ -48,6 +48,7 @@ __all__ = [
     "FrozenConv2d",
     "FrozenDirectConv2d",
     "FrozenHyenaPixelMixer",
+    "PerImage",
     "check_input_size",
     "freeze_long_convs",
     "projection_branches",
@@ -59,6 +60,16 @@ MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at l
 #: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.52 / 2.1 vs 0.44 / 1.3 ms; 14 x 14 (320 ch, kernel 27) 0.67 / 5.8 vs
 #: 0.97 / 7.6 ms; 28 x 28 (128 ch, kernel 55) 0.95 / 13 vs 3.4 / 44 ms.
 DIRECT_MAX_PIXELS = 7 * 7
+#: :func:`~hyenapixel.export.to_onnx` runs the long convolutions of maps (2D) and sequences (1D) of at least this
+#: many pixels image by image (:class:`PerImage`). Whole S18 models at 224 px in onnxruntime, batch 16, 2-core EPYC
+#: (docs/deploy.md): per image at 56 x 56 and 28 x 28 (3136 and 784 tokens for Hyena) hpx 37.5 -> 35.9 and hb
+#: 61.0 -> 49.5 ms per image; also at 14 x 14, hpx 37.0 and hb 50.0 (slower than without); batch 1 unchanged.
+PER_IMAGE_MIN_PIXELS = 28 * 28
+
+try:  # torch's scan higher-order operator (exports to ONNX Scan)
+    from torch._higher_order_ops.scan import scan as _scan
+except ImportError:  # pragma: no cover - older torch: PerImage is not used
+    _scan = None
 
 
 class ExportError(UserError):
@@ -148,6 +159,33 @@ class FrozenConv1d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.kr.shape[0]}, length={self.size[0]}, dft={tuple(self.kr.shape[-2:])}"
+
+
+class PerImage(nn.Module):
+    """Applies ``module`` to one image of the batch after the other in exported graphs (``torch.export`` and the
+    ONNX exporter built on it): torch's ``scan`` operator, an ONNX ``Scan`` over the batch. The same function as
+    ``module``; in eager and compiled calls it runs ``module`` on the whole batch.
+
+    Why: onnxruntime runs a graph operator by operator over the whole batch, so at batch 16 the spectra of a large
+    map (25 MiB at 56 x 56 x 64) pass through memory at every elementwise step; one image's stay in the cache. See
+    :data:`PER_IMAGE_MIN_PIXELS`.
+
+    Shape:
+        (B, ...) -> (B, ...) as ``module``
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _scan is None or not torch.compiler.is_exporting():
+            return self.module(x)
+
+        def step(carry: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return carry.clone(), self.module(image[None])[0]
+
+        return _scan(step, x.new_zeros(1), x)[1]  # scan needs a carry; this one is unused
 
 
 def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> None:
@@ -340,9 +378,13 @@ def freeze_long_convs(
     input_size: tuple[int, int] | int,
     in_chans: int | None = None,
     direct_max_pixels: int = DIRECT_MAX_PIXELS,
+    per_image_min_pixels: int = 0,
 ) -> nn.Module:
     """An eval copy of ``model`` whose long convolutions are frozen for ``input_size``: DFT matrix products, and
-    direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never).
+    direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never). The long
+    DFT-product convolutions of maps (or Hyena sequences) of at least ``per_image_min_pixels`` pixels are
+    wrapped in :class:`PerImage` (0, the default: none), which runs them image by image in exported graphs
+    (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`).
 
     ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
     plain eval copy. The copy lives on ``model``'s device; its constants are float32.
@@ -384,6 +426,9 @@ def freeze_long_convs(
                 if key not in axes:
                     axes[key] = sequence_dft(*key, dtype=torch.float32)
                 conv = FrozenConv1d(kernel, axes[key])
+        large = 0 < per_image_min_pixels <= site.shape[1] * site.shape[2]
+        if _scan is not None and large and isinstance(conv, (FrozenConv2d, FrozenConv1d)):
+            conv = PerImage(conv)
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
         mixer.split_projections()

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hyenapixel.export.frozen import DIRECT_MAX_PIXELS, ExportError, check_input_size, freeze_long_convs
+from hyenapixel.export.frozen import (
+    DIRECT_MAX_PIXELS,
+    PER_IMAGE_MIN_PIXELS,
+    ExportError,
+    check_input_size,
+    freeze_long_convs,
+)
 
 __all__ = ["OnnxCheck", "onnx_session", "run_onnx", "to_onnx", "verify_onnx"]
 
@@ -46,14 +52,16 @@ def to_onnx(
     opset: int = 18,
     dynamic_batch: bool = True,
     direct_max_pixels: int = DIRECT_MAX_PIXELS,
+    per_image_min_pixels: int = PER_IMAGE_MIN_PIXELS,
 ) -> Path:
     """Export ``model`` (eval) to an ONNX file for ``input_size`` images; returns the path written.
 
     The spatial size is fixed (the kernel spectra are constants for it), the batch size is dynamic unless
     ``dynamic_batch=False`` (then 1). HyenaPixel maps of at most ``direct_max_pixels`` pixels are exported as
-    direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`).
-    ``model`` itself is not changed. Models without long convolutions (any timm model the exporter handles) are
-    exported as they are.
+    direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`); those of
+    maps (Hyena: sequences) of at least ``per_image_min_pixels`` pixels run image by image in an ONNX ``Scan``
+    (0: none, every operator runs on the whole batch). ``model`` itself is not changed. Models without long
+    convolutions (any timm model the exporter handles) are exported as they are.
 
     Raises:
         ExportError: an input size the model cannot take, a model the exporter cannot translate, a missing
@@ -70,7 +78,7 @@ def to_onnx(
         raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels).cpu().float()
+    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image_min_pixels).cpu().float()
     chans = in_chans or _first_conv_in_chans(frozen)
     # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
     x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
