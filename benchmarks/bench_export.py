@@ -6,7 +6,11 @@ Per model, in one process:
 * **eager**: ``model.eval()`` under ``torch.no_grad()``; HyenaPixel with its kernel-spectrum cache (the fastest
   eager path).
 * **onnxruntime**: the file of :func:`hyenapixel.export.to_onnx` (long convolutions as DFT matrix products with
-  constant kernel spectra; dynamic batch), CPU provider, as many intra-op threads as PyTorch.
+  constant kernel spectra, those of maps of 28 x 28 pixels or more image by image in an ONNX ``Scan``; dynamic
+  batch), CPU provider, as many intra-op threads as PyTorch.
+* **onnxruntime_batched**: the same without ``Scan`` (``to_onnx(..., per_image_min_pixels=0)``, the command line's
+  ``--no-scan``): every long convolution on the whole batch. For models without such convolutions the same file
+  as **onnxruntime**.
 * **compile**: ``torch.compile`` (inductor by default) of :func:`hyenapixel.export.freeze_long_convs`' copy (the
   same frozen model the ONNX file holds; for convformer a plain eval copy), under ``torch.no_grad()``.
 * **compile_unfrozen**: ``torch.compile`` of the model itself (kernels regenerated in the graph on every call, as
@@ -38,9 +42,18 @@ from torch import nn
 
 import hyenapixel  # noqa: F401 - registers the models in timm
 from benchmarks.common import interleaved_medians, machine_info, write_json
-from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx
+from hyenapixel.export import (
+    FrozenConv1d,
+    FrozenConv2d,
+    PerImage,
+    freeze_long_convs,
+    onnx_session,
+    run_onnx,
+    to_onnx,
+)
+from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
 
-RUNTIMES = ("eager", "onnxruntime", "compile", "compile_unfrozen")
+RUNTIMES = ("eager", "onnxruntime", "onnxruntime_batched", "compile", "compile_unfrozen")
 QUICK_ARCH = {"depths": (1, 1, 1, 1), "dims": (16, 16, 32, 32)}
 
 
@@ -74,12 +87,21 @@ def prepare(
             return model(x)
 
     fns["eager"] = eager
-    if "onnxruntime" in runtimes:
+    scans = any(
+        isinstance(m, PerImage)
+        for m in freeze_long_convs(model, img, per_image_min_pixels=PER_IMAGE_MIN_PIXELS).modules()
+    )
+    for runtime, limit in (("onnxruntime", PER_IMAGE_MIN_PIXELS), ("onnxruntime_batched", 0)):
+        if runtime not in runtimes:
+            continue
+        if runtime == "onnxruntime_batched" and not scans and "onnxruntime" in fns:
+            fns[runtime] = fns["onnxruntime"]  # no Scan in the file: the same graph
+            continue
         t0 = time.perf_counter()
-        path = to_onnx(model, os.path.join(workdir, f"{name}.onnx"), img)
-        fns["onnxruntime"] = partial(run_onnx, onnx_session(path, threads))
+        path = to_onnx(model, os.path.join(workdir, f"{name}.{runtime}.onnx"), img, per_image_min_pixels=limit)
+        fns[runtime] = partial(run_onnx, onnx_session(path, threads))
         size = os.path.getsize(path) / 2**20
-        print(f"# {name}: ONNX export {time.perf_counter() - t0:.0f} s ({size:.0f} MiB)", flush=True)
+        print(f"# {name}: ONNX export ({runtime}) {time.perf_counter() - t0:.0f} s ({size:.0f} MiB)", flush=True)
     if not {"compile", "compile_unfrozen"} & set(runtimes):
         return fns
     compiled = torch.compile(freeze_long_convs(model, img), backend=backend)
