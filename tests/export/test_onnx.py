@@ -158,6 +158,8 @@ def test_per_image_threshold_and_no_scan(tmp_path: Path) -> None:
         path = to_onnx(model, tmp_path / f"m{limit}.onnx", 128, per_image_min_pixels=limit)
         assert _operators(onnx.load(str(path)).graph).count("Scan") == scans
         assert (run_onnx(onnx_session(path), x) - want).abs().max().item() < TOL
+    path = to_onnx(model, tmp_path / "static.onnx", 128, dynamic_batch=False)  # batch 1: nothing to scan over
+    assert "Scan" not in _operators(onnx.load(str(path)).graph)
 
 
 @pytest.mark.parametrize("family", ["hpx", "hb", "c_hpx"])

@@ -60,8 +60,8 @@ def to_onnx(
     ``dynamic_batch=False`` (then 1). HyenaPixel maps of at most ``direct_max_pixels`` pixels are exported as
     direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`); those of
     maps (Hyena: sequences) of at least ``per_image_min_pixels`` pixels run image by image in an ONNX ``Scan``
-    (0: none, every operator runs on the whole batch). ``model`` itself is not changed. Models without long
-    convolutions (any timm model the exporter handles) are exported as they are.
+    (0, and always with a static batch of 1: none, every operator runs on the whole batch). ``model`` itself is not
+    changed. Models without long convolutions (any timm model the exporter handles) are exported as they are.
 
     Raises:
         ExportError: an input size the model cannot take, a model the exporter cannot translate, a missing
@@ -78,7 +78,8 @@ def to_onnx(
         raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image_min_pixels).cpu().float()
+    per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
+    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image).cpu().float()
     chans = in_chans or _first_conv_in_chans(frozen)
     # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
     x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
