@@ -77,9 +77,10 @@ def prepare(
     threads: int,
     workdir: str,
     runtimes: Sequence[str] = RUNTIMES,
+    per_image_min_pixels: int = PER_IMAGE_MIN_PIXELS,
 ) -> dict[str, Callable]:
     """One ``fn(x) -> output`` per runtime in ``runtimes`` (eager always), with export and compile timed and
-    printed."""
+    printed; **onnxruntime** exported with ``per_image_min_pixels``."""
     fns: dict[str, Callable] = {}
 
     def eager(x: torch.Tensor) -> torch.Tensor:
@@ -89,9 +90,9 @@ def prepare(
     fns["eager"] = eager
     scans = any(
         isinstance(m, PerImage)
-        for m in freeze_long_convs(model, img, per_image_min_pixels=PER_IMAGE_MIN_PIXELS).modules()
+        for m in freeze_long_convs(model, img, per_image_min_pixels=per_image_min_pixels).modules()
     )
-    for runtime, limit in (("onnxruntime", PER_IMAGE_MIN_PIXELS), ("onnxruntime_batched", 0)):
+    for runtime, limit in (("onnxruntime", per_image_min_pixels), ("onnxruntime_batched", 0)):
         if runtime not in runtimes:
             continue
         if runtime == "onnxruntime_batched" and not scans and "onnxruntime" in fns:
@@ -248,6 +249,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--train-only", action="store_true", help="only the training step (needs --train-batch); no inference timing"
     )
+    p.add_argument(
+        "--per-image-min-pixels",
+        type=int,
+        default=PER_IMAGE_MIN_PIXELS,
+        help=f"the onnxruntime runtime's Scan threshold (to_onnx's per_image_min_pixels; default "
+        f"{PER_IMAGE_MIN_PIXELS}; 196 adds the 14 x 14 maps of stage 3)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
@@ -273,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         fns = {}
         for name in models if batches else ():
             model = build(name, args.quick)
-            fns[name] = prepare(name, model, args.img, args.backend, args.threads, workdir, args.runtimes)
+            fns[name] = prepare(
+                name, model, args.img, args.backend, args.threads, workdir, args.runtimes, args.per_image_min_pixels
+            )
             x = torch.randn(2, 3, args.img, args.img)
             results["check"][name] = c = check(fns[name], x)
             diffs = ", ".join(f"{r} {c[r]:.2g}" for r in args.runtimes[1:])

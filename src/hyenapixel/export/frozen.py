@@ -183,7 +183,7 @@ class PerImage(nn.Module):
             return self.module(x)
 
         def step(carry: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return carry.clone(), self.module(image[None])[0]
+            return carry.clone(), self.module(image.unsqueeze(0)).squeeze(0)
 
         return _scan(step, x.new_zeros(1), x)[1]  # scan needs a carry; this one is unused
 
