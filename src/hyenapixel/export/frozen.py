@@ -61,9 +61,10 @@ MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at l
 #: 0.97 / 7.6 ms; 28 x 28 (128 ch, kernel 55) 0.95 / 13 vs 3.4 / 44 ms.
 DIRECT_MAX_PIXELS = 7 * 7
 #: :func:`~hyenapixel.export.to_onnx` runs the long convolutions of maps (2D) and sequences (1D) of at least this
-#: many pixels image by image (:class:`PerImage`). Whole S18 models at 224 px in onnxruntime, batch 16, 2-core EPYC
-#: (docs/deploy.md): per image at 56 x 56 and 28 x 28 (3136 and 784 tokens for Hyena) hpx 37.5 -> 35.9 and hb
-#: 61.0 -> 49.5 ms per image; also at 14 x 14, hpx 37.0 and hb 50.0 (slower than without); batch 1 unchanged.
+#: many pixels image by image (:class:`PerImage`): stages 1-2 at 224 px. Whole S18 models in onnxruntime at batch 16,
+#: 2-core EPYC (``benchmarks/bench_export.py``, docs/deploy.md): hpx 32.6-37.0 ms per image with it against
+#: 36.7-38.5 without (four runs), hb 49.5 against 55.5; with the 14 x 14 maps of stage 3 as well, hpx 37.0 and hb
+#: 50.0 against 35.9 and 49.3 (one run each). Batch 1 is unchanged.
 PER_IMAGE_MIN_PIXELS = 28 * 28
 
 try:  # torch's scan higher-order operator (exports to ONNX Scan)
