@@ -168,8 +168,8 @@ class PerImage(nn.Module):
     ``module``; in eager and compiled calls it runs ``module`` on the whole batch.
 
     Why: onnxruntime runs a graph operator by operator over the whole batch, so at batch 16 the spectra of a large
-    map (25 MiB at 56 x 56 x 64) pass through memory at every elementwise step; one image's stay in the cache. See
-    :data:`PER_IMAGE_MIN_PIXELS`.
+    map (25 MiB each for the real and the imaginary part at 56 x 56 x 64) pass through main memory at every step;
+    one image's stay in the cache. See :data:`PER_IMAGE_MIN_PIXELS`.
 
     Shape:
         (B, ...) -> (B, ...) as ``module``
