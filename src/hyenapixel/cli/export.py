@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
     from hyenapixel.export import check_input_size, to_onnx, verify_onnx
+    from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
     from hyenapixel.export.inputs import builtin_images, load_images, random_images
 
     if len(args.models) != 1:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         in_chans=in_chans,
         opset=args.opset,
         dynamic_batch=not args.static_batch,
-        **({"per_image_min_pixels": 0} if args.no_scan else {}),
+        per_image_min_pixels=0 if args.no_scan else PER_IMAGE_MIN_PIXELS,
     )
     print(
         f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {request.label}, input (batch, {in_chans}, "
