@@ -33,14 +33,14 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import machine_info, markdown_table, write_json
+from benchmarks.common import interleaved_medians, machine_info, markdown_table, write_json
 from hyenapixel.export import to_onnx
 
 #: (part, regular expression on the module path inside a block or stage), first match wins
@@ -109,18 +109,13 @@ def profile(
         opts.profile_file_prefix = os.path.join(os.path.dirname(path), f"ort_profile_{name}")
         sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((batch, 3, img, img), np.float32)
-    walls: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(runs + 1):
-        for name, session in sessions.items():
-            time.sleep(PAUSE)  # the other session's threads stop spinning
-            t0 = time.perf_counter()
-            session.run(None, {session.get_inputs()[0].name: x})
-            walls[name].append(time.perf_counter() - t0)
+    calls = {name: partial(s.run, None, {s.get_inputs()[0].name: x}) for name, s in sessions.items()}
+    walls = interleaved_medians(calls, 1, runs, pause=PAUSE)  # one warm-up run, which _summarise skips
     out = {}
     for name, session in sessions.items():
         with open(session.end_profiling()) as f:
             out[name] = _summarise(json.load(f), module_scopes(paths[name]), runs, batch)
-        out[name]["total"]["wall"] = float(np.median(walls[name][1:])) * 1e3 / batch
+        out[name]["total"]["wall"] = walls[name] * 1e3 / batch
     return out
 
 
