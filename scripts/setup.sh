@@ -19,13 +19,13 @@ say "upgrading pip"
 if .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   say "torch and torchvision are installed already"
 else
-  # Where the wheels are not on local disk, pip downloads the CUDA build from PyPI: about 3.5 GB of wheels that
+  # Where the wheels are not on local disk, pip downloads the CUDA build from PyPI: several GB of wheels that
   # unpack to about 5.5 GB. --no-cache-dir keeps pip from storing a second copy of the download in its cache.
   free_gb=$(df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
-  say "installing torch 2.14.1 and torchvision 0.29.1 (large downloads: this step takes the longest; ${free_gb} GiB free)"
   if [ "${free_gb:-0}" -lt 10 ]; then
     say "warning: only ${free_gb} GiB free on this disk; a download of the CUDA build from PyPI needs about 10 GiB"
   fi
+  say "installing torch 2.14.1 and torchvision 0.29.1 (large downloads: this step takes the longest; ${free_gb} GiB free)"
   if ! .venv/bin/python -m pip install --quiet --no-cache-dir torch==2.14.1 torchvision==0.29.1; then
     say "error: installing torch failed; if pip reported 'No space left on device', free disk space (about 10 GiB)"
     say "and run scripts/setup.sh again: the .venv it made is reused"

@@ -39,3 +39,20 @@ def test_every_install_is_announced_first(tmp_path: Path, torch_installed: bool)
         assert lines[i].startswith("CALL -m pip install") and lines[i].endswith(what), lines[i]
         assert lines[i - 1].startswith("setup.sh: ") and word in lines[i - 1], f"{lines[i]} is not announced"
     assert lines[0] == "setup.sh: reusing the virtual environment .venv" and lines[-1].startswith("setup.sh: done")
+
+
+def test_failed_torch_install_stops_with_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SETUP, tmp_path / "scripts" / "setup.sh")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    # torch is not importable, and its install fails as pip does on a full disk
+    python.write_text(
+        STUB.format(import_status=1).replace('echo "CALL', 'case "$*" in *torch==*) exit 1;; esac\necho "CALL')
+    )
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert "setup.sh: error: installing torch failed" in proc.stdout and "free disk space" in proc.stdout
+    assert not any("-e .[" in line for line in lines), "hyenapixel must not be installed after a failed torch install"
