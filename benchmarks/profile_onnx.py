@@ -41,7 +41,7 @@ import torch
 
 import hyenapixel  # noqa: F401 - registers the models in timm
 from benchmarks.common import interleaved_medians, machine_info, markdown_table, write_json
-from hyenapixel.export import to_onnx
+from hyenapixel.export import onnx_session, to_onnx
 
 #: (part, regular expression on the module path inside a block or stage), first match wins
 PARTS = (
@@ -98,16 +98,10 @@ def profile(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Per model: ms per image summed per op type, part, stage and (part, op) over ``runs`` profiled runs after a
     warm-up, the models' runs interleaved round-robin (so a change of machine load affects all alike)."""
-    import onnxruntime as ort
-
-    sessions = {}
-    for name, path in paths.items():
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(os.path.dirname(path), f"ort_profile_{name}")
-        sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sessions = {
+        name: onnx_session(path, threads, profile_prefix=os.path.join(os.path.dirname(path), f"ort_profile_{name}"))
+        for name, path in paths.items()
+    }
     x = np.random.default_rng(0).standard_normal((batch, 3, img, img), np.float32)
     calls = {name: partial(s.run, None, {s.get_inputs()[0].name: x}) for name, s in sessions.items()}
     walls = interleaved_medians(calls, 1, runs, pause=PAUSE)  # one warm-up run, which _summarise skips

@@ -3,6 +3,7 @@ onnxruntime against PyTorch eval, the frozen inference copy against the original
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -274,3 +275,19 @@ def test_unsupported_models_are_refused(tmp_path: Path) -> None:
         freeze_long_convs(nn.Sequential(mixer), 32)
     with pytest.raises(ExportError, match="_DataDependent cannot be exported to ONNX"):
         to_onnx(_DataDependent(), tmp_path / "dd.onnx", 32)
+
+
+def test_session_records_a_profile_only_when_asked(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
+    path = to_onnx(model, tmp_path / "m.onnx", 64)
+    x = torch.randn(2, 3, 64, 64)
+    plain = onnx_session(path, 1)
+    run_onnx(plain, x)
+    assert plain.end_profiling() == ""  # onnxruntime writes nothing without profiling
+    profiled = onnx_session(path, 1, profile_prefix=tmp_path / "prof")
+    run_onnx(profiled, x)
+    written = Path(profiled.end_profiling())
+    assert written.parent == tmp_path and written.name.startswith("prof") and written.suffix == ".json"
+    events = json.loads(written.read_text())
+    assert any(e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "MatMul" for e in events)

@@ -137,8 +137,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):  # noqa: ANN201 - onnxruntime type
-    """An onnxruntime inference session on the CPU provider (``threads``: intra-op threads, default: all)."""
+def onnx_session(  # noqa: ANN201 - onnxruntime type
+    path: str | os.PathLike, threads: int | None = None, profile_prefix: str | os.PathLike | None = None
+):
+    """An onnxruntime inference session on the CPU provider (``threads``: intra-op threads, default: all).
+
+    ``profile_prefix``: record onnxruntime's per-node profile (``SessionOptions.enable_profiling``) into a JSON
+    file whose path starts with it; ``session.end_profiling()`` writes the file and returns its path.
+    """
     _require("onnxruntime")
     import onnxruntime as ort
 
@@ -149,6 +155,9 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):  # noqa: 
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
