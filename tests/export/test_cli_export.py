@@ -68,7 +68,7 @@ def test_real_images_static_batch_and_failed_tolerance(
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 40, 40]
     # a tolerance no float32 computation meets: the command reports the failure with exit status 1
-    assert main([*argv, "--verify", "--tolerance", "0"]) == 1
+    assert main([*argv, "--verify", "--tolerance", "0", "--overwrite"]) == 1
     assert "verification FAILED" in capsys.readouterr().out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hyenapixel.cli.model_args import add_model_arguments
 
@@ -22,7 +23,7 @@ HELP = "export a model to ONNX (fixed image size, dynamic batch) and check it in
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--checkpoint/--pretrained, the export size and output, and the verification options."""
-    add_model_arguments(parser)
+    add_model_arguments(parser, several=False)
     g = parser.add_argument_group("export")
     g.add_argument(
         "--img-size",
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input height [and width] in pixels, fixed in the exported graph (default: the model's input size)",
     )
     g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file to write")
-    g.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
+    g.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18 or newer (default: 18)")
     g.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: dynamic)")
     g.add_argument(
         "--no-scan",
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.errors import UserError
     from hyenapixel.export import check_input_size, to_onnx, verify_onnx
     from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
-    from hyenapixel.export.inputs import builtin_images, load_images, random_images
+    from hyenapixel.export.inputs import builtin_images, image_files, load_images, random_images
+    from hyenapixel.export.onnx import check_opset, check_output_path
 
     if len(args.models) != 1:
         raise UserError(
@@ -70,8 +73,20 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--images is used by --verify; add --verify")
     if args.img_size is not None and len(args.img_size) > 2:
         raise UserError(f"--img-size takes H or H W, got {len(args.img_size)} values")
-    if args.img_size:  # checked before the model is built
+    if not args.tolerance >= 0:
+        raise UserError(f"--tolerance must be >= 0, got {args.tolerance:g}")
+    # everything that can be checked before the model is built and exported
+    if args.img_size:
         check_input_size(args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size))
+    check_opset(args.opset)
+    output = check_output_path(args.output)
+    checkpoint = args.models[0].checkpoint
+    if checkpoint and Path(checkpoint).exists() and output.exists() and output.samefile(checkpoint):
+        raise UserError(f"--output {output} is the --checkpoint file; write the ONNX file to another path")
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} exists; choose another --output or pass --overwrite to replace it")
+    if args.images:
+        image_files(args.images)  # a missing path or a folder without images fails now, not after the export
     try:
         ((request, model),) = build_models(args.models)
     except (RuntimeError, OSError) as exc:  # timm: no hub weights for this model, or the hub cannot be reached

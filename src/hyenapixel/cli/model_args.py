@@ -25,11 +25,12 @@ class ModelRequest:
     name: str | None
     checkpoint: str | None = None
     pretrained: bool = False
+    suffix: str = ""  # set by build_models when two entries would share a label
 
     @property
     def label(self) -> str:
-        """How the model is named in tables, legends and file names."""
-        return self.name or (self.checkpoint or "model")
+        """How the model is named in tables, legends and file names (unique among the built entries)."""
+        return (self.name or (self.checkpoint or "model")) + self.suffix
 
 
 def _explicit_entries(namespace: argparse.Namespace) -> list[ModelRequest]:
@@ -64,6 +65,11 @@ class _AttachAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         entries = _explicit_entries(namespace)
+        if option_string == "--pretrained" and entries and entries[-1].name and entries[-1].checkpoint:
+            parser.error(
+                f"--model {entries[-1].name} has a --checkpoint already; --checkpoint and --pretrained conflict "
+                "(give one of them, or start another entry with --model NAME)"
+            )
         if not entries or entries[-1].checkpoint or entries[-1].pretrained:
             if option_string == "--pretrained":
                 parser.error("--pretrained must follow a --model NAME")
@@ -75,9 +81,10 @@ class _AttachAction(argparse.Action):
         namespace.models = entries
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[str] = ()) -> None:
-    """Add ``--model``, ``--checkpoint`` and ``--pretrained`` (repeatable, grouped by position)."""
-    group = parser.add_argument_group("models (repeat --model to compare several)")
+def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[str] = (), several: bool = True) -> None:
+    """Add ``--model``, ``--checkpoint`` and ``--pretrained`` (repeatable, grouped by position; ``several=False``
+    for commands that take one model)."""
+    group = parser.add_argument_group("models (repeat --model to compare several)" if several else "model")
     group.add_argument(
         "--model",
         dest="models",
@@ -109,4 +116,26 @@ def build_models(requests: Sequence[ModelRequest], **kwargs: Any) -> list[tuple[
         if req.name is None:
             req.name = getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
         models.append((req, model))
+    _distinct_labels([req for req, _ in models])
     return models
+
+
+def _distinct_labels(requests: Sequence[ModelRequest]) -> None:
+    """Give entries that share a label a suffix: the checkpoint's file name, else ``#2``, ``#3``, ..."""
+    from pathlib import Path
+
+    def clashes() -> dict[str, list[ModelRequest]]:
+        groups: dict[str, list[ModelRequest]] = {}
+        for req in requests:
+            groups.setdefault(req.label, []).append(req)
+        return {k: v for k, v in groups.items() if len(v) > 1}
+
+    for group in clashes().values():
+        for req in group:
+            if req.name and req.checkpoint:
+                req.suffix = f" ({Path(req.checkpoint).name})"
+            elif req.name and req.pretrained:
+                req.suffix = " (pretrained)"
+    for group in clashes().values():
+        for i, req in enumerate(group[1:], start=2):
+            req.suffix += f" #{i}"

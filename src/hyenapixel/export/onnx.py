@@ -28,9 +28,12 @@ from hyenapixel.export.frozen import (
     freeze_long_convs,
 )
 
-__all__ = ["OnnxCheck", "onnx_session", "run_onnx", "to_onnx", "verify_onnx"]
+__all__ = ["MIN_OPSET", "OnnxCheck", "check_opset", "check_output_path", "onnx_session", "run_onnx", "to_onnx",
+           "verify_onnx"]  # fmt: skip
 
 INPUT_NAME, OUTPUT_NAME = "image", "output"
+#: The oldest ONNX opset torch's exporter writes (older ones fail in onnx's version converter).
+MIN_OPSET = 18
 
 
 def _require(module: str) -> None:
@@ -73,11 +76,8 @@ def to_onnx(
     _require("onnxscript")
     _require("onnx")
     h, w = check_input_size(input_size)
-    path = Path(path)
-    if path.is_dir():
-        raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
-    if not path.parent.is_dir():
-        raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
+    check_opset(opset)
+    path = check_output_path(path)
     per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
     frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image).cpu().float()
     chans = in_chans or _first_conv_in_chans(frozen)
@@ -108,7 +108,29 @@ def to_onnx(
             f"{name} cannot be exported to ONNX ({type(exc).__name__}: {_first_line(exc)}); supported are the "
             "HyenaPixel families (hpx, hb, c_hpx, hpx_a, hb_a) and timm models the torch.onnx exporter translates"
         ) from None
+    written = program.model.opset_imports.get("")
+    if written != opset:
+        raise ExportError(f"the exporter could not write opset {opset} (it produced {written}); choose another opset")
     program.save(str(path), external_data=_needs_external_data(frozen))
+    return path
+
+
+def check_opset(opset: int) -> None:
+    """Raise :class:`ExportError` for an ONNX opset the exporter cannot write (torch's exporter writes 18 and
+    newer; older ones fail in the version converter)."""
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is not supported: the exporter writes opset {MIN_OPSET} or newer")
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if an ONNX file can be written there, else :class:`ExportError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ExportError(f"cannot write {path}: directory {path.parent} is not writable")
     return path
 
 
