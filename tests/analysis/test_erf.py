@@ -131,10 +131,10 @@ def test_cli_writes_maps_and_refuses_bad_input(tmp_path, capsys):
     assert sorted(raw.files) == ["0_hpx_former_s4", "1_c_hpx_former_s4"] and raw["0_hpx_former_s4"].shape == (64, 64)
     assert np.asarray(data[0]["preview"]).max() == pytest.approx(1.0)
     (tmp_path / "empty").mkdir()
-    assert main([*argv, "--images", str(tmp_path / "empty"), "--output", str(out)]) == 2
+    assert main([*argv, "--images", str(tmp_path / "empty"), "--output", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no images found" in err and len(err.splitlines()) == 1
-    assert main(["erf", "--model", "hpx_former_s4", "--img-size", "20", "--output", str(out)]) == 2
+    assert main(["erf", "--model", "hpx_former_s4", "--img-size", "20", "--output", str(tmp_path / "o3")]) == 2
     assert "at least 32 px" in capsys.readouterr().err
 
 

@@ -131,6 +131,6 @@ def test_cli_table_json_and_bad_size(tmp_path, capsys):
     assert [d["mode"] for d in data] == ["paper", "inference"]
     assert data[0]["macs"] == pytest.approx(direct.macs) and data[0]["by_stage"] == pytest.approx(direct.by_stage)
     assert (tmp_path / "macs.png").stat().st_size > 0
-    assert main(["macs", "--model", "hpx_former_s4", "--img-size", "16", "--output", str(tmp_path)]) == 2
+    assert main(["macs", "--model", "hpx_former_s4", "--img-size", "16", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "at least 32 px" in err and len(err.splitlines()) == 1

@@ -112,7 +112,11 @@ def test_output_dir_never_overwrites(tmp_path, monkeypatch):
     assert second != first and second.name == f"{stamp}-2" and (first / "erf.json").read_text() == "{}"
     explicit = output_dir("erf", tmp_path / "given" / "deep")
     assert explicit == tmp_path / "given" / "deep" and explicit.is_dir()
-    assert output_dir("erf", first) == first  # explicit: used even if not empty
+    (explicit / "notes.txt").write_text("mine")
+    assert output_dir("erf", explicit) == explicit  # explicit: used even if not empty ...
+    with pytest.raises(UserError, match="holds the report of an earlier erf run"):
+        output_dir("erf", first)  # ... but not over a report of the same tool
+    assert output_dir("erf", first, overwrite=True) == first and (first / "erf.json").read_text() == "{}"
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
         output_dir("erf", tmp_path / "file")

@@ -114,7 +114,8 @@ def device_name(device: torch.device | str) -> str:
                 break
     except OSError:
         pass
-    return f"CPU: {cpu} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU: {cpu} ({n} thread{'' if n == 1 else 's'})"
 
 
 def _sync(device: torch.device) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "FilterGradients",
     "explain",
     "explain_display",
+    "model_normalisation",
     "plot_explain",
 ]
 
@@ -257,7 +258,9 @@ class ExplainResult:
         return out
 
 
-def _model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def model_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std of the model's data config (``pretrained_cfg``; for a run of ours its data's), else
+    ImageNet's."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     return tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
 
@@ -329,7 +332,7 @@ def explain(
         )
     device = next(iter(model.parameters()), torch.empty(0)).device
     image = image.to(device=device, dtype=torch.float32)
-    m_default, s_default = _model_norm(model)
+    m_default, s_default = model_normalisation(model)
     mean_t = torch.tensor(mean or m_default, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std or s_default, device=device).view(1, -1, 1, 1)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from hyenapixel.data import DataError
+from hyenapixel.data import DataError, to_rgb
 from hyenapixel.data.folder import IMG_EXTENSIONS
 from hyenapixel.errors import UserError
 
@@ -165,7 +165,7 @@ def _read_file(path: Path) -> torch.Tensor:
 
     try:
         with Image.open(path) as im:
-            return _to_chw(np.asarray(im.convert("RGB")))
+            return _to_chw(np.asarray(to_rgb(im)))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read this image ({exc}); remove or replace the file") from exc
 
@@ -177,6 +177,7 @@ def load_images(
     num: int | None = None,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    cycle: bool = True,
 ) -> ImageSet:
     """Load, resize and normalise images for the analysis tools.
 
@@ -184,8 +185,8 @@ def load_images(
         folder: a folder read recursively (files ending in :data:`hyenapixel.data.folder.IMG_EXTENSIONS`, sorted
             by path); ``None`` for the built-in photos (:data:`BUILTIN_IMAGES`).
         size: output size, an int or ``(height, width)``.
-        num: number of images; the available ones are cycled when ``num`` exceeds them and the first ``num``
-            taken otherwise (default: all).
+        num: number of images; the available ones are cycled when ``num`` exceeds them (with ``cycle=False``:
+            each taken once, fewer than ``num``) and the first ``num`` taken otherwise (default: all).
         mean / std: per-channel normalisation of :attr:`ImageSet.tensor`.
 
     Raises :class:`~hyenapixel.errors.UserError` (a :class:`~hyenapixel.data.DataError` for files) for a
@@ -204,7 +205,7 @@ def load_images(
     else:
         root = Path(folder)
         sources = [(str(p.relative_to(root)), (lambda p=p: _read_file(p))) for p in _folder_files(root)]
-    count = num or len(sources)
+    count = min(num or len(sources), len(sources)) if not cycle else (num or len(sources))
     resized: dict[int, torch.Tensor] = {}
     raws, names = [], []
     for i in range(count):

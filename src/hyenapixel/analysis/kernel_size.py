@@ -17,6 +17,7 @@ nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -463,6 +464,8 @@ def evaluation_data(
     settings = _data_config(model)
     if folder is not None:
         root = Path(folder)
+        if not root.is_dir():
+            raise hdata.DataError(f"data folder not found: {root}")
         split_dir = root / "val" if (root / "val").is_dir() else root
         classes = hdata.check_split(split_dir.parent, split_dir.name)
         names = meta.get("class_names")
@@ -470,6 +473,16 @@ def evaluation_data(
             raise UserError(
                 f"{split_dir}: its class folders ({len(classes)}) are not the checkpoint's classes ({len(names)}); "
                 "pass the folder the model was trained for"
+            )
+        outputs = getattr(model, "num_classes", None)
+        if not names and outputs and outputs != len(classes):
+            logging.getLogger("hyenapixel").warning(
+                "%s has %d class folders, %s predicts %d classes: its top-1 there means nothing; pass a checkpoint "
+                "trained on these classes",
+                split_dir,
+                len(classes),
+                model_name(model),
+                outputs,
             )
         size = img_size or _meta_size(meta) or settings["input_size"]
         transform = hdata.build_transforms(

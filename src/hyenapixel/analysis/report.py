@@ -26,18 +26,27 @@ COMPACT_JSON_ABOVE = 100_000
 __all__ = ["COMPACT_JSON_ABOVE", "check_image_size", "input_size_rule", "output_dir", "save_report", "to_jsonable"]
 
 
-def output_dir(tool: str, output: str | os.PathLike[str] | None = None) -> Path:
+def output_dir(tool: str, output: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> Path:
     """The folder a tool writes to, created.
 
     Without ``output``: ``analysis/<tool>-<YYYYmmdd-HHMMSS>/`` in the working directory; if that folder already
     exists and is not empty, a suffix ``-2``, ``-3``, ... is added, so a run never overwrites another one. An
-    explicit ``output`` is used as given (files of the same tool in it are replaced).
+    explicit ``output`` is used as given, but one that holds a report of the same tool (``<tool>.json``) is
+    refused unless ``overwrite`` (then that tool's files are replaced; other files stay).
+
+    Raises:
+        UserError: ``output`` is a file, holds a report of ``tool`` (without ``overwrite``), or cannot be created.
     """
     if output is not None:
         out = Path(output)
         if out.exists() and not out.is_dir():
             raise UserError(f"--output {out}: exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        if (out / f"{tool}.json").exists() and not overwrite:
+            raise UserError(
+                f"--output {out} holds the report of an earlier {tool} run ({out / f'{tool}.json'}); choose "
+                "another --output or pass --overwrite to replace it"
+            )
+        _make_dir(out)
         return out
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("analysis") / f"{tool}-{stamp}"
@@ -45,8 +54,17 @@ def output_dir(tool: str, output: str | os.PathLike[str] | None = None) -> Path:
     while out.exists() and (not out.is_dir() or any(out.iterdir())):
         n += 1
         out = base.with_name(f"{base.name}-{n}")
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(out)
     return out
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"cannot write to the output folder {out}: not writable")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from hyenapixel.train.configio import config_fields, unwrap_optional
 from hyenapixel.train.errors import flag_name
 
-__all__ = ["add_dataclass_arguments", "explicit_options", "format_default"]
+__all__ = ["add_dataclass_arguments", "add_output_arguments", "explicit_options", "format_default"]
 
 
 def format_default(value: Any) -> str:
@@ -66,3 +66,13 @@ def explicit_options(namespace: argparse.Namespace, cls: type) -> dict[str, Any]
     """The config fields given on the command line (raw values, converted later by the config class)."""
     names = config_fields(cls)
     return {k: v for k, v in vars(namespace).items() if k in names}
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
+    """``--output DIR`` and ``--overwrite`` of an analysis tool (see :func:`hyenapixel.analysis.output_dir`)."""
+    parser.add_argument("--output", metavar="DIR", help=f"output folder (default: analysis/{tool}-<time>/)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace the {tool} report of an earlier run in --output (default: refuse)",
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "runtime scaling of token mixers (Fig. 2) or model throughput"
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (default: 5)")
     parser.add_argument("--batch-size", type=int, help="images per call (default: 1 for mixers, 8 for models)")
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/bench-<time>/)")
+    add_output_arguments(parser, "bench")
     mixers = parser.add_argument_group("mixer mode")
     mixers.add_argument(
         "--mixer",
@@ -70,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.errors import UserError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     if args.threads is not None:
@@ -78,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
-    out = output_dir("bench", args.output)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out = output_dir("bench", args.output, overwrite=args.overwrite)
     if args.mode == "mixers":
         sizes = args.sizes or DEFAULT_SIZES
         with tqdm(total=len(sizes), desc="bench", unit="size", file=sys.stderr, leave=False) as bar:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "effective receptive field (gradient of the centre output) of one or more models"
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="images per forward and backward (default: about 8 x 224^2 pixels per batch; 1 at 1024 px)",
     )
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/erf-<time>/)")
+    add_output_arguments(parser, "erf")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--num-images and --batch-size must be positive")
+    out = output_dir("erf", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = build_models(args.models)
     for _, model in models:
         check_image_size(model, args.img_size)
@@ -54,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         ratios = "  ".join(f"{t:.0%}: {'not reached' if v is None else f'{v:.4f}'}" for t, v in r.area_ratio.items())
         print(f"{r.model:<24} {ratios}")
-    out = output_dir("erf", args.output)
     paths = save_report(out, "erf", [r.numbers() for r in results], plot_erf(results))
     np.savez_compressed(out / "erf.npz", **{f"{i}_{r.model}": r.raw.numpy() for i, r in enumerate(results)})
     print(f"wrote {paths[0]}, {paths[1]} and {out / 'erf.npz'}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "FGVis explanations: the pixels a prediction needs (Appendix C, Fig. 9/10)"
@@ -29,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=int, help="class to explain (default: each image's top class)")
     parser.add_argument("--lam", type=float, default=1e-4, help="first sparsity weight lambda (default: 1e-4)")
     parser.add_argument(
-        "--lam-factor", type=float, default=10.0, help="lambda is divided by this after a run without early stop"
+        "--lam-factor",
+        type=float,
+        default=10.0,
+        help="lambda is divided by this after a run without early stop (default: 10)",
     )
     parser.add_argument("--max-tries", type=int, default=6, help="lambda values tried at most (default: 6)")
     parser.add_argument("--max-iter", type=int, default=500, help="iterations per lambda (default: 500)")
@@ -46,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mean", type=float, nargs=3, help="normalisation mean the model was trained with (default: its cfg's)"
     )
     parser.add_argument("--std", type=float, nargs=3, help="normalisation std (default: the model cfg's)")
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/explain-<time>/)")
+    add_output_arguments(parser, "explain")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise UserError(f"--num-images must be at least 1, got {args.num_images}")
+    if args.std is not None and min(args.std) <= 0:
+        raise UserError(f"--std must be positive, got {args.std}")
     defense = {"clamp": ClampToBounds(), "filter": FilterGradients(), "none": None}[args.defense]
-    images = load_images(args.images, size=args.img_size, num=args.num_images)
+    images = load_images(args.images, size=args.img_size, num=args.num_images, cycle=False)
+    if len(images.names) < args.num_images:
+        print(f"explain: only {len(images.names)} images to explain, fewer than --num-images {args.num_images}")
     models = build_models(args.models)
     for _, model in models:
         check_image_size(model, args.img_size)
-    out = output_dir("explain", args.output)
+    out = output_dir("explain", args.output, overwrite=args.overwrite)
     results = []
     worst = len(images) * len(models) * args.max_tries * args.max_iter
     with tqdm(total=worst, desc="explain", unit="it", file=sys.stderr, leave=False) as bar:
@@ -95,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.refresh()
     numbers = {
         "settings": {k: getattr(args, k) for k in ("img_size", "lam", "lam_factor", "max_tries", "max_iter", "lr")}
-        | {"noise": args.noise, "defense": args.defense, "seed": args.seed, "mean": args.mean, "std": args.std},
+        | {"noise": args.noise, "defense": args.defense, "seed": args.seed},
+        # what each model's inputs were normalised with (--mean/--std, else the model's or its run's data config)
+        "normalisation": {req.label: _normalisation(args, model) for req, model in models},
         "results": [r.numbers() for r in results],
     }
     json_path, png_path = save_report(out, "explain", numbers, plot_explain(results))
@@ -109,3 +119,10 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {png_path}, {json_path} and {masks_path}")
     return 0
+
+
+def _normalisation(args: argparse.Namespace, model) -> dict[str, list[float]]:  # noqa: ANN001 - any nn.Module
+    from hyenapixel.analysis.explain import model_normalisation
+
+    mean, std = model_normalisation(model)
+    return {"mean": list(args.mean or mean), "std": list(args.std or std)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation (Fig. 6)"
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-images", type=int, metavar="N", help="evaluate on the first N images only")
     parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="evaluation batch size (default: 64)")
     parser.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers (default: 0)")
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/kernel-size-<time>/)")
+    add_output_arguments(parser, "kernel-size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         plot_kernel_size,
         truncation_curve,
     )
+    from hyenapixel.analysis.sites import long_conv_sites
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
 
@@ -58,7 +60,22 @@ def run(args: argparse.Namespace) -> int:
     if any(s < 0 for s in sizes):
         raise UserError(f"--sizes must be >= 0, got {sizes}")
     stages = None if args.stages is None else [s - 1 for s in args.stages]
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.img_size is not None and args.img_size < 1:
+        raise UserError(f"--img-size must be positive, got {args.img_size}")
+    if stages is not None and min(stages) < 0:
+        raise UserError(f"--stages are 1-based, got {args.stages}")
+    out = output_dir("kernel-size", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = build_models(args.models)
+    for req, model in models:  # every model is checked before the first is measured
+        stages_here = sorted({s.stage for s in long_conv_sites(model, "kernel-size")})
+        missing = [s + 1 for s in stages or [] if s not in stages_here]
+        if missing:
+            raise UserError(
+                f"--stages {' '.join(map(str, missing))}: {req.label} has no long-convolution mixer there; its "
+                f"long-convolution stages are {' '.join(str(s + 1) for s in stages_here)}"
+            )
     filter_sizes, truncations = [], []
     for req, model in models:
         evaluation = evaluation_data(
@@ -85,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'size':>24} " + " ".join(f"{s:>6.3g}" for s in t.sizes))
         for st, accs in t.top1.items():
             print(f"{'stage ' + str(st):>24} " + " ".join(f"{a:>6.2f}" for a in accs))
-    out = output_dir("kernel-size", args.output)
     numbers = {"filter_sizes": filter_sizes, "truncation": truncations}
     paths = save_report(out, "kernel-size", numbers, plot_kernel_size(filter_sizes, truncations))
     print(f"wrote {paths[0]} and {paths[1]}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "normalised mean kernel of every HyenaPixel / Hyena block (stage x block grid)"
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="mean",
         help="channel average of the kernel (the paper's) or of its magnitude (default: mean)",
     )
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/kernels-<time>/)")
+    add_output_arguments(parser, "kernels")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.analysis.sites import long_conv_sites
     from hyenapixel.cli.model_args import build_models
 
+    out = output_dir("kernels", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = build_models(args.models)
     for _, model in models:
         long_conv_sites(model, "kernels")  # refuse before any work
@@ -44,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         kinds = sorted({m.kind for m in r.maps})
         print(f"{r.model:<24} {len(r.maps)} blocks with {'/'.join(kinds)} filters")
-    out = output_dir("kernels", args.output)
     paths = save_report(out, "kernels", [r.numbers() for r in results], plot_kernels(results))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0

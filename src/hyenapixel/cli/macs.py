@@ -3,14 +3,15 @@
   hyenapixel macs --model hpx_former_s18 --model convformer_s18 --img-size 224 512
   hyenapixel macs --model hb_former_s18 --mode inference          # with the kernel cache: no filter MLPs
 
-Prints a table (total, FFT share, the official figure where issue 8 quotes one) and writes macs.json (with the
-per-operator and per-stage breakdown) and macs.png to --output.
+Prints a table (total, FFT share, the official figure where the paper or the model card gives one) and writes
+macs.json (with the per-operator and per-stage breakdown) and macs.png to --output.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from hyenapixel.cli.args import add_output_arguments
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
@@ -18,14 +19,17 @@ HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
-    parser.add_argument("--img-size", type=int, nargs="+", default=[224], metavar="PX", help="square input sizes")
+    parser.add_argument(
+        "--img-size", type=int, nargs="+", default=[224], metavar="PX", help="square input sizes (default: 224)"
+    )
     parser.add_argument(
         "--mode",
         choices=("paper", "inference", "both"),
         default="paper",
-        help="paper: filters generated in the forward, as Table 1 counts; inference: kernel spectra cached",
+        help="paper: filters generated in the forward, as Table 1 counts; inference: kernel spectra cached (default: "
+        "paper)",
     )
-    parser.add_argument("--output", metavar="DIR", help="output folder (default: analysis/macs-<time>/)")
+    add_output_arguments(parser, "macs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.analysis.macs import count_macs, plot_macs
 
     modes = ["paper", "inference"] if args.mode == "both" else [args.mode]
+    out = output_dir("macs", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = _models(args)
     jobs = [(req, model, size, mode) for req, model in models for size in args.img_size for mode in modes]
     results = []
     for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
         results.append(count_macs(model, (_in_chans(model), size, size), mode=mode, name=req.label))
     _print(results)
-    out = output_dir("macs", args.output)
     paths = save_report(out, "macs", [_numbers(r) for r in results], plot_macs(results))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
