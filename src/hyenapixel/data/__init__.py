@@ -18,7 +18,7 @@ This package imports only torch, torchvision, timm, PIL and numpy, never ``hyena
 from .balance import BALANCE_DIFFICULTIES, BalanceDataset, BalanceDifficulty, BalanceSample
 from .builder import BUILTIN_DATASETS, BUILTIN_SAMPLES, DEFAULT_BUILTIN, build_datasets
 from .errors import DataError
-from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder, check_split
+from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder, check_split, to_rgb
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
 from .pathfinder import PATHFINDER_DIFFICULTIES, PathfinderDataset, PathfinderDifficulty, PathfinderSample
 from .transforms import build_mixup, build_transforms
@@ -45,4 +45,5 @@ __all__ = [
     "build_transforms",
     "check_image_folder",
     "check_split",
+    "to_rgb",
 ]

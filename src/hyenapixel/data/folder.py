@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError
 
-__all__ = ["IMG_EXTENSIONS", "SPLITS", "ImageFolderDataset", "check_image_folder", "check_split"]
+__all__ = ["IMG_EXTENSIONS", "SPLITS", "ImageFolderDataset", "check_image_folder", "check_split", "to_rgb"]
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """File name endings (compared in lower case) that count as images."""
@@ -93,6 +93,19 @@ def check_image_folder(root: str | os.PathLike[str]) -> list[str]:
     return classes["train"]
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit greyscale (PIL modes ``I;16*``, and ``I`` as 16-bit PNGs open) is scaled
+    from its full range (65535 -> 255); PIL's ``convert("RGB")`` alone would clip it at 255 (almost all white).
+    Larger ``I`` values are scaled from the 32-bit range."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else 2.0**32 - 1
+        image = Image.fromarray(np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 class ImageFolderDataset(Dataset):
     """Images of one split folder, ``root/<class>/...``, with labels given by the order of ``classes``.
 
@@ -147,7 +160,7 @@ class ImageFolderDataset(Dataset):
         """Read one image fully and convert it to RGB; raises :class:`DataError` naming ``path`` on failure."""
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")  # convert() decodes all of the data
+                return to_rgb(image)  # convert() decodes all of the data
         except _LOAD_ERRORS as exc:
             raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
 

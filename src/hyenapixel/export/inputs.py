@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyenapixel.data import IMG_EXTENSIONS, BalanceDataset, DataError
+from hyenapixel.data import IMG_EXTENSIONS, BalanceDataset, DataError, to_rgb
 
 __all__ = ["builtin_images", "image_files", "load_images", "random_images"]
 
@@ -81,7 +81,7 @@ def load_images(
     for f in image_files(paths, limit):
         try:
             with Image.open(f) as img:
-                img = img.convert("RGB")
+                img = to_rgb(img)
                 x = transform(img)
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"cannot read image {f}: {exc}") from None

@@ -53,6 +53,8 @@ def read_weights(path: str | os.PathLike) -> Any:
         WeightsError: the file does not exist, is not a checkpoint, is corrupt or holds pickled code.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; give a checkpoint file in it (a run's best.pt, for example)")
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -77,7 +79,7 @@ def _torch_load_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = [line for line in lines if line.startswith(("WeightsUnpickler error", "Unsupported"))]
     if detail:
-        return detail[0][:200]
+        return _shorten(detail[0])
     if lines and lines[0].startswith("Weights only load failed"):
         return "not a tensor file written by torch.save"
     return _first_line(exc)
@@ -85,7 +87,15 @@ def _torch_load_reason(exc: BaseException) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return _shorten(text.splitlines()[0]) if text else type(exc).__name__
+
+
+def _shorten(line: str, limit: int = 200) -> str:
+    """``line`` up to ``limit`` characters: whole sentences where they fit, else cut with an ellipsis."""
+    if len(line) <= limit:
+        return line
+    end = line.rfind(". ", 0, limit)
+    return line[: end + 1] if end > 0 else line[: limit - 3] + "..."
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
@@ -187,6 +197,26 @@ def _classifier_outputs(name: str, state_dict: Mapping[str, torch.Tensor]) -> in
     return None
 
 
+#: Normalisation of the built-in generated datasets, for run files that trained on them but do not record it.
+_BUILTIN_MEAN_STD = (0.5, 0.5)
+
+
+def _run_normalisation(meta: dict[str, Any], in_chans: int) -> dict[str, Any]:
+    """The ``pretrained_cfg`` entries (mean, std, crop_pct, interpolation) of the data a run of ours trained on,
+    so that timm's data config and the analysis tools prepare images as the run did; ``{}`` for other files."""
+    config = meta.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("resolved"), dict):
+        return {}
+    resolved = config["resolved"]
+    out = {k: resolved[k] for k in ("crop_pct", "interpolation") if resolved.get(k) is not None}
+    mean, std = resolved.get("mean"), resolved.get("std")
+    if mean is None and (config.get("data") or {}).get("data") is None:  # built-in data, older files
+        mean, std = ((v,) * in_chans for v in _BUILTIN_MEAN_STD)
+    if mean is not None and std is not None:
+        out.update(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+    return out
+
+
 def load_model(
     name: str | None = None,
     *,
@@ -238,7 +268,7 @@ def load_model(
             arch["in_chans"] = int(ck.meta["in_chans"])
         kwargs = {**arch, **kwargs}
     if name is None:
-        raise WeightsError(f"{ck.path} does not say which model it belongs to; give the model name")
+        raise WeightsError(f"{ck.path} does not say which model it belongs to; give the model name (--model NAME)")
     check_model_name(name)
     overlay: dict[str, Any] = {"state_dict": ck.state_dict}
     classes = ck.meta.get("num_classes") or _classifier_outputs(name, ck.state_dict)
@@ -249,6 +279,7 @@ def load_model(
     if size is not None:  # (C, H, W) as timm writes it, or the side of a square image
         size = [kwargs.get("in_chans", 3), size, size] if isinstance(size, int) else size
         overlay["input_size"] = tuple(int(v) for v in size)
+    overlay.update(_run_normalisation(ck.meta, int(kwargs.get("in_chans", 3))))
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, ValueError, KeyError) as exc:
