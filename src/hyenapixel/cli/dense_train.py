@@ -32,7 +32,8 @@ _HELP = {
     "decoder_channels": "UPerNet decoder / FPN width",
     "seed": "data and initialisation seed",
     "threads": "torch intra-op threads",
-    "output": "run folder (default runs/<timestamp>-dense-<task>-<model>)",
+    "output": "run folder (default: runs/<timestamp>-dense-<task>-<model>)",
+    "overwrite": "replace the files of an earlier run in --output (default: refuse)",
 }
 _DEFAULTS = {
     "task": "segmentation",
@@ -51,6 +52,7 @@ _DEFAULTS = {
     "seed": 0,
     "threads": 2,
     "output": None,
+    "overwrite": False,
 }
 
 
@@ -58,8 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field of :class:`hyenapixel.dense.builtin.DenseRunConfig` (defaults kept in sync by a test)."""
     for name, default in _DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action="store_true", help=_HELP[name])
+            continue
+        if name == "output":
+            parser.add_argument(flag, dest=name, metavar="DIR", help=_HELP[name])
+            continue
         if isinstance(default, tuple):
-            shown = " ".join(map(str, default))
+            shown = ",".join(map(str, default))
             parser.add_argument(flag, dest=name, type=_dims, default=default, metavar="C1,C2,C3,C4|none",
                                 help=f"{_HELP[name]} (default: {shown})")  # fmt: skip
             continue

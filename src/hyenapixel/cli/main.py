@@ -7,7 +7,8 @@ usage line for commands with many options; argparse's generated one is used othe
 and usage errors answer at once; ``run`` imports what the command needs. Errors become one-line messages and
 exit codes here:
 
-* 0: success; 1: the run failed (for example a diverged loss); 2: bad options or bad data (no traceback);
+* 0: success; 1: the run failed (for example a diverged loss); 2: bad options, bad data or a file that cannot be
+  written (no traceback);
   130: interrupted (Ctrl-C); 143: stopped by SIGTERM after saving a checkpoint.
 """
 
@@ -124,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
+    names = [name for name, _ in SUBCOMMANDS]
+    if not argv[0].startswith("-") and argv[0] not in names:
+        close = difflib.get_close_matches(argv[0], names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.error(f"unknown command {argv[0]!r}{hint} (commands: {', '.join(names)})")
     args, extras = parser.parse_known_args(argv)
     if extras:
         target = getattr(args, "_parser", parser)
@@ -140,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, FileNotFoundError) as exc:
         kind = "data error" if _is_data_error(exc) else "error"
         print(f"{prog}: {kind}: {_worker_message(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused: a read-only folder, a full disk, a file where a folder goes
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
@@ -27,7 +29,7 @@ HELP = "evaluate a checkpoint or an ensemble (top-1/top-5, crop search)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ValidateConfig field."""
-    add_dataclass_arguments(parser, ValidateConfig, titles={None: "options"})
+    add_dataclass_arguments(parser, ValidateConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,12 +39,26 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.train.validate import validate
 
     cfg = build_config(ValidateConfig, explicit_options(args, ValidateConfig))
+    if cfg.output_json:
+        _check_writable(Path(cfg.output_json))  # before the evaluation, not after it
     result = validate(cfg)
     print(format_result(result))
     sys.stdout.flush()
     if cfg.output_json:
         atomic_write_text(cfg.output_json, json.dumps(result.to_dict(), indent=2) + "\n")
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    from hyenapixel.train.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError("output_json", f"{path} is a folder; give a file name such as {path / 'results.json'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError("output_json", f"cannot write {path}: {folder} is not a writable folder")
 
 
 def format_result(result: Any) -> str:

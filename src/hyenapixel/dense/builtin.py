@@ -61,6 +61,8 @@ class DenseRunConfig:
     """torch intra-op threads."""
     output: str | None = None
     """Run folder; default runs/<timestamp>-dense-<task>-<model>."""
+    overwrite: bool = False
+    """Replace the files of an earlier run in ``output`` (without it, a folder holding a run is refused)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -124,15 +126,47 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+#: Files that mark a folder as holding a run (of ``dense-train`` or of ``hyenapixel train``).
+RUN_MARKERS = ("config.yaml", "metrics.csv", "summary.json", "predictions.png", "last.pt", "best.pt")
+
+
+def _output_folder(cfg: DenseRunConfig) -> Path:
+    """The run folder, created: ``cfg.output``, refused if it holds a run (unless ``cfg.overwrite``), or a new
+    ``runs/<time>-dense-<task>-<model>[-N]``."""
+    if cfg.output is None:
+        base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-dense-{cfg.task}-{cfg.model}"
+        out, n = base, 1
+        while out.exists():
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+    else:
+        out = Path(cfg.output)
+        if out.exists() and not out.is_dir():
+            raise DenseInputError(f"--output {out} is a file; give a folder")
+        held = [f for f in RUN_MARKERS if (out / f).exists()]
+        if held and not cfg.overwrite:
+            raise DenseInputError(
+                f"--output {out} already holds a run ({', '.join(held)}); choose another --output or pass "
+                "--overwrite to replace its files"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DenseInputError(f"cannot create the run folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
 def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
     """Train and evaluate as configured, write the run folder, return the summary."""
     import yaml
 
+    out = _output_folder(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    out = Path(cfg.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-dense-{cfg.task}-{cfg.model}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    record = dataclasses.asdict(cfg) | {"output": str(out)}
+    if cfg.checkpoint is not None:
+        record["dims"] = None  # the checkpoint's architecture is used, not --dims
+    (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     train_ds, val_ds = ShapesDataset.splits(
         cfg.train_samples, cfg.val_samples, seed=cfg.seed, image_size=cfg.image_size
     )

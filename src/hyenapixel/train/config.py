@@ -50,6 +50,9 @@ DEFAULT_MODEL = "hpx_former_s4"
 DEFAULT_DIMS = (16, 32, 64, 128)
 DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 
+#: The smallest image side the models take: the MetaFormer stages downsample 32x in all.
+MIN_INPUT_SIZE = 32
+
 #: Architecture overrides that belong to one model: when ``--model`` changes, they fall back to the new
 #: model's own values unless they are given on the command line too.
 ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
@@ -175,7 +178,11 @@ class ImageOptions:
     def __post_init__(self) -> None:
         _check_fields(self)
         if self.input_size is not None:
-            _check(self.input_size >= 8, "input_size", f"must be >= 8, got {self.input_size}")
+            _check(
+                self.input_size >= MIN_INPUT_SIZE,
+                "input_size",
+                f"must be >= {MIN_INPUT_SIZE} (the networks' total stride), got {self.input_size}",
+            )
         if self.workers is not None:
             _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
         if self.crop_pct is not None:
@@ -359,6 +366,11 @@ class RunConfig(DeviceOptions):
         for name in ("checkpoint_every", "checkpoint_every_steps", "check_sync_every"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         _check(self.log_interval >= 1, "log_interval", f"must be >= 1, got {self.log_interval}")
+        _check(
+            not (self.overwrite and self.resume),
+            "overwrite",
+            "conflicts with --resume: a resumed run continues its files, --overwrite replaces them; give one",
+        )
 
 
 SECTIONS: dict[str, type] = {

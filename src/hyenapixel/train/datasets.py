@@ -170,6 +170,9 @@ def build_data(
         builtin_difficulty=difficulty,
         seed=seed,
     )
+    if data is None:  # record the generated data's own normalisation, so that tools can feed the model image files
+        resolved["mean"] = tuple(float(v) for v in val_ds.mean.flatten())
+        resolved["std"] = tuple(float(v) for v in val_ds.std.flatten())
     if skip_corrupt:
         train_ds, val_ds = CorruptFileReporter(train_ds), CorruptFileReporter(val_ds)
     in_chans = int(getattr(train_ds, "in_chans", 0) or getattr(val_ds, "in_chans", 0) or 3)

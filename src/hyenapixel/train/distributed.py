@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hyenapixel.train.errors import ConfigError
+
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
@@ -52,7 +54,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but CUDA is not available")
+            raise ConfigError("device", "cuda requested but CUDA is not available here; use --device cpu or auto")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(device)
 

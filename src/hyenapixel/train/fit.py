@@ -51,7 +51,7 @@ from hyenapixel.train.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
-from hyenapixel.train.errors import RunInterrupted, RunTerminatedError
+from hyenapixel.train.errors import ConfigError, RunInterrupted, RunTerminatedError
 from hyenapixel.train.loaders import (
     CorruptFileReporter,
     ResumableDistributedSampler,
@@ -290,6 +290,10 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
 def _fit(cfg: TrainConfig, info: DistInfo, t_start: float, stop: StopRequest) -> dict[str, Any]:
     """Build, resume, train every remaining epoch, summarise."""
     run = build_run(cfg, info)
+    if run.resume_path is not None and run.start_epoch >= cfg.sched.epochs and run.start_batch == 0:
+        summary = _already_complete(run)
+        if summary is not None:
+            return summary
     with _run_files(run) as files:
         try:
             _train(run, files, stop)
@@ -300,6 +304,24 @@ def _fit(cfg: TrainConfig, info: DistInfo, t_start: float, stop: StopRequest) ->
         if files is not None:
             files.log_to_file("\n" + format_summary(summary))
     return summary
+
+
+def _already_complete(run: Run) -> dict[str, Any] | None:
+    """A resumed run whose checkpoint has trained every epoch: nothing is trained or written; the summary it
+    saved is returned (None if it has none: the run then only writes its summary). A checkpoint past ``--epochs``
+    is refused."""
+    done, epochs = run.start_epoch, run.cfg.sched.epochs
+    if done > epochs:
+        raise ConfigError(
+            "epochs",
+            f"{run.resume_path} has trained {done} epochs already, more than --epochs {epochs}; give --epochs "
+            f"{done} or more to continue it, or start a new run",
+        )
+    path = run.out_dir / "summary.json"
+    if not path.is_file():
+        return None
+    log.info("%s has trained all %d epochs already: nothing to do (raise --epochs to train further)", run.out_dir, done)
+    return json.loads(path.read_text())
 
 
 def _train(run: Run, files: _RunFiles | None, stop: StopRequest) -> None:

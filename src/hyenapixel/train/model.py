@@ -17,6 +17,7 @@ from hyenapixel.errors import UserError
 from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, read_checkpoint
 from hyenapixel.models.weights import check_model_name as _check_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig
+from hyenapixel.train.errors import flag_name
 
 __all__ = ["check_model_name", "create_model", "load_initial_weights", "model_spec"]
 
@@ -67,6 +68,11 @@ def create_model(
         return load_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise ConfigError("model", f"{name} does not accept these options ({exc})") from None
+    except ValueError as exc:  # the architecture rejects the options (e.g. dims and depths of unequal length)
+        if isinstance(exc, UserError):
+            raise
+        given = ", ".join(f"{flag_name(k)} {v}" for k, v in (spec.get("kwargs") or {}).items()) or "its defaults"
+        raise ConfigError("model", f"{name} cannot be built with {given}: {exc}") from None
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -80,6 +86,12 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
         WeightsError: unreadable file, or weights that do not fit the model.
     """
     ck = read_checkpoint(path)
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if ck.spec is not None and arch and ck.model_name != arch:
+        raise WeightsError(
+            f"{ck.path} holds a {ck.model_name} model, not {arch}; pass --model {ck.model_name} or another "
+            "--initial-checkpoint"
+        )
     try:
         state_dict = checkpoint_filter_fn(ck.state_dict, model)
     except ValueError as exc:

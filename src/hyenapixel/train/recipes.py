@@ -26,7 +26,7 @@ import yaml
 from hyenapixel.train.config import ARCH_FIELDS, DEFAULT_MODEL, SECTIONS, ConfigError, TrainConfig
 from hyenapixel.train.configio import flatten
 
-__all__ = ["RECIPES", "load_recipe", "resolve_train_config"]
+__all__ = ["PLACEMENT_FIELDS", "RECIPES", "load_recipe", "resolve_train_config"]
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +102,32 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Options a recipe file never sets: they place a run (a run's config.yaml records them).
+PLACEMENT_FIELDS = ("output", "resume", "overwrite")
+
+
 def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """Flat dict of a named recipe or of a YAML file (flat, or nested like ``config.yaml``)."""
+    """Flat dict of a named recipe or of a YAML file (flat, or nested like ``config.yaml``).
+
+    A file's :data:`PLACEMENT_FIELDS` (where a run writes, whether it resumes or replaces) are dropped: passing a
+    run's ``config.yaml`` back starts a new run with its settings, it never writes into or continues that run.
+    """
     if name_or_path in RECIPES:
         return copy.deepcopy(RECIPES[name_or_path])
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError("recipe", f"file not found: {path}")
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError("recipe", f"{path} is not a YAML file of options ({first})") from None
         if not isinstance(values, Mapping):
             raise ConfigError("recipe", f"{path} must hold a mapping of options")
-        return flatten(values, SECTIONS)
+        flat = flatten(values, SECTIONS)
+        return {k: v for k, v in flat.items() if k not in PLACEMENT_FIELDS}
     raise ConfigError("recipe", f"unknown recipe {name_or_path!r}; choose from {', '.join(RECIPES)} or a YAML file")
 
 

@@ -249,6 +249,8 @@ class Run:
 
 def _output_problem(cfg: TrainConfig, output: Path, resume_path: Path | None) -> str | None:
     """Why ``output`` must not be written by this run (a finished or unfinished run is there), or None."""
+    if output.exists() and not output.is_dir():
+        return f"{output} is a file; --output names the run folder"
     if cfg.run.overwrite or cfg.run.resume == "auto" or not holds_run(output):
         return None
     if resume_path is not None and resume_path.parent.resolve() == output.resolve():
@@ -349,6 +351,13 @@ def build_run(cfg: TrainConfig, info: DistInfo) -> Run:
         betas=cfg.optim.betas,
     )
     updates_per_epoch = num_batches // batching.accum_steps
+    if cfg.sched.min_lr > batching.lr:
+        log.warning(
+            "--min-lr %g is above the peak learning rate %g (scaled to the global batch): the schedule rises "
+            "instead of decaying; lower --min-lr",
+            cfg.sched.min_lr,
+            batching.lr,
+        )
     schedule = LRSchedule(
         batching.lr,
         cfg.sched.epochs,
@@ -408,6 +417,8 @@ def _config_record(run: Run) -> dict[str, Any]:
     """The resolved config plus the derived values (``resolved``) as saved in config.yaml and checkpoints."""
     record = run.cfg.to_dict()
     record["run"]["output"] = str(run.out_dir)
+    if record["data"].get("data") is not None:  # so that validate finds the data from any working directory
+        record["data"]["data"] = str(Path(record["data"]["data"]).resolve())
     record["resolved"] = {
         **run.batching._asdict(),
         "updates_per_epoch": run.updates_per_epoch,

@@ -176,6 +176,24 @@ class DataSource:
     seed: int
 
 
+def _check_same_data(members: Sequence[Member]) -> None:
+    """Without --data an ensemble is evaluated on the data of its first member's run: refuse members whose runs
+    trained on other data."""
+
+    def data_of(m: Member) -> tuple[Any, ...] | None:
+        if not m.run_config:
+            return None  # not a run of ours: no data of its own
+        return tuple(m.run_option("data", k) for k in ("data", "builtin", "difficulty"))
+
+    seen = {m.checkpoint or m.name: data_of(m) for m in members}
+    known = {k: v for k, v in seen.items() if v is not None}
+    if len(set(known.values())) > 1:
+        described = "; ".join(f"{k}: {v[0] or f'built-in {v[1]} ({v[2]})'}" for k, v in known.items())
+        raise ConfigError(
+            "data", f"the checkpoints were trained on different data ({described}); give --data to choose one"
+        )
+
+
 def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
     """Options given > the settings of the first checkpoint's run > the training defaults."""
     defaults, run_defaults = DataConfig(), RunConfig()
@@ -324,6 +342,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     for m in members:
         m.model.to(device)
     source = data_source(cfg, members[0])
+    if cfg.data is None:
+        _check_same_data(members)
     crops = cfg.crop_pcts() or [None]
     if source.data is None and crops != [None]:
         log.info("the built-in dataset is generated at the input size: there is no crop to choose")
