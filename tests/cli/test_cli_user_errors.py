@@ -173,6 +173,8 @@ def test_explain_takes_each_image_once_and_a_positive_std(tmp_path: Path, capsys
     argv = ["explain", "--model", "hpx_former_s4", "--images", str(tmp_path), "--std", "1", "0", "1"]
     code, text = _run(argv, capsys)
     assert code == 2 and "--std must be positive" in text
+    code, text = _run([*argv[:5], "--lam-factor", "0.5"], capsys)
+    assert code == 2 and text.strip() == "hyenapixel explain: error: --lam-factor must be > 1, got 0.5"
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path: Path) -> None:

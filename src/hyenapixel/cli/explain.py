@@ -65,6 +65,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise UserError(f"--num-images must be at least 1, got {args.num_images}")
+    rules = {
+        "--lam": (args.lam > 0, "> 0"),
+        "--lam-factor": (args.lam_factor > 1, "> 1"),
+        "--max-tries": (args.max_tries >= 1, ">= 1"),
+        "--max-iter": (args.max_iter >= 1, ">= 1"),
+        "--lr": (args.lr > 0, "> 0"),
+        "--noise": (args.noise >= 0, ">= 0"),
+    }
+    for flag, (ok, rule) in rules.items():
+        if not ok:
+            raise UserError(f"{flag} must be {rule}, got {getattr(args, flag[2:].replace('-', '_')):g}")
     if args.std is not None and min(args.std) <= 0:
         raise UserError(f"--std must be positive, got {args.std}")
     defense = {"clamp": ClampToBounds(), "filter": FilterGradients(), "none": None}[args.defense]

@@ -71,8 +71,14 @@ def create_model(
     except ValueError as exc:  # the architecture rejects the options (e.g. dims and depths of unequal length)
         if isinstance(exc, UserError):
             raise
-        given = ", ".join(f"{flag_name(k)} {v}" for k, v in (spec.get("kwargs") or {}).items()) or "its defaults"
+        given = ", ".join(f"{flag_name(k)} {_shown(v)}" for k, v in (spec.get("kwargs") or {}).items())
+        given = given or "its defaults"
         raise ConfigError("model", f"{name} cannot be built with {given}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    """An option value as typed on the command line (``16 32 64`` for a list)."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
