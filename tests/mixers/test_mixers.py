@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hyenapixel.filters import ExplicitFilter2d, SeparableFilter2d
-from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
+from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer, clear_spectrum_caches
 from hyenapixel.models import MIXER_NORM
 from hyenapixel.ops import fftconv2d_ref
 
@@ -147,6 +147,48 @@ def test_cache_invalidated_by_optimizer_step_load_state_dict_and_to():
     out64 = eval_out(m64, x.double())
     assert out64.dtype == torch.float64
     torch.testing.assert_close(out64.float(), eval_out(other, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: HyenaPixelMixer(8, 9, 8), lambda: BidirectionalHyenaMixer(8, 16, 5, 8)])
+def test_cache_sees_every_kind_of_weight_change(make):
+    """Fused optimizer steps leave the version counters alone; ``.data`` edits and buffer changes too, or bump
+    nothing the parameters show. Every eval output is compared with a fresh copy of the current weights (empty
+    cache)."""
+    m = make()
+    x = torch.randn(2, 4, 4, 8)
+
+    def check(what: str) -> None:
+        with torch.no_grad():
+            got, want = m(x), copy.deepcopy(m)(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=what)
+
+    m.eval()
+    check("warm-up")
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2, fused=True)
+    m(x).square().sum().backward()  # stays in eval: only the step hook can tell
+    version = m.filter.pos_emb._version if hasattr(m.filter, "pos_emb") else None
+    opt.step()
+    if version is not None:
+        assert m.filter.pos_emb._version == version  # the case the step hook exists for
+    check("fused AdamW step in eval mode")
+    m.train()
+    with torch.no_grad():
+        for p in m.filter.parameters():
+            p.data.mul_(1.5)  # unseen by any counter ...
+    m.eval()  # ... but the mode switch empties the cache
+    check(".data edit in train mode, then eval()")
+    with torch.no_grad():
+        m(x)
+    buffer = next(m.filter.buffers())
+    buffer.mul_(1.25)  # in place on a buffer: its version counter moves
+    check("in-place buffer change")
+    with torch.no_grad():
+        m(x)
+    for p in m.filter.parameters():
+        p.data.mul_(0.5)
+    clear_spectrum_caches(m)
+    check(".data edit in eval, then clear_spectrum_caches")
 
 
 def test_cache_not_copied_by_deepcopy():

@@ -4,8 +4,15 @@ Each mixer composes projections, a short depthwise convolution, a filter from :m
 convolution from :mod:`hyenapixel.ops`. Mixers take and return channels-last maps (B, H, W, C).
 """
 
-from hyenapixel.mixers.cache import SpectrumCache
+from hyenapixel.mixers.cache import SpectrumCache, clear_spectrum_caches
 from hyenapixel.mixers.hyena import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaMixer1d
 from hyenapixel.mixers.hyenapixel import HyenaPixelMixer
 
-__all__ = ["BidirectionalHyenaMixer", "CausalHyenaMixer", "HyenaMixer1d", "HyenaPixelMixer", "SpectrumCache"]
+__all__ = [
+    "BidirectionalHyenaMixer",
+    "CausalHyenaMixer",
+    "HyenaMixer1d",
+    "HyenaPixelMixer",
+    "SpectrumCache",
+    "clear_spectrum_caches",
+]

@@ -4,13 +4,46 @@ parameters cannot change, a kernel and its spectrum are computed once per input 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.checkpoint import checkpoint
+from torch.utils.weak import WeakIdKeyDictionary
 
 from hyenapixel.ops import ConvPlan, apply_spectrum, conv_with_plan, kernel_spectrum
+
+__all__ = ["ClearsCacheOnModeSwitch", "SpectrumCache", "clear_spectrum_caches"]
+
+
+#: Optimizer steps per parameter. Fused optimizer steps (``fused=True``) change the weights in place without bumping
+#: their version counters, so a step hook counts every optimizer's steps for its own parameters.
+_STEPS = WeakIdKeyDictionary()  # tensor (by identity) -> steps
+
+
+def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            _STEPS[p] = _STEPS.get(p, 0) + 1
+
+
+register_optimizer_step_post_hook(_count_step)
+
+
+def _state_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def clear_spectrum_caches(model: nn.Module) -> None:
+    """Empty the kernel-spectrum cache of every mixer in ``model``: needed only after changing filter weights in a
+    way no counter sees (in-place edits of ``.data`` while the model stays in eval); see :class:`SpectrumCache`."""
+    for m in model.modules():
+        cache = getattr(m, "spectrum_cache", None)
+        if isinstance(cache, SpectrumCache):
+            cache.clear()
 
 
 class SpectrumCache:
@@ -18,9 +51,12 @@ class SpectrumCache:
 
     The cache is used only when ``torch.is_grad_enabled()`` is false or none of the filter's parameters requires
     grad, so a cached, detached spectrum can never hide a gradient. Entries are keyed on the plan, dtype and device
-    and are dropped as soon as any filter parameter changes: the signature includes each parameter's storage
-    pointer and version counter, which optimizer steps, ``load_state_dict`` (in-place ``copy_``) and ``.to()``
-    (new storage) all change.
+    and are dropped as soon as any filter parameter or buffer changes: the signature includes each one's storage
+    pointer and version counter, which in-place updates, ``load_state_dict`` (``copy_``) and ``.to()`` (new
+    storage) change, and the optimizer steps taken on it (counted by a step hook on every ``torch.optim``
+    optimizer, fused ones included, whose steps leave the version counters alone). The mixers also clear it on
+    ``train()``/``eval()``. Only an in-place edit of ``.data`` while the model stays in one mode goes unseen: call
+    :func:`clear_spectrum_caches` after one.
 
     While torch.compile or torch.export traces the model the cache steps aside and the kernel is computed in the
     graph (the bookkeeping above cannot be traced); ``hyenapixel.export.freeze_long_convs`` gives a copy with
@@ -76,7 +112,9 @@ class SpectrumCache:
         """Return ``compute()``, from the cache when allowed and valid."""
         if not self.enabled or not self.usable(filter_module):
             return compute()
-        signature = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in filter_module.parameters())
+        signature = tuple(
+            (t.data_ptr(), t._version, _STEPS.get(t, 0), t.dtype, t.device) for t in _state_tensors(filter_module)
+        )
         if signature != self._signature:
             self.clear()
             self._signature = signature
@@ -101,3 +139,14 @@ class SpectrumCache:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
         self.enabled = state["enabled"]
+
+
+class ClearsCacheOnModeSwitch:
+    """Mixin for modules with a ``spectrum_cache``: ``train()`` and ``eval()`` empty it, so that a training phase
+    never leaves kernels of earlier weights behind (put it before ``nn.Module`` in the bases)."""
+
+    spectrum_cache: SpectrumCache
+
+    def train(self, mode: bool = True) -> Any:
+        self.spectrum_cache.clear()
+        return super().train(mode)  # type: ignore[misc] - nn.Module.train

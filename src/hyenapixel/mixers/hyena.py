@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from hyenapixel.filters import ImplicitFilter1d
-from hyenapixel.mixers.cache import SpectrumCache
+from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
 from hyenapixel.mixers.hyenapixel import with_skip
 from hyenapixel.ops import plan_conv1d
 
 
-class HyenaMixer1d(nn.Module):
+class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
     """Order-2 Hyena operator on the row-major flattened feature map. Use the subclasses.
 
     Args:

@@ -17,7 +17,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.layers import DepthwiseConv2d, PixelLinear
-from hyenapixel.mixers.cache import SpectrumCache
+from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
 from hyenapixel.ops import conv_saving_spectrum, conv_with_plan, plan_conv2d
 
 
@@ -34,7 +34,7 @@ def with_skip(kernel: torch.Tensor, skip: torch.Tensor, center: tuple[int, ...])
     return torch.index_put(kernel, index, skip.to(kernel.dtype), accumulate=True)
 
 
-class HyenaPixelMixer(nn.Module):
+class HyenaPixelMixer(ClearsCacheOnModeSwitch, nn.Module):
     """HyenaPixel: gated global 2D convolution with an implicit kernel up to (and beyond) twice the feature map.
 
     Args:
