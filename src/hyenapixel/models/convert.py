@@ -9,6 +9,9 @@ What it does, key by key:
 * reshapes tensors whose element count matches (1x1 convs -> linear layers, ``[1, C, 1, 1]`` -> ``[C]``);
 * resamples 2D filter positional embeddings whose kernel size differs from the model's (fine-tuning at higher
   resolution, Section 4.1) and rescales their decay to match;
+* keeps the first convolution of a 3-channel checkpoint for a model of other ``in_chans`` as it is: timm's
+  pretrained loading adapts it (``adapt_input_conv``), and :func:`adapt_first_conv` does the same for the
+  loaders that bypass timm;
 * fails with a ``ValueError`` naming the missing, unexpected or mismatched keys when the checkpoint belongs to
   another variant.
 """
@@ -86,6 +89,34 @@ def _convert_tensor(key: str, value: torch.Tensor, target: torch.Tensor, state: 
     raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} does not fit the model's {tuple(target.shape)}")
 
 
+def _first_conv_weight(model: nn.Module) -> str | None:
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    return f"{first}.weight" if first else None
+
+
+def _other_in_chans(value: torch.Tensor, target: torch.Tensor) -> bool:
+    """A 3-channel convolution weight that differs from ``target`` only in its input channels."""
+    return (
+        value.dim() == 4
+        and value.shape[1] == 3
+        and value.shape[1] != target.shape[1]
+        and (value.shape[0], *value.shape[2:]) == (target.shape[0], *target.shape[2:])
+    )
+
+
+def adapt_first_conv(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the model's first convolution adapted from 3 input channels to the model's, as timm
+    adapts pretrained weights (``timm.models.adapt_input_conv``: summed for 1 channel, the RGB filters repeated and
+    rescaled for more). For loaders that bypass timm's pretrained loading; other keys are returned as they are."""
+    key = _first_conv_weight(model)
+    target = model.state_dict().get(key) if key else None
+    if key is None or target is None or key not in state_dict or not _other_in_chans(state_dict[key], target):
+        return state_dict
+    from timm.models import adapt_input_conv
+
+    return {**state_dict, key: adapt_input_conv(int(target.shape[1]), state_dict[key])}
+
+
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Convert an official (or already converted) HyenaPixel state dict for ``model``; see the module docstring."""
     state_dict = unwrap_state_dict(state_dict)
@@ -99,6 +130,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
             continue
         if new_key not in target or new_key.startswith(_CLASSIFIER_PREFIX):
             out[new_key] = value  # unexpected keys are reported below; the classifier is adapted by timm
+            continue
+        if new_key == _first_conv_weight(model) and _other_in_chans(value, target[new_key]):
+            out[new_key] = value  # adapted to the model's in_chans by timm / adapt_first_conv
             continue
         try:
             out[new_key] = _convert_tensor(new_key, value, target[new_key], info)

@@ -11,7 +11,7 @@ from torch import nn
 
 from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.mixers import HyenaPixelMixer
-from hyenapixel.models.convert import checkpoint_filter_fn
+from hyenapixel.models.convert import adapt_first_conv, checkpoint_filter_fn
 from hyenapixel.models.weights import read_weights
 
 
@@ -40,6 +40,6 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, strict: bool
     file is a :class:`~hyenapixel.models.WeightsError`). Official keys are converted and HyenaPixel filter
     embeddings of another kernel size are resampled (see :func:`checkpoint_filter_fn`).
     """
-    state_dict = checkpoint_filter_fn(read_weights(path), model)
+    state_dict = adapt_first_conv(checkpoint_filter_fn(read_weights(path), model), model)
     model.load_state_dict(state_dict, strict=strict)
     return model

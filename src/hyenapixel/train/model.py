@@ -15,6 +15,7 @@ from torch import nn
 
 from hyenapixel.errors import UserError
 from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, read_checkpoint
+from hyenapixel.models.convert import adapt_first_conv
 from hyenapixel.models.weights import check_model_name as _check_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig
 from hyenapixel.train.errors import flag_name
@@ -99,7 +100,7 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
             "--initial-checkpoint"
         )
     try:
-        state_dict = checkpoint_filter_fn(ck.state_dict, model)
+        state_dict = adapt_first_conv(checkpoint_filter_fn(ck.state_dict, model), model)
     except ValueError as exc:
         raise WeightsError(f"{ck.path}: {' '.join(str(exc).split())}") from None
     prefix = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head") + "."
