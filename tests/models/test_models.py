@@ -219,3 +219,35 @@ def test_no_persistent_constants():
     model = timm.create_model("hpx_former_s4", **SMALL)
     params = {n for n, _ in model.named_parameters()}
     assert set(model.state_dict()) == params
+
+
+def test_layer_decay_groups_downsampling_with_its_stage() -> None:
+    from timm.optim import create_optimizer_v2
+
+    model = timm.create_model("hpx_former_s4", depths=(1, 2, 1, 1), dims=(8, 16, 24, 32))
+    opt = create_optimizer_v2(model, "adamw", lr=1.0, layer_decay=0.5)
+    group_of = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    scale = {n: group_of[id(p)] for n, p in model.named_parameters()}
+    # stem < stage 0 < stage 1 block 0 (= its downsampling) < block 1 < ... < stage 3 (= the final norm) < head
+    assert scale["stages.1.downsample.conv.weight"] == scale["stages.1.blocks.0.norm1.weight"]
+    assert scale["stages.1.blocks.1.norm1.weight"] == 2 * scale["stages.1.blocks.0.norm1.weight"]
+    assert scale["norm.weight"] == scale["stages.3.blocks.0.norm1.weight"] == 0.5
+    assert scale["head.fc2.weight"] == 1.0 and scale["stem.conv.weight"] == 0.5**6
+
+
+@pytest.mark.parametrize("pool", ["", "catavgmax"])
+def test_unsupported_global_pool_is_refused_at_build(pool: str) -> None:
+    with pytest.raises(ValueError, match="global_pool .* is not supported"):
+        timm.create_model("hpx_former_s4", global_pool=pool)
+    with pytest.raises(ValueError, match="is not supported"):
+        timm.create_model("hpx_former_s4").reset_classifier(0, global_pool=pool)
+
+
+def test_max_pool_head_takes_the_maximum() -> None:
+    model = timm.create_model("hpx_former_s4", global_pool="max", num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        got = model.forward_head(feats)
+        torch.testing.assert_close(got, model.head(model.norm(feats.amax((2, 3)))))
+        assert (got - model.head(model.norm(feats.mean((2, 3))))).abs().max() > 1e-3

@@ -147,6 +147,19 @@ def _per_stage(value, n: int, name: str) -> list:
     return [value] * n
 
 
+#: Global pooling of the classifier head: the mean (the paper's) or the maximum over the final feature map.
+GLOBAL_POOLS = ("avg", "max")
+
+
+def _check_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(
+            f"global_pool {global_pool!r} is not supported; choose from {', '.join(GLOBAL_POOLS)} (for the unpooled "
+            "map use forward_features or features_only=True)"
+        )
+    return global_pool
+
+
 class MetaFormer(nn.Module):
     """MetaFormer backbone + MLP head with per-stage token mixers (timm model interface).
 
@@ -191,7 +204,7 @@ class MetaFormer(nn.Module):
         res_scale_init_values = _per_stage(res_scale_init_values, num_stages, "res_scale_init_values")
         self.in_chans = in_chans
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = _check_pool(global_pool)
         self.num_features = dims[-1]
         self.dims = dims
         self.head_dropout = max(head_dropout, drop_rate)
@@ -248,7 +261,17 @@ class MetaFormer(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.blocks\.(\d+)")
+        """Parameter groups for timm's layer decay: stem; each stage (coarse) or block, a stage's downsampling
+        with its first block; the final norm with the last block (timm's convention)."""
+        if coarse:
+            blocks = [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]
+        else:
+            blocks = [
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^norm", (99999,)),
+            ]
+        return dict(stem=r"^stem", blocks=blocks)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -262,7 +285,7 @@ class MetaFormer(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
         if global_pool is not None:
-            self.global_pool = global_pool
+            self.global_pool = _check_pool(global_pool)
         self.num_classes = num_classes
         if reset_other or not isinstance(self.head, MlpHead):
             self.norm = nn.Identity() if reset_other else self.norm
@@ -344,8 +367,7 @@ class MetaFormer(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Shape: (B, C, h, w) -> (B, num_classes), or (B, C) / (B, hidden) features with ``pre_logits``."""
-        if self.global_pool == "avg":
-            x = x.mean((2, 3))
+        x = x.mean((2, 3)) if self.global_pool == "avg" else x.amax((2, 3))
         x = self.norm(x)
         if isinstance(self.head, MlpHead):
             return self.head(x, pre_logits=pre_logits)
