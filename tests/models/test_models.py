@@ -251,3 +251,13 @@ def test_max_pool_head_takes_the_maximum() -> None:
         got = model.forward_head(feats)
         torch.testing.assert_close(got, model.head(model.norm(feats.amax((2, 3)))))
         assert (got - model.head(model.norm(feats.mean((2, 3))))).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["hpx", "hb", "c_hpx", "hpx_a", "hb_a"])
+def test_empty_batch_gives_empty_logits(family: str) -> None:
+    model = timm.create_model(f"{family}_former_s4", num_classes=7, dims=(8, 16, 24, 32))
+    with torch.no_grad():
+        assert model.eval()(torch.randn(0, 3, 64, 64)).shape == (0, 7)
+    x = torch.randn(0, 3, 64, 64, requires_grad=True)
+    model.train()(x).sum().backward()  # a training step on an empty batch: zero gradients, no error
+    assert x.grad.shape == x.shape and float(model.stem.conv.weight.grad.abs().sum()) == 0.0

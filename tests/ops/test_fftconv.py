@@ -450,6 +450,24 @@ def test_complex_input_rejected() -> None:
         fftconv2d(x, torch.randn(1, 3, 3))
 
 
+def test_integer_input_rejected_not_truncated() -> None:
+    with pytest.raises(TypeError, match="floating-point tensors, got torch.int64"):
+        fftconv2d(torch.randint(-3, 4, (1, 2, 9, 11)), torch.randn(2, 7, 7))
+
+
+@pytest.mark.parametrize("xs", [(0, 4, 8, 8), (2, 0, 8, 8)])
+def test_empty_batch_or_channels_give_empty_output(xs: tuple[int, ...]) -> None:
+    x = torch.randn(*xs, requires_grad=True)
+    k = torch.randn(xs[1], 5, 5, requires_grad=True)
+    y = fftconv2d(x, k)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    plan = plan_conv2d(8, 8, 5, 5)
+    assert apply_spectrum(x.detach(), kernel_spectrum(k.detach(), plan), plan).shape == x.shape
+    assert fftconv1d(torch.randn(0, 3, 10), torch.randn(3, 4), causal=True).shape == (0, 3, 10)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # FFT sizes and plans
 # --------------------------------------------------------------------------------------------------------------------

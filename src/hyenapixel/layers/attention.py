@@ -32,5 +32,5 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
         drop = self.attn_drop if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        y = y.transpose(1, 2).reshape(B, H, W, -1)
+        y = y.transpose(1, 2).reshape(B, H, W, self.num_heads * self.head_dim)
         return self.proj_drop(self.proj(y))

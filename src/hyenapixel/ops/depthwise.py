@@ -36,6 +36,9 @@ def _weight_grad(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.T
     for n in range(x.shape[0]):
         part = F.conv2d(xp[n : n + 1], grad_y[n : n + 1].transpose(0, 1), groups=x.shape[1])
         total = part if total is None else total + part
+    if total is None:  # an empty batch: no sample contributes
+        size = (xp.shape[-2] - grad_y.shape[-2] + 1, xp.shape[-1] - grad_y.shape[-1] + 1)
+        return x.new_zeros(x.shape[1], 1, *size)
     return total.transpose(0, 1)
 
 

@@ -149,8 +149,8 @@ def plan_conv1d(length: int, kernel_len: int, causal: bool) -> ConvPlan:
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype.is_complex:
-        raise TypeError("fftconv expects real tensors")
+    if not dtype.is_floating_point:
+        raise TypeError(f"fftconv expects real floating-point tensors, got {dtype}; convert with .float()")
     return torch.promote_types(dtype, torch.float32)
 
 
@@ -391,6 +391,8 @@ def conv_with_plan(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Te
     """
     out_dtype = x.dtype
     ctype = _compute_dtype(x.dtype)
+    if x.numel() == 0:  # no image or no channel: nothing to transform (MKL rejects empty FFT batches)
+        return x.clone()
     y = _FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
@@ -406,6 +408,8 @@ def conv_saving_spectrum(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> to
     """
     out_dtype = x.dtype
     ctype = _compute_dtype(x.dtype)
+    if x.numel() == 0:
+        return x.clone()
     y = _FFTConvSavedSpectrum.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
@@ -421,6 +425,11 @@ def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None =
         layout = "(C, kh, kw)" if nd == 2 else "(C, K)"
         raise ValueError(f"kernel must have {nd + 1} dims {layout}, got shape {tuple(k.shape)}")
     k = k.to(_compute_dtype(dtype or k.dtype))
+    if k.numel() == 0:  # no channel
+        shape = (k.shape[0], *plan.fft_shape[:-1], plan.fft_shape[-1] // 2 + 1)
+        return torch.zeros(
+            shape, dtype=torch.complex128 if k.dtype == torch.float64 else torch.complex64, device=k.device
+        )
     return _forward_transform(k[(slice(None), *plan.taps)], plan)
 
 
@@ -432,6 +441,8 @@ def apply_spectrum(x: torch.Tensor, k_f: torch.Tensor, plan: ConvPlan) -> torch.
     """
     out_dtype = x.dtype
     x = x.to(_compute_dtype(x.dtype))
+    if x.numel() == 0:
+        return x.to(out_dtype).clone()
     return _convolve_blocks(x, lambda cs: k_f[cs], plan)[0].to(out_dtype)
 
 
