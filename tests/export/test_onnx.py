@@ -178,6 +178,10 @@ def test_frozen_copy_computes_the_same_function(reduced_models, fixtures_dir, fa
     assert not any(isinstance(m, (FrozenConv1d, FrozenConv2d, FrozenDirectConv2d)) for m in model.modules())
     with pytest.raises(ExportError, match="frozen for a different input size"):
         frozen(torch.randn(1, 3, 64, 64))
+    frozen64 = freeze_long_convs(model.double(), (64, 80))  # a float64 model is frozen from its float32 copy
+    assert next(model.parameters()).dtype == torch.float64 and next(frozen64.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        assert (frozen64(x) - model(x.double())).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize(("h", "w", "kh", "kw"), [(7, 7, 13, 13), (4, 5, 27, 27), (6, 3, 4, 5), (5, 5, 3, 3)])

@@ -326,7 +326,7 @@ def check_input_size(input_size: tuple[int, int] | list[int] | int) -> tuple[int
     if min(size) < MIN_INPUT_SIZE:
         raise ExportError(
             f"input size {size[0]}x{size[1]} is too small: the network downsamples by 32, so height and width must "
-            f"be at least {MIN_INPUT_SIZE} pixels; use --img-size {MIN_INPUT_SIZE} or more"
+            f"be at least {MIN_INPUT_SIZE} pixels; export at {MIN_INPUT_SIZE} x {MIN_INPUT_SIZE} or more"
         )
     return size[0], size[1]
 
@@ -388,7 +388,8 @@ def freeze_long_convs(
     (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`).
 
     ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
-    plain eval copy. The copy lives on ``model``'s device; its constants are float32.
+    plain eval copy. The copy lives on ``model``'s device and is float32 whatever ``model``'s dtype (a float64 or
+    bfloat16 model is frozen from its float32 copy), like its constants.
 
     Raises:
         ExportError: an input size the model cannot take, or a mixer the exporter does not know.
@@ -398,7 +399,7 @@ def freeze_long_convs(
     """
     h, w = check_input_size(input_size)
     _check_unknown_mixers(model)
-    frozen = copy.deepcopy(model).eval()
+    frozen = copy.deepcopy(model).eval().float()
     param = next(frozen.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     chans = in_chans or _in_chans(frozen)
