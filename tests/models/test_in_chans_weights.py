@@ -52,3 +52,17 @@ def test_other_stem_shapes_are_still_refused(rgb) -> None:
     _, path = rgb
     with pytest.raises(ValueError, match="shape mismatches"):
         load_checkpoint_into(timm.create_model("hpx_former_s4", dims=(32, 64, 128, 256), num_classes=10), path)
+
+
+def test_wrapped_grey_checkpoint_loads_and_names_its_channels(tmp_path: Path) -> None:
+    from hyenapixel.models import WeightsError, load_model
+
+    grey = timm.create_model("hpx_former_s4", in_chans=1, num_classes=7).eval()
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": grey.state_dict(), "epoch": torch.tensor(3)}, path)
+    loaded = load_model("hpx_former_s4", checkpoint=path, in_chans=1).eval()  # classes read through the wrapper
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), grey(x), rtol=0, atol=0)
+    with pytest.raises(WeightsError, match=r"takes 1 input channels, model 'hpx_former_s4' 3; .* in_chans=1$"):
+        load_model("hpx_former_s4", checkpoint=path)

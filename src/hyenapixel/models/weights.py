@@ -90,6 +90,12 @@ def _first_line(exc: BaseException) -> str:
     return _shorten(text.splitlines()[0]) if text else type(exc).__name__
 
 
+def _first_lines(exc: BaseException, count: int = 4) -> str:
+    """The first ``count`` non-empty lines of an error, joined (load_state_dict's first line is only a heading)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return _shorten("; ".join(lines[:count]), 600) if lines else type(exc).__name__
+
+
 def _shorten(line: str, limit: int = 200) -> str:
     """``line`` up to ``limit`` characters: whole sentences where they fit, else cut with an ellipsis."""
     if len(line) <= limit:
@@ -165,7 +171,9 @@ def read_checkpoint(path: str | os.PathLike, *, use_ema: bool = False) -> Checkp
                 meta[k] = v
         spec = meta.pop("model_spec", None)
         return Checkpoint(path, dict(obj), spec if isinstance(spec, dict) else None, meta, "safetensors")
-    return Checkpoint(path, dict(obj), None, {}, "plain")
+    from hyenapixel.models.convert import unwrap_state_dict
+
+    return Checkpoint(path, dict(unwrap_state_dict(obj)), None, {}, "plain")  # {"state_dict": ...} and the like
 
 
 def check_model_name(name: str) -> None:
@@ -285,4 +293,4 @@ def load_model(
     except (RuntimeError, ValueError, KeyError) as exc:
         if isinstance(exc, UserError):
             raise
-        raise WeightsError(f"{ck.path} does not fit {name}: {_first_line(exc)}") from None
+        raise WeightsError(f"{ck.path} does not fit {name}: {_first_lines(exc)}") from None
