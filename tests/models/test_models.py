@@ -261,3 +261,11 @@ def test_empty_batch_gives_empty_logits(family: str) -> None:
     x = torch.randn(0, 3, 64, 64, requires_grad=True)
     model.train()(x).sum().backward()  # a training step on an empty batch: zero gradients, no error
     assert x.grad.shape == x.shape and float(model.stem.conv.weight.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("feature_cls", ["hook", "dict"])
+def test_feature_extractors_other_than_the_getter_are_refused(feature_cls: str) -> None:
+    with pytest.raises(ValueError, match=f"feature_cls='{feature_cls}' is not supported"):
+        timm.create_model("hpx_former_s4", features_only=True, feature_cls=feature_cls)
+    getter = timm.create_model("hpx_former_s4", features_only=True, feature_cls="getter")
+    assert [f.shape[1] for f in getter(torch.randn(1, 3, 64, 64))] == [64, 128, 320, 512]  # NCHW

@@ -127,6 +127,13 @@ def _create(variant: str, pretrained: bool, size: ModelSize, mixers: list[MixerF
     override ``depths``, ``dims``, ``token_mixers``, ``kernel_sizes`` and every :class:`MetaFormer` argument."""
     mixers = kwargs.pop("token_mixers", None) or mixers
     mixers = _with_kernel_sizes(mixers, kwargs.pop("kernel_sizes", None))
+    feature_cls = kwargs.get("feature_cls")
+    if kwargs.get("features_only") and feature_cls not in (None, "getter"):
+        # timm's hook/dict extractors read module outputs, and the stages run channels-last (B, H, W, C) inside
+        raise ValueError(
+            f"feature_cls={feature_cls!r} is not supported: {variant} gives its feature maps (B, C, H, W) through "
+            "forward_intermediates, timm's 'getter' extractor (the default; leave feature_cls out)"
+        )
     return build_model_with_cfg(
         MetaFormer,
         variant,
