@@ -269,3 +269,15 @@ def test_feature_extractors_other_than_the_getter_are_refused(feature_cls: str) 
         timm.create_model("hpx_former_s4", features_only=True, feature_cls=feature_cls)
     getter = timm.create_model("hpx_former_s4", features_only=True, feature_cls="getter")
     assert [f.shape[1] for f in getter(torch.randn(1, 3, 64, 64))] == [64, 128, 320, 512]  # NCHW
+
+
+@pytest.mark.parametrize(("h", "w"), [(33, 47), (100, 131), (64, 96)])
+def test_stage_sizes_follow_the_documented_formula(h: int, w: int) -> None:
+    model = timm.create_model("hpx_former_s4", dims=(8, 16, 24, 32)).eval()
+    with torch.no_grad():
+        maps = model.forward_intermediates(torch.randn(1, 3, h, w), intermediates_only=True)
+    got = [tuple(o.shape[2:]) for o in maps]
+    sizes = [((h - 3) // 4 + 1, (w - 3) // 4 + 1)]  # the stem: 7x7 stride 4 padding 2
+    for _ in range(3):
+        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))  # each downsampling: ceil(h / 2)
+    assert got == sizes

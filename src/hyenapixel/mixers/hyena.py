@@ -108,12 +108,26 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
 
 
 class BidirectionalHyenaMixer(HyenaMixer1d):
-    """H_b: Hyena with a centered filter of length 2L - 1, so every token sees the whole image (Section 3)."""
+    """H_b: Hyena with a centered filter of length 2L - 1, so every token sees the whole image (Section 3).
+
+    Arguments as :class:`HyenaMixer1d` (``dim``, ``seq_len``, filter widths, norms). Any map size works: the filter
+    is evaluated for the ``L = H * W`` tokens it gets.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
 
     causal = False
 
 
 class CausalHyenaMixer(HyenaMixer1d):
-    """The original causal Hyena over the flattened image (the Section 4.2 "causal" ablation)."""
+    """The original causal Hyena over the flattened image (the Section 4.2 "causal" ablation): token ``t`` of the
+    row-major sequence sees tokens ``0..t`` only, through a filter of length ``L``.
+
+    Arguments as :class:`HyenaMixer1d`.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C)
+    """
 
     causal = True

@@ -24,7 +24,7 @@ class Stem(nn.Module):
     """7x7 stride-4 patch embedding followed by LayerNorm (no bias).
 
     Shape:
-        (B, C_in, H, W) -> (B, H/4, W/4, C)
+        (B, C_in, H, W) -> (B, H', W', C) with H' = floor((H - 3) / 4) + 1 (H / 4 for multiples of 4), W' alike
     """
 
     def __init__(self, in_chans: int, dim: int, norm_layer: Callable[[int], nn.Module]) -> None:
@@ -40,7 +40,7 @@ class Downsample(nn.Module):
     """LayerNorm (no bias) followed by a 3x3 stride-2 convolution.
 
     Shape:
-        (B, H, W, C_in) -> (B, H/2, W/2, C)
+        (B, H, W, C_in) -> (B, ceil(H / 2), ceil(W / 2), C)
     """
 
     def __init__(self, in_dim: int, dim: int, norm_layer: Callable[[int], nn.Module]) -> None:
@@ -323,7 +323,8 @@ class MetaFormer(nn.Module):
         returned final map stays unnormalised, since :meth:`forward_head` pools before normalising.
 
         Shape:
-            (B, C_in, H, W) -> [(B, dims[i], H / 2**(i+2), W / 2**(i+2)) for i in indices]
+            (B, C_in, H, W) -> [(B, dims[i], H_i, W_i) for i in indices]: H_0 = floor((H - 3) / 4) + 1, then
+            H_{i+1} = ceil(H_i / 2) (H / 2**(i+2) for multiples of 32), W alike
         """
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
@@ -358,7 +359,8 @@ class MetaFormer(nn.Module):
         return taken
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape: (B, C_in, H, W) -> (B, C, H/32, W/32) (NCHW)."""
+        """Shape: (B, C_in, H, W) -> (B, C, H_3, W_3) (NCHW; H_3 = H / 32 for multiples of 32, see
+        :meth:`forward_intermediates`)."""
         self.check_input(x)
         x = self.stem(x)
         for stage in self.stages:
