@@ -281,3 +281,12 @@ def test_stage_sizes_follow_the_documented_formula(h: int, w: int) -> None:
     for _ in range(3):
         sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))  # each downsampling: ceil(h / 2)
     assert got == sizes
+
+
+def test_constructor_and_input_checks() -> None:
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        timm.create_model("hpx_former_s4", num_classes=-1)
+    with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\)"):
+        timm.create_model("hpx_former_s4", drop_path_rate=1.5)
+    with pytest.raises(TypeError, match="expected a floating-point image batch, got torch.uint8"):
+        timm.create_model("hpx_former_s4")(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))

@@ -200,6 +200,10 @@ class MetaFormer(nn.Module):
             raise ValueError(f"depths and dims need the same number of stages, got {depths} and {dims}")
         if in_chans < 1:
             raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         token_mixers = _per_stage(token_mixers, num_stages, "token_mixers")
         res_scale_init_values = _per_stage(res_scale_init_values, num_stages, "res_scale_init_values")
         self.in_chans = in_chans
@@ -302,6 +306,11 @@ class MetaFormer(nn.Module):
         if x.shape[1] != self.in_chans:
             raise ValueError(
                 f"expected {self.in_chans} input channels (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"expected a floating-point image batch, got {x.dtype}; convert with .float() and normalise it as "
+                "the model's data config says (timm.data.resolve_data_config)"
             )
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(
