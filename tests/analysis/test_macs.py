@@ -134,3 +134,10 @@ def test_cli_table_json_and_bad_size(tmp_path, capsys):
     assert main(["macs", "--model", "hpx_former_s4", "--img-size", "16", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "at least 32 px" in err and len(err.splitlines()) == 1
+
+
+def test_input_channels_must_match_the_model():
+    from hyenapixel.errors import UserError
+
+    with pytest.raises(UserError, match="takes 1 input channels, the input shape .* has 3"):
+        count_macs(timm.create_model("hpx_former_s4", in_chans=1), (3, 64, 96))

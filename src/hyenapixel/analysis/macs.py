@@ -218,6 +218,9 @@ def count_macs(
     if len(input_shape) != 3:
         raise UserError(f"input shape must be (channels, height, width), got {tuple(input_shape)}")
     c, h, w = (int(s) for s in input_shape)
+    chans = getattr(model, "in_chans", None)
+    if isinstance(chans, int) and chans != c:
+        raise UserError(f"the model takes {chans} input channels, the input shape {tuple(input_shape)} has {c}")
     check_image_size(model, (h, w))
     try:
         with warnings.catch_warnings():  # fvcore scripts a helper at import, which torch >= 2.10 calls deprecated
