@@ -55,8 +55,8 @@ class SpectrumCache:
     pointer and version counter, which in-place updates, ``load_state_dict`` (``copy_``) and ``.to()`` (new
     storage) change, and the optimizer steps taken on it (counted by a step hook on every ``torch.optim``
     optimizer, fused ones included, whose steps leave the version counters alone). The mixers also clear it on
-    ``train()``/``eval()``. Only an in-place edit of ``.data`` while the model stays in one mode goes unseen: call
-    :func:`clear_spectrum_caches` after one.
+    a switch between ``train()`` and ``eval()``. Only an in-place edit of ``.data`` while the model stays in one
+    mode goes unseen: call :func:`clear_spectrum_caches` after one.
 
     While torch.compile or torch.export traces the model the cache steps aside and the kernel is computed in the
     graph (the bookkeeping above cannot be traced); ``hyenapixel.export.freeze_long_convs`` gives a copy with
@@ -142,11 +142,12 @@ class SpectrumCache:
 
 
 class ClearsCacheOnModeSwitch:
-    """Mixin for modules with a ``spectrum_cache``: ``train()`` and ``eval()`` empty it, so that a training phase
-    never leaves kernels of earlier weights behind (put it before ``nn.Module`` in the bases)."""
+    """Mixin for modules with a ``spectrum_cache``: switching between ``train()`` and ``eval()`` empties it, so that
+    a training phase never leaves kernels of earlier weights behind (put it before ``nn.Module`` in the bases)."""
 
     spectrum_cache: SpectrumCache
 
     def train(self, mode: bool = True) -> Any:
-        self.spectrum_cache.clear()
+        if mode != self.training:  # type: ignore[attr-defined] - nn.Module.training
+            self.spectrum_cache.clear()
         return super().train(mode)  # type: ignore[misc] - nn.Module.train
