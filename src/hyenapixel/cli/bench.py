@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_mode_options(args)
     out = output_dir("bench", args.output, overwrite=args.overwrite)
     if args.mode == "mixers":
         sizes = args.sizes or DEFAULT_SIZES
@@ -133,3 +134,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"device: {result.device}")
     print(f"wrote {png_path}, {json_path} and {csv_path}")
     return 0
+
+
+def _check_mode_options(args: argparse.Namespace) -> None:
+    """Options of the other mode are an error, not silently ignored."""
+    from hyenapixel.errors import UserError
+
+    given = set(getattr(args, "_argv", None) or ())
+    other = {
+        "mixers": ["--model", "--checkpoint", "--pretrained", "--img-size"],
+        "models": ["--mixer", "--sizes", "--time-budget", "--memory-budget", "--modes"],
+    }[args.mode]
+    wrong = [flag for flag in other if flag in given or any(a.startswith(flag + "=") for a in given)]
+    if wrong:
+        other_mode = "models" if args.mode == "mixers" else "mixers"
+        verb = "is an option" if len(wrong) == 1 else "are options"
+        raise UserError(f"{', '.join(wrong)} {verb} of --mode {other_mode}; this is --mode {args.mode}")
