@@ -127,6 +127,7 @@ def test_cli_writes_maps_and_refuses_bad_input(tmp_path, capsys):
     data = json.loads((out / "erf.json").read_text())
     assert [d["model"] for d in data] == ["hpx_former_s4", "c_hpx_former_s4"]
     assert set(data[0]["area_ratio"]) == {"0.2", "0.3", "0.5", "0.99"} and data[0]["num_images"] == 3
+    assert len(data[0]["images"]) == 3 and data[0]["checkpoint"] is None and data[0]["pretrained"] is False
     raw = np.load(out / "erf.npz")
     assert sorted(raw.files) == ["0_hpx_former_s4", "1_c_hpx_former_s4"] and raw["0_hpx_former_s4"].shape == (64, 64)
     assert np.asarray(data[0]["preview"]).max() == pytest.approx(1.0)

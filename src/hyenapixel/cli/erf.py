@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     models = build_models(args.models)
     for _, model in models:
         check_image_size(model, args.img_size)
-    results = []
+    results, used = [], []
     cache: dict = {}
     for req, model in models:
         cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -53,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
         if norm not in cache:
             cache[norm] = load_images(args.images, size=args.img_size, num=args.num_images, mean=norm[0], std=norm[1])
         results.append(erf(model, cache[norm], batch_size=args.batch_size, progress=True, name=req.label))
+        used.append(cache[norm])
     for r in results:
         ratios = "  ".join(f"{t:.0%}: {'not reached' if v is None else f'{v:.4f}'}" for t, v in r.area_ratio.items())
         print(f"{r.model:<24} {ratios}")
-    paths = save_report(out, "erf", [r.numbers() for r in results], plot_erf(results))
+    numbers = [
+        r.numbers() | {"checkpoint": req.checkpoint, "pretrained": req.pretrained, "images": images.names}
+        for r, (req, _), images in zip(results, models, used)
+    ]
+    paths = save_report(out, "erf", numbers, plot_erf(results))
     np.savez_compressed(out / "erf.npz", **{f"{i}_{r.model}": r.raw.numpy() for i, r in enumerate(results)})
     print(f"wrote {paths[0]}, {paths[1]} and {out / 'erf.npz'}")
     return 0
