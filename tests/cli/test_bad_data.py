@@ -169,3 +169,16 @@ def test_paper_recipes_run_on_a_folder(tmp_path: Path) -> None:
     argv = [*TINY, *FAST, "--recipe", "ft384", *short, "--data", str(data), "--initial-checkpoint", start]
     assert main(["train", *argv, "--output", str(tmp_path / "ft")]) == 0
     assert json.loads((tmp_path / "ft" / "summary.json").read_text())["evaluated"] == "ema"
+
+
+def test_worker_error_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """The DataLoader workers ignore SIGTERM (a scheduler's signal must not kill them mid-step), so a worker that
+    outlives the failed run makes the process wait for it forever at exit (a pytest run hung so): the loop that
+    raised must shut its workers down."""
+    import multiprocessing
+
+    data = make_folder(tmp_path / "data")
+    (data / "train" / "cat" / "broken.png").write_bytes(b"this is not a png")
+    args = [*TINY, *FAST[:-6], "--workers", "2", "--progress", "none", "--threads", "1"]
+    assert main(["train", "--data", str(data), *args, "--output", str(tmp_path / "r")]) == 2
+    assert multiprocessing.active_children() == []

@@ -19,6 +19,7 @@ from torch import nn
 
 from hyenapixel.train.distributed import DistInfo, all_reduce_sum, any_rank
 from hyenapixel.train.errors import NonFiniteLossError
+from hyenapixel.train.loaders import batches
 from hyenapixel.train.progress import Progress
 from hyenapixel.train.schedule import LRSchedule
 
@@ -122,7 +123,7 @@ def train_one_epoch(
     seen = 0
     optimizer.zero_grad(set_to_none=True)
     batch_idx = start_batch
-    for images, targets in loader:
+    for images, targets in batches(loader):
         if batch_idx >= num_batches:
             break
         images = images.to(device, non_blocking=True)
@@ -193,7 +194,7 @@ def evaluate(
     model.eval()
     device = info.device
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits, count
-    for images, targets in loader:
+    for images, targets in batches(loader):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         if channels_last:
@@ -235,7 +236,7 @@ def predict(
     """
     model.eval()
     probs, labels = [], []
-    for images, targets in loader:
+    for images, targets in batches(loader):
         with _autocast(device, amp_dtype):
             logits = model(images.to(device, non_blocking=True))
         probs.append(logits.float().softmax(dim=-1).cpu())
