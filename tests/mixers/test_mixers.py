@@ -191,6 +191,25 @@ def test_cache_sees_every_kind_of_weight_change(make):
     check(".data edit in eval, then clear_spectrum_caches")
 
 
+def test_cache_keeps_within_its_byte_budget():
+    m = HyenaPixelMixer(8, 9, 8).eval()
+    sizes = [(4, 4), (6, 5), (8, 8), (12, 10)]
+    with torch.no_grad():
+        for h, w in sizes[:2]:
+            m(torch.randn(1, h, w, 8))
+        two = m.spectrum_cache.nbytes()
+        assert len(m.spectrum_cache) == 2 and two > 0
+        m.spectrum_cache.max_bytes = two  # room for these two only
+        want = m(torch.randn(1, 8, 8, 8).clone())
+        assert len(m.spectrum_cache) <= 2 and m.spectrum_cache.nbytes() <= two  # the oldest went first
+        m.spectrum_cache.max_bytes = 1  # less than one entry: the newest is still kept
+        x = torch.randn(1, 12, 10, 8)
+        got = m(x)
+        assert len(m.spectrum_cache) == 1
+        torch.testing.assert_close(got, copy.deepcopy(m)(x), rtol=0, atol=0)
+        assert want.shape == (1, 8, 8, 8)
+
+
 def test_cache_not_copied_by_deepcopy():
     m = HyenaPixelMixer(8, 9, 8).eval()
     with torch.no_grad():
