@@ -89,14 +89,6 @@ def _convert_tensor(key: str, value: torch.Tensor, target: torch.Tensor, state: 
     raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} does not fit the model's {tuple(target.shape)}")
 
 
-def _source_in_chans(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
-    """Input channels of the (official or converted) weight that becomes ``key``."""
-    for k, v in state_dict.items():
-        if rename_official_key(k) == key:
-            return int(v.shape[1])
-    raise KeyError(key)
-
-
 def _first_conv_weight(model: nn.Module) -> str | None:
     first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
     return f"{first}.weight" if first else None
@@ -132,7 +124,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     out: dict[str, torch.Tensor] = {}
     info: dict = {}
     problems: list[str] = []
-    mismatched: set[str] = set()
+    mismatched: dict[str, torch.Tensor] = {}  # our key -> the checkpoint's tensor that does not fit
+    first = _first_conv_weight(model)
     for key, value in state_dict.items():
         new_key = rename_official_key(key)
         if new_key is None:
@@ -140,14 +133,14 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
         if new_key not in target or new_key.startswith(_CLASSIFIER_PREFIX):
             out[new_key] = value  # unexpected keys are reported below; the classifier is adapted by timm
             continue
-        if new_key == _first_conv_weight(model) and _other_in_chans(value, target[new_key]):
+        if new_key == first and _other_in_chans(value, target[new_key]):
             out[new_key] = value  # adapted to the model's in_chans by timm / adapt_first_conv
             continue
         try:
             out[new_key] = _convert_tensor(new_key, value, target[new_key], info)
         except ValueError as e:
             problems.append(str(e))
-            mismatched.add(new_key)
+            mismatched[new_key] = value
     # kernel-size change: keep the window's value at the same relative position of the kernel
     for key, old, new in info.get("resampled", []):
         decay_key = key.replace(".pos_emb", ".decay")
@@ -157,9 +150,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     unexpected = sorted(k for k in out if k not in target and not k.startswith(_CLASSIFIER_PREFIX))
     if missing or unexpected or problems:
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-        first = _first_conv_weight(model)
-        if mismatched == {first} and not missing and not unexpected:
-            chans = _source_in_chans(state_dict, first)
+        if list(mismatched) == [first] and not missing and not unexpected:
+            chans = mismatched[first].shape[1]
             raise ValueError(
                 f"the checkpoint's first convolution ({first}) takes {chans} input channels, model '{name}' "
                 f"{target[first].shape[1]}; build the model with in_chans={chans}"
