@@ -180,8 +180,8 @@ def test_explain_takes_each_image_once_and_a_positive_std(tmp_path: Path, capsys
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path: Path) -> None:
+    from hyenapixel.errors import shorten as _shorten
     from hyenapixel.models import WeightsError, read_checkpoint
-    from hyenapixel.models.weights import _shorten
 
     with pytest.raises(WeightsError, match="is a folder; give a checkpoint file in it"):
         read_checkpoint(tmp_path)

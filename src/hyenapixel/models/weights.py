@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.errors import UserError
+from hyenapixel.errors import UserError, error_lines, shorten
 
 __all__ = [
     "TRAIN_STATE_FORMAT",
@@ -63,7 +63,7 @@ def read_weights(path: str | os.PathLike) -> Any:
         try:
             return load_file(str(path))
         except Exception as exc:  # corrupt header, truncated file
-            raise WeightsError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+            raise WeightsError(f"{path} is not a readable safetensors file ({error_lines(exc)})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals
@@ -79,29 +79,10 @@ def _torch_load_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = [line for line in lines if line.startswith(("WeightsUnpickler error", "Unsupported"))]
     if detail:
-        return _shorten(detail[0])
+        return shorten(detail[0])
     if lines and lines[0].startswith("Weights only load failed"):
         return "not a tensor file written by torch.save"
-    return _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return _shorten(text.splitlines()[0]) if text else type(exc).__name__
-
-
-def _first_lines(exc: BaseException, count: int = 4) -> str:
-    """The first ``count`` non-empty lines of an error, joined (load_state_dict's first line is only a heading)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return _shorten("; ".join(lines[:count]), 600) if lines else type(exc).__name__
-
-
-def _shorten(line: str, limit: int = 200) -> str:
-    """``line`` up to ``limit`` characters: whole sentences where they fit, else cut with an ellipsis."""
-    if len(line) <= limit:
-        return line
-    end = line.rfind(". ", 0, limit)
-    return line[: end + 1] if end > 0 else line[: limit - 3] + "..."
+    return error_lines(exc)
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
@@ -293,4 +274,4 @@ def load_model(
     except (RuntimeError, ValueError, KeyError) as exc:
         if isinstance(exc, UserError):
             raise
-        raise WeightsError(f"{ck.path} does not fit {name}: {_first_lines(exc)}") from None
+        raise WeightsError(f"{ck.path} does not fit {name}: {error_lines(exc, count=4, limit=600)}") from None

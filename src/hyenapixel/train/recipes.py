@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from hyenapixel.errors import error_lines
 from hyenapixel.train.config import ARCH_FIELDS, DEFAULT_MODEL, SECTIONS, ConfigError, TrainConfig
 from hyenapixel.train.configio import flatten
 
@@ -122,8 +123,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             with open(path, encoding="utf-8") as f:
                 values = yaml.safe_load(f) or {}
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError("recipe", f"{path} is not a YAML file of options ({first})") from None
+            raise ConfigError("recipe", f"{path} is not a YAML file of options ({error_lines(exc)})") from None
         if not isinstance(values, Mapping):
             raise ConfigError("recipe", f"{path} must hold a mapping of options")
         flat = flatten(values, SECTIONS)
