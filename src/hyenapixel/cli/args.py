@@ -13,19 +13,10 @@ import dataclasses
 import typing
 from typing import Any
 
-from hyenapixel.train.configio import config_fields, unwrap_optional
+from hyenapixel.train.configio import config_fields, format_default, unwrap_optional
 from hyenapixel.train.errors import flag_name
 
 __all__ = ["add_dataclass_arguments", "add_output_arguments", "explicit_options", "format_default"]
-
-
-def format_default(value: Any) -> str:
-    """How a default is shown in ``--help``."""
-    if value is None:
-        return "none"
-    if isinstance(value, (tuple, list)):
-        return " ".join(str(v) for v in value) if value else "(none)"
-    return str(value)
 
 
 def _metavar(base: Any) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "coerce",
     "config_fields",
     "flatten",
+    "format_default",
     "sections",
     "suggest",
     "to_plain",
@@ -87,6 +88,16 @@ def build_config(cls: type[T], values: Mapping[str, Any], **extra: Any) -> T:
     if not parts:
         return cls(**grouped[None], **extra)
     return cls(**{name: parts[name](**kw) for name, kw in grouped.items() if name is not None}, **extra)
+
+
+def format_default(value: Any) -> str:
+    """An option value as it is typed on the command line (``16 32 64`` for a tuple, ``none``) and shown as a
+    default in ``--help``."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value) if value else "(none)"
+    return str(value)
 
 
 def to_plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, re
 from hyenapixel.models.convert import adapt_first_conv
 from hyenapixel.models.weights import check_model_name as _check_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig
+from hyenapixel.train.configio import format_default
 from hyenapixel.train.errors import flag_name
 
 __all__ = ["check_model_name", "create_model", "load_initial_weights", "model_spec"]
@@ -72,14 +73,9 @@ def create_model(
     except ValueError as exc:  # the architecture rejects the options (e.g. dims and depths of unequal length)
         if isinstance(exc, UserError):
             raise
-        given = ", ".join(f"{flag_name(k)} {_shown(v)}" for k, v in (spec.get("kwargs") or {}).items())
+        given = ", ".join(f"{flag_name(k)} {format_default(v)}" for k, v in (spec.get("kwargs") or {}).items())
         given = given or "its defaults"
         raise ConfigError("model", f"{name} cannot be built with {given}: {exc}") from None
-
-
-def _shown(value: Any) -> str:
-    """An option value as typed on the command line (``16 32 64`` for a list)."""
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
