@@ -185,8 +185,7 @@ def _check_same_data(members: Sequence[Member]) -> None:
             return None  # not a run of ours: no data of its own
         return tuple(m.run_option("data", k) for k in ("data", "builtin", "difficulty"))
 
-    seen = {m.checkpoint or m.name: data_of(m) for m in members}
-    known = {k: v for k, v in seen.items() if v is not None}
+    known = {m.checkpoint or m.name: d for m in members if (d := data_of(m)) is not None}
     if len(set(known.values())) > 1:
         described = "; ".join(f"{k}: {v[0] or f'built-in {v[1]} ({v[2]})'}" for k, v in known.items())
         raise ConfigError(
