@@ -79,7 +79,7 @@ def to_onnx(
     check_opset(opset)
     path = check_output_path(path)
     per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
-    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image).cpu().float()
+    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image).cpu()  # float32 already
     chans = in_chans or _first_conv_in_chans(frozen)
     # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
     x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
