@@ -28,6 +28,7 @@ from torch import nn
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
+from hyenapixel.models.metaformer import MIN_INPUT_SIZE
 from hyenapixel.ops.dft import (
     DFTAxis,
     SequenceDFT,
@@ -54,7 +55,6 @@ __all__ = [
     "projection_branches",
 ]
 
-MIN_INPUT_SIZE = 32  # total stride of the MetaFormer: the last stage needs at least one pixel
 #: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
 #: One long convolution in onnxruntime (``benchmarks/bench_onnx_longconv.py``, 2-core EPYC), DFT products vs direct,
 #: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.52 / 2.1 vs 0.44 / 1.3 ms; 14 x 14 (320 ch, kernel 27) 0.67 / 5.8 vs
