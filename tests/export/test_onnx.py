@@ -3,6 +3,7 @@ onnxruntime against PyTorch eval, the frozen inference copy against the original
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from hyenapixel.export import (
     FrozenConv2d,
     FrozenDirectConv2d,
     PerImage,
+    fold_star_relu,
     freeze_long_convs,
     onnx_session,
     projection_branches,
@@ -26,6 +28,7 @@ from hyenapixel.export import (
     verify_onnx,
 )
 from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS, stage_matrices
+from hyenapixel.layers import Mlp, SquaredReLU, StarReLU
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
 from hyenapixel.ops.dft import dft_axes2d, sequence_dft
@@ -295,3 +298,35 @@ def test_session_records_a_profile_only_when_asked(tmp_path: Path) -> None:
     assert written.parent == tmp_path and written.name.startswith("prof") and written.suffix == ".json"
     events = json.loads(written.read_text())
     assert any(e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "MatMul" for e in events)
+
+
+def test_star_relu_folded_into_the_mlp() -> None:
+    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with s, b away from their initial 1, 0 and a
+    # bias on fc2 to keep; an MLP with another activation is left alone
+    torch.manual_seed(0)
+    mlp = Mlp(12, mlp_ratio=3.0).eval()
+    with torch.no_grad():
+        mlp.act.scale.fill_(1.7)
+        mlp.act.bias.fill_(-0.3)
+    mlp.fc2.bias = nn.Parameter(torch.randn(12))
+    x = torch.randn(2, 5, 4, 12)
+    want = mlp(x).detach()
+    folded = copy.deepcopy(mlp)
+    fold_star_relu(folded)
+    assert isinstance(folded.act, SquaredReLU)
+    assert (folded(x) - want).abs().max().item() < 1e-5
+    assert torch.equal(mlp(x), want)  # a copy was folded, the original is unchanged
+    other = Mlp(12, act_layer=nn.GELU)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    fold_star_relu(other)
+    assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+
+
+def test_frozen_copy_folds_every_mlp(reduced_models, fixtures_dir) -> None:
+    model = _reduced(FAMILIES["hpx"], reduced_models, fixtures_dir)
+    acts = [m.act for m in model.modules() if isinstance(m, Mlp)]
+    assert acts and all(isinstance(a, StarReLU) for a in acts)
+    assert any(abs(a.scale.item() - 1) > 1e-3 or abs(a.bias.item()) > 1e-3 for a in acts)  # trained values
+    frozen = freeze_long_convs(model, 64)
+    assert all(isinstance(m.act, SquaredReLU) for m in frozen.modules() if isinstance(m, Mlp))
+    assert all(isinstance(m.act, StarReLU) for m in model.modules() if isinstance(m, Mlp))

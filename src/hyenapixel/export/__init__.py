@@ -21,6 +21,7 @@ from hyenapixel.export.frozen import (
     FrozenHyenaPixelMixer,
     PerImage,
     check_input_size,
+    fold_star_relu,
     freeze_long_convs,
     projection_branches,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "OnnxCheck",
     "PerImage",
     "check_input_size",
+    "fold_star_relu",
     "freeze_long_convs",
     "onnx_session",
     "projection_branches",

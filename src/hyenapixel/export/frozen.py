@@ -12,7 +12,8 @@ Each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMix
 :class:`FrozenBidirectionalHyenaMixer`, :class:`FrozenCausalHyenaMixer`) whose ``long_conv`` calls the frozen
 convolution. Every frozen mixer computes its three gated inputs in branches of a 1x1 and a depthwise convolution
 (:func:`projection_branches`) instead of one 3C projection and a split; the HyenaPixel mixer's forward then stays
-channels-last (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`).
+channels-last (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`). The StarReLU
+of each channel MLP is folded into the MLP's second linear layer (:func:`fold_star_relu`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyenapixel.errors import UserError
+from hyenapixel.layers import Mlp, SquaredReLU, StarReLU
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.mixers.hyena import HyenaMixer1d
 from hyenapixel.models.metaformer import MIN_INPUT_SIZE
@@ -51,6 +53,7 @@ __all__ = [
     "FrozenHyenaPixelMixer",
     "PerImage",
     "check_input_size",
+    "fold_star_relu",
     "freeze_long_convs",
     "projection_branches",
 ]
@@ -385,7 +388,8 @@ def freeze_long_convs(
     direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never). The long
     DFT-product convolutions of maps (or Hyena sequences) of at least ``per_image_min_pixels`` pixels are
     wrapped in :class:`PerImage` (0, the default: none), which runs them image by image in exported graphs
-    (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`).
+    (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`). The channel MLPs' StarReLUs are folded
+    into their second layers (:func:`fold_star_relu`).
 
     ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
     plain eval copy. The copy lives on ``model``'s device and is float32 whatever ``model``'s dtype (a float64 or
@@ -434,7 +438,32 @@ def freeze_long_convs(
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
         mixer.split_projections()
+    for module in frozen.modules():
+        if isinstance(module, Mlp):
+            fold_star_relu(module)
     return frozen
+
+
+def fold_star_relu(mlp: Mlp) -> None:
+    """Fold the StarReLU ``s * relu(h) ** 2 + b`` of a MetaFormer channel MLP into its second layer, in place:
+    ``W2 (s r + b 1) = (s W2) r + b W2 1`` with ``r = relu(h) ** 2``, so ``fc2`` gets the weight ``s W2`` and the
+    bias ``b W2 1`` and the activation becomes a plain squared ReLU. The same function to float32 rounding, without
+    the scale and shift passes over the hidden map (four times the channels), which onnxruntime keeps for trained
+    weights (it drops them only for the initial ``s = 1, b = 0``). An MLP with another activation is left as it is.
+
+    Shape:
+        the MLP: (..., C) -> (..., C), unchanged
+    """
+    if type(mlp.act) is not StarReLU:
+        return
+    with torch.no_grad():
+        scale, shift, weight = mlp.act.scale, mlp.act.bias, mlp.fc2.weight
+        bias = shift * weight.sum(1)
+        if mlp.fc2.bias is not None:
+            bias = bias + mlp.fc2.bias
+        mlp.fc2.weight = nn.Parameter(weight * scale, requires_grad=weight.requires_grad)
+        mlp.fc2.bias = nn.Parameter(bias, requires_grad=weight.requires_grad)
+    mlp.act = SquaredReLU()
 
 
 def _in_chans(model: nn.Module) -> int:
