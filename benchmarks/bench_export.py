@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import interleaved_medians, machine_info, write_json
+from benchmarks.common import interleaved_medians, machine_info, trained_like, write_json
 from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx
 from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
 
@@ -50,15 +50,16 @@ QUICK_ARCH = {"depths": (1, 1, 1, 1), "dims": (16, 16, 32, 32)}
 
 
 def build(name: str, quick: bool) -> nn.Module:
-    """The model with random weights (speed does not depend on them); HyenaPixel models with reduced depths/dims
-    in quick mode."""
+    """The model with random weights moved off their initial scales of 1 and shifts of 0
+    (:func:`~benchmarks.common.trained_like`: onnxruntime drops those operators, trained weights keep them);
+    HyenaPixel models with reduced depths/dims in quick mode."""
     import timm
 
     from hyenapixel.models import REGISTERED_MODELS
 
     torch.manual_seed(0)
     kwargs = dict(QUICK_ARCH) if quick and name in REGISTERED_MODELS else {}
-    return timm.create_model(name, **kwargs).eval()
+    return trained_like(timm.create_model(name, **kwargs).eval())
 
 
 def prepare(

@@ -2,7 +2,8 @@
 onnxruntime's CPU provider, summed per operator type, per model part and per stage, for ``hpx_former_s18`` (paper
 Section 3) and timm's ``convformer_s18`` at 224 px.
 
-Each model is exported with :func:`hyenapixel.export.to_onnx` (random weights; speed does not depend on them) and
+Each model is exported with :func:`hyenapixel.export.to_onnx` (random weights moved off their initial
+scales of 1 and shifts of 0, :func:`benchmarks.common.trained_like`, as trained weights are) and
 run ``--runs`` times after one warm-up run in a session with ``SessionOptions.enable_profiling``, the models'
 runs interleaved. Every profiled node
 is attributed to the PyTorch module it came from through the exporter's ``pkg.torch.onnx.name_scopes`` metadata
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import interleaved_medians, machine_info, markdown_table, write_json
+from benchmarks.common import interleaved_medians, machine_info, markdown_table, trained_like, write_json
 from hyenapixel.export import onnx_session, to_onnx
 
 #: (part, regular expression on the module path inside a block or stage), first match wins
@@ -162,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         paths = {}
         for name in models:
             torch.manual_seed(0)
-            paths[name] = str(to_onnx(timm.create_model(name).eval(), os.path.join(workdir, f"{name}.onnx"), args.img))
+            model = trained_like(timm.create_model(name).eval())
+            paths[name] = str(to_onnx(model, os.path.join(workdir, f"{name}.onnx"), args.img))
         results = profile(paths, args.batch, args.img, args.runs, args.threads)
         print(f"# profiled: {machine_info(args.threads)}", flush=True)
     ref = models[-1]

@@ -21,6 +21,8 @@ against a named baseline, measured in the same run::
   the peak of live tensors, and returns the JSON object the process printed last).
 * :mod:`benchmarks.common.report`: :func:`markdown_table`, :func:`ms`, :func:`machine_info` (code version, torch,
   threads, load average), :func:`all_finite`, :func:`write_json`.
+* :mod:`benchmarks.common.weights`: :func:`trained_like` (every parameter moved off its initial constant, so that
+  exported graphs keep the scale and shift operators of trained weights).
 * :mod:`benchmarks.common.baseline`: the S18 stage shapes (:data:`STAGES`, from :mod:`hyenapixel.models.families`)
   and :class:`BaselineHyenaPixel`, a straightforward HyenaPixel mixer the library's mixer is compared with.
 """
@@ -36,6 +38,7 @@ from benchmarks.common.baseline import (
 from benchmarks.common.memory import FIXED_MALLOC, PeakRSS, run_isolated
 from benchmarks.common.report import all_finite, code_version, machine_info, markdown_table, ms, write_json
 from benchmarks.common.timing import CLOCKS, Comparison, compare, interleaved_medians
+from benchmarks.common.weights import trained_like
 
 __all__ = [
     "CLOCKS",
@@ -56,5 +59,6 @@ __all__ = [
     "ms",
     "run_isolated",
     "set_cache_enabled",
+    "trained_like",
     "write_json",
 ]
