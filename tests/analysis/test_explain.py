@@ -166,6 +166,37 @@ def test_lambda_is_decreased_until_the_first_early_stop():
     assert result.lam == result.tries[-1].lam
 
 
+class _NoiseFlips(nn.Module):
+    """Two classes: class 0 leads by ``lead`` on the clean image, and any change of the input by more than
+    ``lead`` in total gives class 1 the lead (so input noise switches the class before the mask moves)."""
+
+    def __init__(self, image: torch.Tensor, lead: float) -> None:
+        super().__init__()
+        self.register_buffer("clean", image[None].clone())
+        self.lead = lead
+        self.weight = nn.Parameter(torch.ones(()))  # explain needs a parameter for the device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        change = (x - self.clean).abs().flatten(1).sum(1) * self.weight
+        return torch.stack([torch.full_like(change, self.lead), change], dim=1)
+
+
+def test_undecided_when_the_noise_alone_switches_the_class(tmp_path):
+    image = _quadrant_image()
+    model = _NoiseFlips(image, lead=1e-3).eval()
+    result = explain(model, image, max_iter=20, noise=0.1, defense=None, mean=(0,) * 3, std=(1,) * 3)
+    assert result.target == 0 and result.stopped_early and result.iterations == 1
+    assert result.undecided and result.deleted_fraction == 0.0
+    assert result.margin == pytest.approx(float(torch.tanh(torch.tensor(5e-4))), rel=1e-3)  # p0 - p1 = tanh(lead/2)
+    assert result.numbers()["undecided"] is True
+    plot_explain([result])  # labelled, not an error
+    # the quadrant game stops later, with a mask: decided; and its margin is the softmax lead of quadrant 0
+    decided = explain(_quadrant_net(), image, max_iter=200, noise=0.0, mean=(0,) * 3, std=(1,) * 3)
+    probs = F.softmax(_quadrant_net()(image[None]), dim=-1)[0].detach()
+    assert decided.stopped_early and not decided.undecided
+    assert decided.margin == pytest.approx(float(probs[0] - probs[1:].max()), abs=1e-6)
+
+
 def test_explain_restores_the_model_and_works_on_hyenapixel():
     torch.manual_seed(0)
     model = timm.create_model("hpx_former_s4", dims=(8, 8, 16, 16), num_classes=4).train()

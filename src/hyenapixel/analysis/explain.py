@@ -220,7 +220,9 @@ class ExplainResult:
 
     ``mask`` is the mask of the first run that stopped early (or of the last run if none did; then
     ``stopped_early`` is false). ``score`` is the softmax score of ``target`` on the unmasked image and
-    ``final_score`` on the final evidence (without noise); ``final_class`` the evidence's top class.
+    ``final_score`` on the final evidence (without noise); ``final_class`` the evidence's top class. ``margin`` is
+    ``score`` minus the next class's score on the unmasked image; :attr:`undecided` flags a result where the input
+    noise alone switched the class, so that the mask deletes nothing.
 
     Shape:
         image, mask (3, H, W) in [0, 1]
@@ -239,6 +241,13 @@ class ExplainResult:
     seconds: float = 0.0
     label: str = ""
     name: str = ""
+    margin: float = float("nan")
+
+    @property
+    def undecided(self) -> bool:
+        """Whether the class switched at the first iteration of a run, before the mask had changed: the noisy
+        unmasked image already predicts another class (a small ``margin``), and the explanation is empty."""
+        return self.stopped_early and self.iterations == 1
 
     @property
     def deleted_fraction(self) -> float:
@@ -247,10 +256,11 @@ class ExplainResult:
 
     def numbers(self) -> dict[str, Any]:
         """The result without its images (for JSON)."""
-        keys = ("label", "name", "target", "score", "final_class", "final_score", "lam", "iterations")
+        keys = ("label", "name", "target", "score", "margin", "final_class", "final_score", "lam", "iterations")
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out.update(
             stopped_early=self.stopped_early,
+            undecided=self.undecided,
             deleted_fraction=self.deleted_fraction,
             seconds=self.seconds,
             tries=[t.__dict__ for t in self.tries],
@@ -349,6 +359,8 @@ def explain(
         elif not 0 <= target < num_classes:
             raise UserError(f"target class {target} is not one of the model's {num_classes} classes")
         score = float(probs[target])
+        others = torch.cat([probs[:target], probs[target + 1 :]])
+        margin = score - float(others.max()) if others.numel() else score
 
         guard = ActivationBounds(model, normalise(image), defense) if defense is not None else None
         tries: list[ExplainTry] = []
@@ -377,6 +389,7 @@ def explain(
         stopped_early=last.stopped_early,
         tries=tries,
         seconds=time.perf_counter() - start,
+        margin=margin,
     )
 
 
@@ -472,6 +485,7 @@ def plot_explain(results: Sequence[ExplainResult], exponent: float = DISPLAY_EXP
                 ax_e.imshow(shown.numpy())
                 ax_m.imshow(mean_mask.numpy(), cmap="gray", vmin=0, vmax=1)
                 stop = f"stop@{r.iterations}" if r.stopped_early else f"no stop ({r.iterations})"
+                stop = "undecided (stop@1)" if r.undecided else stop
                 ax_e.set_title(f"{label}\nclass {r.target}, lam {r.lam:.0e}", fontsize=7)
                 ax_m.set_title(f"mean mask^{exponent:g}\n{stop}", fontsize=7)
         for ax in axes[row]:

@@ -128,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
             f"{r.label:<24} {r.name:<16} class {r.target} (p={r.score:.3f}) -> {r.final_class}: lambda {r.lam:.0e}, "
             f"{stop}, {100 * r.deleted_fraction:.1f} % deleted, {r.seconds:.1f} s"
         )
+        if r.undecided:
+            print(
+                f"  undecided: the input noise alone switched class {r.target} (lead {r.margin:.3f} over the next "
+                "class), so the mask deletes nothing; this image has no explanation at these settings (try "
+                "--noise 0)"
+            )
     print(f"wrote {png_path}, {json_path} and {masks_path}")
     return 0
 
