@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 from PIL import Image
 
 from hyenapixel.cli.main import main
@@ -188,3 +189,19 @@ def test_checkpoint_errors_name_the_problem(tmp_path: Path) -> None:
     long = "First sentence. " + "x" * 300
     assert _shorten(long) == "First sentence."
     assert _shorten("y" * 300) == "y" * 197 + "..." and _shorten("short") == "short"
+
+
+def test_to_onnx_replaces_only_onnx_files(tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+    from hyenapixel.export import ExportError, to_onnx
+
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
+    for name in ("weights.pth", "best.safetensors", "notes"):
+        kept = tmp_path / name
+        kept.write_bytes(b"keep me")
+        with pytest.raises(ExportError, match="is not an .onnx file"):
+            to_onnx(model, kept, 32)
+        assert kept.read_bytes() == b"keep me"
+    earlier = tmp_path / "model.onnx"
+    earlier.write_bytes(b"an earlier export")
+    assert to_onnx(model, earlier, 32) == earlier and earlier.read_bytes() != b"an earlier export"

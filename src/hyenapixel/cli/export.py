@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.img_size:
         check_input_size(args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size))
     check_opset(args.opset)
-    output = check_output_path(args.output)
-    checkpoint = args.models[0].checkpoint
+    checkpoint, output = args.models[0].checkpoint, Path(args.output)
     if checkpoint and Path(checkpoint).exists() and output.exists() and output.samefile(checkpoint):
         raise UserError(f"--output {output} is the --checkpoint file; write the ONNX file to another path")
+    output = check_output_path(output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; choose another --output or pass --overwrite to replace it")
     if args.images:

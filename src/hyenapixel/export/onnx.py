@@ -64,7 +64,8 @@ def to_onnx(
     direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`); those of
     maps (Hyena: sequences) of at least ``per_image_min_pixels`` pixels run image by image in an ONNX ``Scan``
     (0, and always with a static batch of 1: none, every operator runs on the whole batch). ``model`` itself is not
-    changed. Models without long convolutions (any timm model the exporter handles) are exported as they are.
+    changed. Models without long convolutions (any timm model the exporter handles) are exported as they are. An
+    existing file at ``path`` is replaced only if it is an ``.onnx`` file.
 
     Raises:
         ExportError: an input size the model cannot take, a model the exporter cannot translate, a missing
@@ -123,10 +124,17 @@ def check_opset(opset: int) -> None:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """``path`` as a :class:`~pathlib.Path` if an ONNX file can be written there, else :class:`ExportError`."""
+    """``path`` as a :class:`~pathlib.Path` if an ONNX file can be written there, else :class:`ExportError`. An
+    existing file is replaced only if its name ends in ``.onnx`` (a checkpoint or any other file is never
+    overwritten by an export)."""
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
+    if path.exists() and path.suffix.lower() != ".onnx":
+        raise ExportError(
+            f"{path} exists and is not an .onnx file; an export replaces only .onnx files: remove it or choose "
+            "another path"
+        )
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
