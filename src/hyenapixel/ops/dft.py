@@ -156,13 +156,14 @@ def dft_conv2d_channels_last(
     b, h, w, c = x.shape
     n = kr.shape[0]
     a = torch.matmul(fw, x)  # (B, H, 2F, C): along W, [Re; Im] per row
-    a = a.reshape(b, 2 * h, -1)  # (B, 2H, F C): rows (h, Re/Im) interleaved
+    f2 = a.shape[2]  # 2F
+    a = a.reshape(b, 2 * h, f2 // 2 * c)  # (B, 2H, F C): rows (h, Re/Im) interleaved (no -1: B may be 0)
     yr = torch.matmul(fh[:n], a)  # (B, N, F C): complex transform along H
     yi = torch.matmul(fh[n:], a)
     zr = yr * kr - yi * ki  # spectrum of the output
     zi = yr * ki + yi * kr
     u = torch.matmul(gh, torch.cat([zr, zi], dim=1))  # (B, 2H, F C): inverse along H, cropped, interleaved
-    y = torch.matmul(aw, u.reshape(b, h, -1, c))  # (B, H, W, C): real inverse along W, cropped
+    y = torch.matmul(aw, u.reshape(b, h, f2, c))  # (B, H, W, C): real inverse along W, cropped
     return y.to(out_dtype)
 
 
