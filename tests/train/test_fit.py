@@ -54,10 +54,13 @@ def test_train_then_validate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     for key in ("model", "dataset", "epochs", "val_top1", "val_top5", "wall_time_s"):
         assert key in summary
     assert summary["epochs"] == 2 and summary["chance_top1"] == 50.0
+    # two classes: every image is in the top five, so top-5 is not reported (not a trivial 100)
+    assert summary["val_top5"] is None and "top-5 100" not in printed.err and "top-5 n/a" in printed.out
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     # rounded values, no EMA columns without --ema; the last row is the summary's result
     assert "ema_top1" not in rows[0] and float(rows[-1]["val_top1"]) == round(summary["val_top1"], 3)
+    assert [r["val_top5"] for r in rows] == ["", ""]
     assert all(len(r["train_loss"].split(".")[1]) <= 5 and r["lr"] == f"{float(r['lr']):.6g}" for r in rows)
     # train.log ends with the summary block that the terminal shows
     log_text = (out / "train.log").read_text()
@@ -73,7 +76,7 @@ def test_train_then_validate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["validate", "--checkpoint", str(out / "last.pt"), "--output-json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["top1"] == pytest.approx(summary["val_top1"])
-    assert result["count"] == 32
+    assert result["count"] == 32 and result["top5"] is None
     assert main(["validate", "--checkpoint", str(out / "best.safetensors"), "--output-json", str(report)]) == 0
     assert json.loads(report.read_text())["top1"] == pytest.approx(summary["best_top1"])
     # evaluation in bfloat16 autocast, as training offers: at most two of the 32 predictions may flip
@@ -238,3 +241,24 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, ca
     assert "Traceback" not in err
     assert (out / "last.pt").read_bytes() == good  # the last good checkpoint is intact
     assert (out / "best.pt").read_bytes() == best
+
+
+def test_top5_is_reported_from_six_classes_on() -> None:
+    # evaluate and the ensemble path against a count written out here: the target among the five largest logits
+    from hyenapixel.train.distributed import DistInfo
+    from hyenapixel.train.loop import evaluate, format_accuracy, topk_from_probs
+
+    gen = torch.Generator().manual_seed(0)
+    for classes in (2, 5, 6, 9):
+        logits = torch.randn(40, classes, generator=gen)
+        targets = torch.randint(0, classes, (40,), generator=gen)
+        in_top5 = sum(int(t) in logits[i].argsort(descending=True)[:5].tolist() for i, t in enumerate(targets))
+        loader = [(logits[i : i + 16], targets[i : i + 16]) for i in range(0, 40, 16)]  # batches of 16, 16, 8
+        got = evaluate(torch.nn.Identity(), loader, info=DistInfo())
+        from_probs = topk_from_probs(logits.softmax(-1), targets)
+        top1 = 100 * float((logits.argmax(1) == targets).float().mean())
+        assert got.top1 == pytest.approx(top1) and from_probs.top1 == pytest.approx(top1)
+        if classes <= 5:
+            assert got.top5 is None and from_probs.top5 is None and format_accuracy(got.top5) == "-"
+        else:
+            assert got.top5 == pytest.approx(100 * in_top5 / 40) == from_probs.top5 and got.top5 < 100

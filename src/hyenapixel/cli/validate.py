@@ -63,6 +63,7 @@ def _check_writable(path: Path) -> None:
 
 def format_result(result: Any) -> str:
     """The table of a :class:`hyenapixel.train.validate.ValidationResult`: one row per crop, the best marked."""
+    from hyenapixel.train.loop import format_accuracy
     from hyenapixel.train.validate import format_crop
 
     members = ", ".join(f"{m.model} ({m.checkpoint or 'pretrained'})" for m in result.members)
@@ -70,11 +71,12 @@ def format_result(result: Any) -> str:
     lines = [f"dataset {result.dataset}  models: {members}", f"{'crop':>6} {'top-1':>8} {'top-5':>8}"]
     for r in result.results:
         mark = "  <- best" if r is best and len(result.results) > 1 else ""
-        lines.append(f"{format_crop(r.crop_pct):>6} {r.top1:>8.2f} {r.top5:>8.2f}{mark}")
+        lines.append(f"{format_crop(r.crop_pct):>6} {r.top1:>8.2f} {format_accuracy(r.top5):>8}{mark}")
         if len(r.members) > 1:
             for m in r.members:
-                lines.append(f"{'':>6} {m.top1:>8.2f} {m.top5:>8.2f}   {m.model}")
+                lines.append(f"{'':>6} {m.top1:>8.2f} {format_accuracy(m.top5):>8}   {m.model}")
     lines.append(
-        f"top-1 {best.top1:.2f}  top-5 {best.top5:.2f}  (crop {format_crop(best.crop_pct)}, {best.count} images)"
+        f"top-1 {best.top1:.2f}  top-5 {format_accuracy(best.top5)}  (crop {format_crop(best.crop_pct)}, "
+        f"{best.count} images)"
     )
     return "\n".join(lines)

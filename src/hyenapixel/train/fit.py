@@ -456,12 +456,12 @@ def _train_and_evaluate_epoch(
     assert files is not None
     files.metrics.append(dataclasses.asdict(metrics))
     log.info(
-        "%s: train loss %.4f | val loss %.4f top-1 %.2f top-5 %.2f%s | %s, %.0f img/s%s",
+        "%s: train loss %.4f | val loss %.4f top-1 %.2f%s%s | %s, %.0f img/s%s",
         desc,
         train.train_loss,
         val.loss,
         val.top1,
-        val.top5,
+        "" if val.top5 is None else f" top-5 {val.top5:.2f}",
         f" | ema top-1 {ema.top1:.2f}" if ema else "",
         format_seconds(time.time() - t0),
         metrics.images_per_s,

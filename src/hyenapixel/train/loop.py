@@ -29,10 +29,20 @@ __all__ = [
     "TrainStats",
     "amp_dtype_for",
     "evaluate",
+    "format_accuracy",
     "predict",
     "topk_from_probs",
     "train_one_epoch",
 ]
+
+#: Top-5 accuracy is reported for models with at least this many classes (with five or fewer every image is in
+#: the top five, so it would always be 100 %).
+TOP5_MIN_CLASSES = 6
+
+
+def format_accuracy(value: float | None) -> str:
+    """An accuracy in percent with two decimals, ``-`` where it is not reported (top-5 of five classes or fewer)."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 class TrainStats(NamedTuple):
@@ -43,10 +53,11 @@ class TrainStats(NamedTuple):
 
 
 class EvalMetrics(NamedTuple):
-    """Top-1 / top-5 accuracy (percent) over ``count`` images, and the mean loss where known."""
+    """Top-1 / top-5 accuracy (percent) over ``count`` images, and the mean loss where known. ``top5`` is None for
+    models with at most five classes, where every image is in the top five."""
 
     top1: float
-    top5: float
+    top5: float | None
     count: int
     loss: float | None = None
 
@@ -184,16 +195,16 @@ def evaluate(
     channels_last: bool = False,
     progress: Progress | None = None,
 ) -> EvalMetrics:
-    """Loss, top-1 and top-5 accuracy (percent) summed exactly over all ranks' shards.
-
-    Top-5 is computed as top-``min(5, num_classes)``.
+    """Loss, top-1 and top-5 accuracy (percent) summed exactly over all ranks' shards; top-5 is None for models
+    with at most five classes.
 
     Shape:
         images: (B, C, H, W) -> logits (B, num_classes); targets: (B,).
     """
     model.eval()
     device = info.device
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits, count
+    # loss sum, top-1 hits, top-5 hits, count, images scored by a model with more than five classes
+    totals = torch.zeros(5, dtype=torch.float64, device=device)
     for images, targets in batches(loader):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -210,14 +221,16 @@ def evaluate(
                 top1.double() * n / 100.0,
                 top5.double() * n / 100.0,
                 torch.tensor(float(n), dtype=torch.float64, device=device),
+                torch.tensor(float(n * (logits.shape[1] >= TOP5_MIN_CLASSES)), dtype=torch.float64, device=device),
             ]
         )
         if progress is not None:
             progress.update(n * info.world_size)
     all_reduce_sum(totals, info)
-    loss_sum, hits1, hits5, count = totals.tolist()
+    loss_sum, hits1, hits5, count, scored5 = totals.tolist()
     count = max(count, 1.0)
-    return EvalMetrics(100.0 * round(hits1) / count, 100.0 * round(hits5) / count, int(count), loss_sum / count)
+    top5 = 100.0 * round(hits5) / count if scored5 else None
+    return EvalMetrics(100.0 * round(hits1) / count, top5, int(count), loss_sum / count)
 
 
 @torch.no_grad()
@@ -247,10 +260,10 @@ def predict(
 
 
 def topk_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> EvalMetrics:
-    """Top-1 / top-5 (percent) of probabilities, e.g. an ensemble average.
+    """Top-1 / top-5 (percent) of probabilities, e.g. an ensemble average; top-5 None for at most five classes.
 
     Shape:
         probs: (N, num_classes); targets: (N,).
     """
     top1, top5 = accuracy(probs, targets, topk=(1, min(5, probs.shape[1])))
-    return EvalMetrics(float(top1), float(top5), int(targets.shape[0]))
+    return EvalMetrics(float(top1), float(top5) if probs.shape[1] >= TOP5_MIN_CLASSES else None, int(targets.shape[0]))

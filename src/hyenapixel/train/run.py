@@ -79,7 +79,7 @@ class EpochMetrics:
     train_loss: float
     val_loss: float | None
     val_top1: float
-    val_top5: float
+    val_top5: float | None
     val_count: int
     ema_top1: float | None = None
     ema_top5: float | None = None

@@ -27,7 +27,7 @@ from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, Validate
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
 from hyenapixel.train.distributed import DistInfo, resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
-from hyenapixel.train.loop import amp_dtype_for, evaluate, predict, topk_from_probs
+from hyenapixel.train.loop import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.train.model import check_model_name
 from hyenapixel.train.progress import Progress, progress_mode
 
@@ -73,7 +73,7 @@ class MemberResult:
     model: str
     checkpoint: str | None
     top1: float
-    top5: float
+    top5: float | None  # None for models with five classes or fewer
     count: int
     loss: float | None = None
 
@@ -84,7 +84,7 @@ class CropResult:
 
     crop_pct: float | None
     top1: float
-    top5: float
+    top5: float | None
     count: int
     members: tuple[MemberResult, ...]
 
@@ -320,7 +320,7 @@ def evaluate_crop(
     else:
         assert prob_sum is not None and targets is not None
         combined = topk_from_probs(prob_sum / len(members), targets)
-    log.info("crop %s: top-1 %.2f top-5 %.2f", format_crop(crop_value), combined.top1, combined.top5)
+    log.info("crop %s: top-1 %.2f top-5 %s", format_crop(crop_value), combined.top1, format_accuracy(combined.top5))
     return CropResult(crop_value, combined.top1, combined.top5, combined.count, tuple(results))
 
 
