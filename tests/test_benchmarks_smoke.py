@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import bench_eval_alternatives, bench_mixer
+from benchmarks import bench_eval_alternatives, bench_mixer, bench_onnx_mlp
 from benchmarks.common import (
     STAGES,
     PeakRSS,
@@ -189,3 +189,14 @@ def test_alternatives_benchmark_runs() -> None:
     res = bench_eval_alternatives.main(["--stages", "4", "--batch", "1", "--warmup", "0", "--repeats", "1"])
     assert set(res) == {"4"}
     assert all(math.isfinite(v) and v > 0 for v in res["4"].values())
+
+
+def test_onnx_mlp_forms_compute_the_model() -> None:
+    # the three exported MLP forms (folded, unfolded, 1x1 convolutions) against PyTorch eval of the same weights
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    argv = ["--model", "hpx_former_s4", "--img", "64", "--batches", "2", "--conv1x1", "--warmup", "0", "--repeats", "1"]
+    res = bench_onnx_mlp.main(argv)
+    assert set(res["max_abs_diff"]) == {"folded", "unfolded", "conv1x1"}
+    assert all(d < 1e-4 for d in res["max_abs_diff"].values()), res["max_abs_diff"]
+    assert all(t > 0 for t in res["2"].values())

@@ -178,6 +178,9 @@ def test_frozen_copy_computes_the_same_function(reduced_models, fixtures_dir, fa
         assert (frozen(x) - model(x)).abs().max().item() < 1e-4
     kinds = {"hpx": {FrozenConv2d, FrozenDirectConv2d}, "hb": {FrozenConv1d}, "c_hpx": {FrozenDirectConv2d}}
     assert {type(c) for c in convs} == kinds[family]  # 2D: DFT products at 16 x 20 px, direct at 4 x 5 px
+    with torch.no_grad():  # an empty batch gives an empty output, as the model itself does
+        empty = frozen(torch.zeros(0, 3, 64, 80))
+        assert empty.shape[0] == 0 and empty.shape == model(torch.zeros(0, 3, 64, 80)).shape
     assert not any(isinstance(m, (FrozenConv1d, FrozenConv2d, FrozenDirectConv2d)) for m in model.modules())
     with pytest.raises(ExportError, match="frozen for a different input size"):
         frozen(torch.randn(1, 3, 64, 64))
@@ -330,3 +333,8 @@ def test_frozen_copy_folds_every_mlp(reduced_models, fixtures_dir) -> None:
     frozen = freeze_long_convs(model, 64)
     assert all(isinstance(m.act, SquaredReLU) for m in frozen.modules() if isinstance(m, Mlp))
     assert all(isinstance(m.act, StarReLU) for m in model.modules() if isinstance(m, Mlp))
+    unfolded = freeze_long_convs(model, 64, fold_mlps=False)
+    assert all(isinstance(m.act, StarReLU) for m in unfolded.modules() if isinstance(m, Mlp))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (frozen(x) - unfolded(x)).abs().max().item() < 1e-4

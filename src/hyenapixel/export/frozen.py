@@ -383,13 +383,14 @@ def freeze_long_convs(
     in_chans: int | None = None,
     direct_max_pixels: int = DIRECT_MAX_PIXELS,
     per_image_min_pixels: int = 0,
+    fold_mlps: bool = True,
 ) -> nn.Module:
     """An eval copy of ``model`` whose long convolutions are frozen for ``input_size``: DFT matrix products, and
     direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never). The long
     DFT-product convolutions of maps (or Hyena sequences) of at least ``per_image_min_pixels`` pixels are
     wrapped in :class:`PerImage` (0, the default: none), which runs them image by image in exported graphs
-    (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`). The channel MLPs' StarReLUs are folded
-    into their second layers (:func:`fold_star_relu`).
+    (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`). With ``fold_mlps`` (the default) the
+    channel MLPs' StarReLUs are folded into their second layers (:func:`fold_star_relu`).
 
     ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
     plain eval copy. The copy lives on ``model``'s device and is float32 whatever ``model``'s dtype (a float64 or
@@ -438,7 +439,7 @@ def freeze_long_convs(
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
         mixer.split_projections()
-    for module in frozen.modules():
+    for module in frozen.modules() if fold_mlps else ():
         if isinstance(module, Mlp):
             fold_star_relu(module)
     return frozen

@@ -56,6 +56,7 @@ def to_onnx(
     dynamic_batch: bool = True,
     direct_max_pixels: int = DIRECT_MAX_PIXELS,
     per_image_min_pixels: int = PER_IMAGE_MIN_PIXELS,
+    fold_mlps: bool = True,
 ) -> Path:
     """Export ``model`` (eval) to an ONNX file for ``input_size`` images; returns the path written.
 
@@ -63,9 +64,10 @@ def to_onnx(
     ``dynamic_batch=False`` (then 1). HyenaPixel maps of at most ``direct_max_pixels`` pixels are exported as
     direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`); those of
     maps (Hyena: sequences) of at least ``per_image_min_pixels`` pixels run image by image in an ONNX ``Scan``
-    (0, and always with a static batch of 1: none, every operator runs on the whole batch). ``model`` itself is not
-    changed. Models without long convolutions (any timm model the exporter handles) are exported as they are. An
-    existing file at ``path`` is replaced only if it is an ``.onnx`` file.
+    (0, and always with a static batch of 1: none, every operator runs on the whole batch); ``fold_mlps`` folds the
+    channel MLPs' StarReLUs into their second layers (:func:`~hyenapixel.export.fold_star_relu`). ``model`` itself
+    is not changed. Models without long convolutions (any timm model the exporter handles) are exported as they
+    are. An existing file at ``path`` is replaced only if it is an ``.onnx`` file.
 
     Raises:
         ExportError: an input size the model cannot take, a model the exporter cannot translate, a missing
@@ -80,7 +82,7 @@ def to_onnx(
     check_opset(opset)
     path = check_output_path(path)
     per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
-    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image).cpu()  # float32 already
+    frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image, fold_mlps).cpu()  # float32
     chans = in_chans or _first_conv_in_chans(frozen)
     # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
     x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
