@@ -3,6 +3,7 @@ inference copies for ``torch.export``, and reduced-precision checks.
 
 - :func:`freeze_long_convs`: an eval copy whose FFT long convolutions are DFT matrix products with constant kernel
   spectra for one input size (exports without FFT or complex operators).
+- :func:`fold_star_relu`: a channel MLP's StarReLU folded into its second layer (the frozen copy does it).
 - :func:`to_onnx`, :func:`verify_onnx`: ONNX file with a dynamic batch, compared in onnxruntime (CPU provider).
 - :class:`PerImage`: runs a long convolution image by image in exported graphs (an ONNX ``Scan`` over the batch).
 - :class:`ExportError`: an unsupported model or input size (a :class:`~hyenapixel.errors.UserError`).

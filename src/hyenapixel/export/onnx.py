@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hyenapixel.errors import error_lines
 from hyenapixel.export.frozen import (
     DIRECT_MAX_PIXELS,
     PER_IMAGE_MIN_PIXELS,
@@ -108,8 +109,8 @@ def to_onnx(
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report the first line
         name = type(model).__name__
         raise ExportError(
-            f"{name} cannot be exported to ONNX ({type(exc).__name__}: {_first_line(exc)}); supported are the "
-            "HyenaPixel families (hpx, hb, c_hpx, hpx_a, hb_a) and timm models the torch.onnx exporter translates"
+            f"{name} cannot be exported to ONNX ({type(exc).__name__}: {error_lines(exc, limit=300)}); supported are "
+            "the HyenaPixel families (hpx, hb, c_hpx, hpx_a, hb_a) and timm models the torch.onnx exporter translates"
         ) from None
     written = program.model.opset_imports.get("")
     if written != opset:
@@ -162,11 +163,6 @@ def _needs_external_data(model: nn.Module) -> bool:
     """Weights and constants over ~1.8 GB cannot live inside one protobuf file (2 GB limit)."""
     size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return size > 1800 * 2**20
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def onnx_session(  # noqa: ANN201 - onnxruntime type
