@@ -259,6 +259,6 @@ def test_top5_is_reported_from_six_classes_on() -> None:
         top1 = 100 * float((logits.argmax(1) == targets).float().mean())
         assert got.top1 == pytest.approx(top1) and from_probs.top1 == pytest.approx(top1)
         if classes <= 5:
-            assert got.top5 is None and from_probs.top5 is None and format_accuracy(got.top5) == "-"
+            assert got.top5 is None and from_probs.top5 is None and format_accuracy(got.top5) == "n/a"
         else:
             assert got.top5 == pytest.approx(100 * in_top5 / 40) == from_probs.top5 and got.top5 < 100

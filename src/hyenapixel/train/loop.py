@@ -41,8 +41,9 @@ TOP5_MIN_CLASSES = 6
 
 
 def format_accuracy(value: float | None) -> str:
-    """An accuracy in percent with two decimals, ``-`` where it is not reported (top-5 of five classes or fewer)."""
-    return "-" if value is None else f"{value:.2f}"
+    """An accuracy in percent with two decimals, ``n/a`` where it is not reported (top-5 of five classes or
+    fewer), as in the run summary."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 class TrainStats(NamedTuple):
