@@ -205,7 +205,9 @@ def load_images(
     else:
         root = Path(folder)
         sources = [(str(p.relative_to(root)), (lambda p=p: _read_file(p))) for p in _folder_files(root)]
-    count = min(num or len(sources), len(sources)) if not cycle else (num or len(sources))
+    count = num or len(sources)
+    if not cycle:
+        count = min(count, len(sources))
     resized: dict[int, torch.Tensor] = {}
     raws, names = [], []
     for i in range(count):

@@ -439,9 +439,10 @@ def freeze_long_convs(
         mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
         mixer.split_projections()
-    for module in frozen.modules() if fold_mlps else ():
-        if isinstance(module, Mlp):
-            fold_star_relu(module)
+    if fold_mlps:
+        for module in frozen.modules():
+            if isinstance(module, Mlp):
+                fold_star_relu(module)
     return frozen
 
 

@@ -427,9 +427,7 @@ def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None =
     k = k.to(_compute_dtype(dtype or k.dtype))
     if k.numel() == 0:  # no channel
         shape = (k.shape[0], *plan.fft_shape[:-1], plan.fft_shape[-1] // 2 + 1)
-        return torch.zeros(
-            shape, dtype=torch.complex128 if k.dtype == torch.float64 else torch.complex64, device=k.device
-        )
+        return torch.zeros(shape, dtype=k.dtype.to_complex(), device=k.device)
     return _forward_transform(k[(slice(None), *plan.taps)], plan)
 
 
