@@ -151,6 +151,7 @@ def test_mask_stays_in_unit_interval_and_deletes_what_the_class_needs(noise):
     if noise == 0.0:  # the evidence of the returned mask no longer predicts the target
         assert _softmax_top(model, (image * result.mask)[None]) == result.final_class != result.target
     assert result.deleted_fraction == pytest.approx(float(deleted.mean()), abs=1e-6)
+    assert result.mean == (0,) * 3 and result.std == (1,) * 3  # the normalisation given
 
 
 def test_lambda_is_decreased_until_the_first_early_stop():
@@ -208,6 +209,7 @@ def test_explain_restores_the_model_and_works_on_hyenapixel():
     result = explain(model, image, max_iter=4, max_tries=2, generator=torch.Generator().manual_seed(0))
     assert 0.0 <= float(result.mask.min()) and float(result.mask.max()) <= 1.0
     assert sum(t.iterations for t in result.tries) <= 8
+    assert (result.mean, result.std) == (model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     assert model.training and all(p.requires_grad for p in model.parameters())
     fig = plot_explain([result])
     assert len(fig.axes) == 3
@@ -249,6 +251,8 @@ def test_cli_writes_masks_matching_the_numbers(tmp_path, capsys):
         assert r["deleted_fraction"] == pytest.approx(1 - float(mask.mean()), abs=1e-6)
         assert len(r["tries"]) <= 2 and all(t["iterations"] <= 3 for t in r["tries"])
     assert (out / "explain.png").stat().st_size > 0
+    cfg = timm.create_model("resnet10t", pretrained=False).pretrained_cfg
+    assert numbers["normalisation"] == {"resnet10t": {"mean": list(cfg["mean"]), "std": list(cfg["std"])}}
     assert str(out / "explain.png") in capsys.readouterr().out
 
 

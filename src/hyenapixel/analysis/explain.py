@@ -222,7 +222,8 @@ class ExplainResult:
     ``stopped_early`` is false). ``score`` is the softmax score of ``target`` on the unmasked image and
     ``final_score`` on the final evidence (without noise); ``final_class`` the evidence's top class. ``margin`` is
     ``score`` minus the next class's score on the unmasked image; :attr:`undecided` flags a result where the input
-    noise alone switched the class, so that the mask deletes nothing.
+    noise alone switched the class, so that the mask deletes nothing. ``mean`` and ``std`` are the normalisation the
+    model's inputs got.
 
     Shape:
         image, mask (3, H, W) in [0, 1]
@@ -242,6 +243,8 @@ class ExplainResult:
     label: str = ""
     name: str = ""
     margin: float = float("nan")
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def undecided(self) -> bool:
@@ -343,8 +346,9 @@ def explain(
     device = next(iter(model.parameters()), torch.empty(0)).device
     image = image.to(device=device, dtype=torch.float32)
     m_default, s_default = model_normalisation(model)
-    mean_t = torch.tensor(mean or m_default, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std or s_default, device=device).view(1, -1, 1, 1)
+    mean, std = tuple(mean or m_default), tuple(std or s_default)
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def normalise(x: torch.Tensor) -> torch.Tensor:
         return (x - mean_t) / std_t
@@ -390,6 +394,8 @@ def explain(
         tries=tries,
         seconds=time.perf_counter() - start,
         margin=margin,
+        mean=mean,
+        std=std,
     )
 
 

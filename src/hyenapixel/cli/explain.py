@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": {k: getattr(args, k) for k in ("img_size", "lam", "lam_factor", "max_tries", "max_iter", "lr")}
         | {"noise": args.noise, "defense": args.defense, "seed": args.seed},
         # what each model's inputs were normalised with (--mean/--std, else the model's or its run's data config)
-        "normalisation": {req.label: _normalisation(args, model) for req, model in models},
+        "normalisation": {r.label: {"mean": list(r.mean), "std": list(r.std)} for r in results},
         "results": [r.numbers() for r in results],
     }
     json_path, png_path = save_report(out, "explain", numbers, plot_explain(results))
@@ -137,9 +137,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {png_path}, {json_path} and {masks_path}")
     return 0
 
-
-def _normalisation(args: argparse.Namespace, model) -> dict[str, list[float]]:  # noqa: ANN001 - any nn.Module
-    from hyenapixel.analysis.explain import model_normalisation
-
-    mean, std = model_normalisation(model)
-    return {"mean": list(args.mean or mean), "std": list(args.std or std)}
