@@ -1,7 +1,8 @@
 """The import rule of the package: imports only go downward,
 ``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
-the four layers under the CLI never import each other, ``hyenapixel.errors`` may be imported by every layer and
-imports none, and no module imports another module's ``_private`` names. Relative imports count like absolute ones.
+the four layers under the CLI never import each other, ``hyenapixel.errors`` and ``hyenapixel.paths`` may be
+imported by every layer and import none (nor torch), and no module imports another module's ``_private`` names.
+Relative imports count like absolute ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import NamedTuple
 SRC = Path(__file__).resolve().parents[1] / "src" / "hyenapixel"
 RANK = {
     "errors": -1,
+    "paths": -1,
     "ops": 0,
     "filters": 1,
     "layers": 1,
@@ -100,8 +102,10 @@ def test_upper_layers_never_import_each_other():
     assert violations == []
 
 
-def test_errors_module_imports_no_layer():
-    assert [imp for imp in _imports(SRC / "errors.py") if _layers(imp)] == []
+def test_shared_modules_import_no_layer_and_no_torch():
+    for name in ("errors", "paths"):
+        imports = _imports(SRC / f"{name}.py")
+        assert [imp for imp in imports if _layers(imp) or imp.module.split(".")[0] == "torch"] == [], name
 
 
 def test_no_module_imports_private_names():

@@ -100,14 +100,9 @@ def test_output_dir_never_overwrites(tmp_path, monkeypatch):
     (first / "erf.json").write_text("{}")
     stamp = first.name
     # the same second again: a new folder, the old one untouched
-    import datetime
-    import types
-
     import hyenapixel.analysis.report as report
 
-    frozen = datetime.datetime.strptime(stamp[len("erf-") :], "%Y%m%d-%H%M%S")
-    fake = types.SimpleNamespace(datetime=types.SimpleNamespace(now=lambda: frozen))
-    monkeypatch.setattr(report, "_dt", fake)
+    monkeypatch.setattr(report, "timestamp", lambda: stamp[len("erf-") :])
     second = output_dir("erf")
     assert second != first and second.name == f"{stamp}-2" and (first / "erf.json").read_text() == "{}"
     explicit = output_dir("erf", tmp_path / "given" / "deep")

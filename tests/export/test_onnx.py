@@ -261,8 +261,9 @@ def test_input_sizes_the_model_cannot_take_are_refused(tmp_path: Path) -> None:
         to_onnx(model, tmp_path / "m.onnx", (24, 64))
     with pytest.raises(ExportError, match="H or"):
         freeze_long_convs(model, (64, 64, 3))
-    with pytest.raises(ExportError, match="does not exist"):
-        to_onnx(model, tmp_path / "missing" / "m.onnx", 64)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(ExportError, match="notes.txt is a file, not a folder"):
+        to_onnx(model, tmp_path / "notes.txt" / "m.onnx", 64)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1).eval()  # position embedding: 64 px only
     with pytest.raises(ExportError, match="VisionTransformer cannot take 96x96 images"):
         to_onnx(vit, tmp_path / "vit.onnx", 96)
@@ -290,7 +291,7 @@ def test_unsupported_models_are_refused(tmp_path: Path) -> None:
 def test_session_records_a_profile_only_when_asked(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
-    path = to_onnx(model, tmp_path / "m.onnx", 64)
+    path = to_onnx(model, tmp_path / "new" / "folder" / "m.onnx", 64)  # missing folders are created
     x = torch.randn(2, 3, 64, 64)
     plain = onnx_session(path, 1)
     run_onnx(plain, x)

@@ -5,7 +5,6 @@ figure) and ``<tool>.json`` (every number in it), plus the input-size check shar
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import enum
 import json
 import math
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from hyenapixel.errors import UserError
+from hyenapixel.paths import numbered_folder, timestamp
 
 #: Reports longer than this (in compact JSON characters) are written without indentation.
 COMPACT_JSON_ABOVE = 100_000
@@ -48,14 +48,13 @@ def output_dir(tool: str, output: str | os.PathLike[str] | None = None, *, overw
             )
         _make_dir(out)
         return out
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("analysis") / f"{tool}-{stamp}"
-    out, n = base, 1
-    while out.exists() and (not out.is_dir() or any(out.iterdir())):
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
+    out = numbered_folder(Path("analysis") / f"{tool}-{timestamp()}", _holds_something)
     _make_dir(out)
     return out
+
+
+def _holds_something(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
 def _make_dir(out: Path) -> None:

@@ -136,4 +136,3 @@ def run(args: argparse.Namespace) -> int:
             )
     print(f"wrote {png_path}, {json_path} and {masks_path}")
     return 0
-

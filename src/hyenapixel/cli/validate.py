@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,15 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_writable(path: Path) -> None:
+    from hyenapixel.paths import file_target_problem
     from hyenapixel.train.errors import ConfigError
 
-    if path.is_dir():
-        raise ConfigError("output_json", f"{path} is a folder; give a file name such as {path / 'results.json'}")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ConfigError("output_json", f"cannot write {path}: {folder} is not a writable folder")
+    problem = file_target_problem(path, "results.json")
+    if problem is not None:
+        raise ConfigError("output_json", problem)
 
 
 def format_result(result: Any) -> str:

@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from hyenapixel.dense.backbone import DenseInputError
 from hyenapixel.dense.detection import mask_rcnn
 from hyenapixel.dense.engine import DenseTrainResult, segmentation_loader, train_detector, train_segmenter
 from hyenapixel.dense.segmentation import upernet
+from hyenapixel.paths import numbered_folder, timestamp
 
 __all__ = ["TASKS", "DenseRunConfig", "run_builtin"]
 
@@ -134,11 +134,7 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
     """The run folder, created: ``cfg.output``, refused if it holds a run (unless ``cfg.overwrite``), or a new
     ``runs/<time>-dense-<task>-<model>[-N]``."""
     if cfg.output is None:
-        base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-dense-{cfg.task}-{cfg.model}"
-        out, n = base, 1
-        while out.exists():
-            n += 1
-            out = base.with_name(f"{base.name}-{n}")
+        out = numbered_folder(Path("runs") / f"{timestamp()}-dense-{cfg.task}-{cfg.model}")
     else:
         out = Path(cfg.output)
         if out.exists() and not out.is_dir():

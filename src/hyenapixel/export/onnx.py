@@ -28,6 +28,7 @@ from hyenapixel.export.frozen import (
     check_input_size,
     freeze_long_convs,
 )
+from hyenapixel.paths import file_target_problem
 
 __all__ = ["MIN_OPSET", "OnnxCheck", "check_opset", "check_output_path", "onnx_session", "run_onnx", "to_onnx",
            "verify_onnx"]  # fmt: skip
@@ -115,6 +116,7 @@ def to_onnx(
     written = program.model.opset_imports.get("")
     if written != opset:
         raise ExportError(f"the exporter could not write opset {opset} (it produced {written}); choose another opset")
+    path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=_needs_external_data(frozen))
     return path
 
@@ -129,19 +131,16 @@ def check_opset(opset: int) -> None:
 def check_output_path(path: str | os.PathLike) -> Path:
     """``path`` as a :class:`~pathlib.Path` if an ONNX file can be written there, else :class:`ExportError`. An
     existing file is replaced only if its name ends in ``.onnx`` (a checkpoint or any other file is never
-    overwritten by an export)."""
+    overwritten by an export); missing parent folders are created by the export."""
     path = Path(path)
-    if path.is_dir():
-        raise ExportError(f"output {path} is a directory; give a file name such as {path / 'model.onnx'}")
+    problem = file_target_problem(path, "model.onnx")
+    if problem is not None:
+        raise ExportError(problem)
     if path.exists() and path.suffix.lower() != ".onnx":
         raise ExportError(
             f"{path} exists and is not an .onnx file; an export replaces only .onnx files: remove it or choose "
             "another path"
         )
-    if not path.parent.is_dir():
-        raise ExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise ExportError(f"cannot write {path}: directory {path.parent} is not writable")
     return path
 
 

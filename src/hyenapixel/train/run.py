@@ -9,7 +9,6 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +20,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import Dataset
 
+from hyenapixel.paths import numbered_folder, timestamp
 from hyenapixel.train.checkpoint import capture_rng_state, find_resume_checkpoint, load_training_state
 from hyenapixel.train.config import ConfigError, TrainConfig
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers
@@ -128,12 +128,7 @@ def _dataset_label(cfg: TrainConfig) -> str:
 
 def _default_output(cfg: TrainConfig) -> Path:
     """``runs/<time>-<model>-<dataset>``; a suffix ``-2``, ``-3``, ... if that folder exists already."""
-    base = Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.model.model}-{_dataset_label(cfg)}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    return numbered_folder(Path("runs") / f"{timestamp()}-{cfg.model.model}-{_dataset_label(cfg)}")
 
 
 def holds_run(path: Path) -> bool:
