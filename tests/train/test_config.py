@@ -160,6 +160,16 @@ def test_configs_and_recipes_import_without_torch() -> None:
     assert out.split() == ["33", "[]"]
 
 
+def test_the_torch_free_input_size_limit_is_the_models() -> None:
+    """The config checks --input-size without importing torch, so it keeps its own copy of the models' limit."""
+    from hyenapixel.models.metaformer import MIN_INPUT_SIZE
+    from hyenapixel.train import config
+
+    assert config.MIN_INPUT_SIZE == MIN_INPUT_SIZE
+    with pytest.raises(ConfigError, match=f"must be >= {MIN_INPUT_SIZE}"):
+        TrainConfig.from_dict({"input_size": MIN_INPUT_SIZE - 1})
+
+
 def test_shared_options_are_declared_once() -> None:
     """The data and device options of training and validation are the same fields (one help text, one check)."""
     train, val = config_fields(TrainConfig), config_fields(ValidateConfig)

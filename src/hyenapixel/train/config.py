@@ -50,7 +50,8 @@ DEFAULT_MODEL = "hpx_former_s4"
 DEFAULT_DIMS = (16, 32, 64, 128)
 DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 
-#: The smallest image side the models take: the MetaFormer stages downsample 32x in all.
+#: The smallest image side the models take: the MetaFormer stages downsample 32x in all. A torch-free copy of
+#: ``hyenapixel.models.metaformer.MIN_INPUT_SIZE`` (tests/train/test_config.py checks that they agree).
 MIN_INPUT_SIZE = 32
 
 #: Architecture overrides that belong to one model: when ``--model`` changes, they fall back to the new
