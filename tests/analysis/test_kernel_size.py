@@ -17,9 +17,11 @@ from hyenapixel.analysis.kernel_size import (
     learned_filter_sizes,
     truncated,
     truncation_curve,
+    truncation_stages,
 )
 from hyenapixel.analysis.sites import long_conv_sites
 from hyenapixel.cli.main import main
+from hyenapixel.errors import UserError
 from hyenapixel.models.weights import TRAIN_STATE_FORMAT
 
 TINY = dict(dims=(8, 8, 16, 16), num_classes=3, kernel_sizes=(15, 7, 3, 1))
@@ -105,6 +107,17 @@ def test_curve_matches_direct_evaluation():
     assert set(t.top1) == {1, 3} and all(len(v) == 3 for v in t.top1.values())
     assert t.top1[1][2] == t.baseline and t.top1[3][2] == t.baseline  # 2.0 >= 15/8 and 3/2: nothing removed
     assert t.kernel_coverage == {1: 15 / 8, 3: 3 / 2}
+
+
+def test_truncation_stages_are_the_long_convolution_stages():
+    hpx_a = timm.create_model("hpx_a_former_s4", dims=(8, 8, 16, 16))  # attention in stages 3 and 4
+    assert truncation_stages(hpx_a) == [0, 1] and truncation_stages(hpx_a, [1]) == [1]
+    with pytest.raises(UserError, match=r"^mine has no long-convolution mixer in stage 3 4 \(counted from 1\); its "
+                       r"long-convolution stages are 1 2$"):  # fmt: skip
+        truncation_stages(hpx_a, [0, 2, 3], "mine")
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)), batch_size=2)
+    with pytest.raises(UserError, match="in stage 4"):  # truncation_curve refuses before it evaluates anything
+        truncation_curve(hpx_a, loader, 32, stages=[3])
 
 
 def _fake_run(tmp_path, model):

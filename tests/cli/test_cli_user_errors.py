@@ -160,7 +160,7 @@ def test_sixteen_bit_images_keep_their_range(tmp_path: Path) -> None:
 def test_kernel_size_checks_every_model_and_folder_first(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = ["kernel-size", "--model", "hpx_former_s4", "--img-size", "64", "--output", str(tmp_path / "o")]
     code, text = _run([*base, "--model", "hb_former_s4", "--stages", "5"], capsys)
-    assert code == 2 and "--stages 5: hpx_former_s4 has no long-convolution mixer there" in text
+    assert code == 2 and "hpx_former_s4 has no long-convolution mixer in stage 5 (counted from 1)" in text
     assert "mean coverage" not in text  # refused before the first model was measured
     code, text = _run([*base, "--data", str(tmp_path / "no_such")], capsys)
     assert code == 2 and "data folder not found" in text

@@ -54,6 +54,7 @@ __all__ = [
     "truncated",
     "truncation_curve",
     "truncation_mask",
+    "truncation_stages",
 ]
 
 WINDOW_THRESHOLD = 0.05
@@ -296,6 +297,25 @@ class TruncationResult:
     kernel_coverage: dict[int, float]
 
 
+def truncation_stages(model: nn.Module, stages: Sequence[int] | None = None, name: str | None = None) -> list[int]:
+    """The 0-based stages :func:`truncation_curve` truncates: ``stages`` if the model has a long-convolution mixer
+    in each, by default every stage that has one.
+
+    Raises:
+        UserError: a stage without a HyenaPixel or Hyena mixer; the message counts stages from 1, as ``--stages``.
+    """
+    all_stages = sorted({s.stage for s in long_conv_sites(model, "kernel-size")})
+    if stages is None:
+        return all_stages
+    missing = [s + 1 for s in stages if s not in all_stages]
+    if missing:
+        raise UserError(
+            f"{name or model_name(model)} has no long-convolution mixer in stage {' '.join(map(str, missing))} "
+            f"(counted from 1); its long-convolution stages are {' '.join(str(s + 1) for s in all_stages)}"
+        )
+    return list(stages)
+
+
 def truncation_curve(
     model: nn.Module,
     loader: Iterable,
@@ -313,14 +333,7 @@ def truncation_curve(
     loader's images (it sets the feature-map sides).
     """
     sites = long_conv_sites(model, "kernel-size")
-    all_stages = sorted({s.stage for s in sites})
-    stages = all_stages if stages is None else list(stages)
-    missing = [s + 1 for s in stages if s not in all_stages]
-    if missing:
-        raise UserError(
-            f"{model_name(model)} has no HyenaPixel or Hyena mixer in stage(s) {missing}; "
-            f"its long-convolution stages are {[s + 1 for s in all_stages]}"
-        )
+    stages = truncation_stages(model, stages, name)
     fsizes = feature_sizes(model, sites, img_size)
     coverage = {}
     for st in stages:

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         learned_filter_sizes,
         plot_kernel_size,
         truncation_curve,
+        truncation_stages,
     )
-    from hyenapixel.analysis.sites import long_conv_sites
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
 
@@ -69,13 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir("kernel-size", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = build_models(args.models)
     for req, model in models:  # every model is checked before the first is measured
-        stages_here = sorted({s.stage for s in long_conv_sites(model, "kernel-size")})
-        missing = [s + 1 for s in stages or [] if s not in stages_here]
-        if missing:
-            raise UserError(
-                f"--stages {' '.join(map(str, missing))}: {req.label} has no long-convolution mixer there; its "
-                f"long-convolution stages are {' '.join(str(s + 1) for s in stages_here)}"
-            )
+        truncation_stages(model, stages, req.label)
     filter_sizes, truncations = [], []
     for req, model in models:
         evaluation = evaluation_data(
