@@ -21,7 +21,12 @@ Before timing, every path's output is compared with eager on the same input (pri
 interleaved round-robin over all paths of both models at one batch size (``benchmarks.common.interleaved_medians``,
 with an untimed ``--pause`` before each call so that one runtime's spinning worker threads do not slow down the
 next), so a change of machine load affects all alike; the table gives ms per image and ratios measured in the same
-run: runtime / eager of the same model, and hpx / convformer within each runtime.
+run: runtime / eager of the same model, and hpx / convformer within each runtime. Below it, the ratios computed
+round by round (the calls of one round run within seconds of each other): for each runtime, its time over eager's
+and the speed target's statistic, (hpx / convformer in the runtime) / (hpx / convformer in eager), which is at most
+1 where the runtime keeps hpx's cost relative to convformer no worse than eager does; each as the median over the
+rounds with a distribution-free 95 % interval (``benchmarks.common.median_interval``; ``--repeats 20`` or more
+gives a useful one).
 
 Run ``python -m benchmarks.bench_export`` from the repository root (about 20 min on 2 cores, most of it exporting
 and compiling); ``--quick`` is a smoke run on reduced models at 64 px.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +47,14 @@ import torch
 from torch import nn
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import interleaved_medians, machine_info, trained_like, write_json
+from benchmarks.common import (
+    interleaved_medians,
+    interleaved_times,
+    machine_info,
+    median_interval,
+    trained_like,
+    write_json,
+)
 from hyenapixel.export import FrozenConv1d, FrozenConv2d, freeze_long_convs, onnx_session, run_onnx, to_onnx
 from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
 
@@ -212,6 +225,47 @@ def format_table(res: dict, models: Sequence[str], batches: Sequence[int], runti
     return "\n".join(lines)
 
 
+def paired_ratios(
+    times: dict[str, list[float]], models: Sequence[str], runtimes: Sequence[str]
+) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
+    """Per model and runtime other than eager, two ratios computed round by round from ``times`` (keys
+    ``"model|runtime"``, one entry per round) and summarised by :func:`median_interval` (low, median, high):
+    ``vs_eager``, the runtime's time over the same model's eager time; ``vs_eager_ratio``, the model's time over the
+    reference's (the last model) in the runtime, divided by the same ratio in eager."""
+    ref = models[-1]
+    out: dict = {}
+    for m in models:
+        out[m] = {}
+        for r in runtimes:
+            if r == "eager":
+                continue
+            rounds = zip(times[f"{m}|{r}"], times[f"{m}|eager"], times[f"{ref}|{r}"], times[f"{ref}|eager"])
+            own, cross = zip(*[(t / e, (t / rt) / (e / re)) for t, e, rt, re in rounds])
+            out[m][r] = {"vs_eager": median_interval(own), "vs_eager_ratio": median_interval(cross)}
+    return out
+
+
+def format_paired(paired: dict, models: Sequence[str], batches: Sequence[int], runtimes: Sequence[str]) -> str:
+    """Markdown table of :func:`paired_ratios`: the median over the rounds [95 % interval of that median]."""
+    ref = models[-1]
+    lines = [
+        f"| model | batch | runtime | vs eager, per round | (vs {ref} in the runtime) / (vs {ref} in eager), "
+        "per round |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(low_med_high: Sequence[float]) -> str:
+        low, med, high = low_med_high
+        return f"{med:.3f} [{low:.3f}, {high:.3f}]"
+
+    for b in batches:
+        for m in models[:-1]:
+            for r in runtimes:
+                p = paired[str(b)][m][r]
+                lines.append(f"| {m} | {b} | {r} | {cell(p['vs_eager'])} | {cell(p['vs_eager_ratio'])} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="hpx_former_s18,convformer_s18", help="comma list; the last is the reference")
@@ -274,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     batches = [] if args.train_only else [int(b) for b in args.batches.split(",")]
     print(f"# {machine_info(args.threads)}; img {args.img}; compile backend {args.backend}", flush=True)
-    results: dict = {"check": {}, "time": {}}
+    results: dict = {"check": {}, "time": {}, "paired": {}}
     with tempfile.TemporaryDirectory() as workdir:
         fns = {}
         for name in models if batches else ():
@@ -291,8 +345,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for b in batches:
             x = torch.randn(b, 3, args.img, args.img)
             calls = {f"{m}|{r}": partial(fns[m][r], x) for m in models for r in args.runtimes}
-            medians = interleaved_medians(calls, args.warmup, args.repeats, pause=args.pause)
+            times = interleaved_times(calls, args.warmup, args.repeats, pause=args.pause)
+            medians = {k: statistics.median(v) for k, v in times.items()}
             results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in args.runtimes} for m in models}
+            results["paired"][str(b)] = paired_ratios(times, models, args.runtimes)
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
     if args.train_batch:
         results["train"] = bench_train(
@@ -301,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print()
     if batches:
         print(format_table(results["time"], models, batches, args.runtimes))
+        print()
+        print(format_paired(results["paired"], models, batches, args.runtimes[1:]))
     for name, r in results.get("train", {}).items():
         print(
             f"training step, batch {args.train_batch}: {name} eager {1e3 * r['eager']:.0f} ms, compiled "

@@ -5,6 +5,7 @@ inputs with known answers, the baseline mixer computes the same function as
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import mmap
@@ -22,7 +23,9 @@ from benchmarks.common import (
     check_equivalence,
     compare,
     interleaved_medians,
+    interleaved_times,
     markdown_table,
+    median_interval,
     ms,
     trained_like,
 )
@@ -72,6 +75,37 @@ def test_interleaved_medians_are_the_medians_of_the_timed_calls() -> None:
     res = interleaved_medians({"a": lambda: run("a"), "b": lambda: run("b")}, warmup=1, repeats=4, clock=clock)
     assert order == ["a", "b"] * 5  # round-robin, warmup round included
     assert res == {"a": 3.5, "b": 3.5}  # medians of [9, 1, 5, 2] and [3, 3, 30, 4]
+
+
+def test_interleaved_times_keep_every_round() -> None:
+    clock = FakeClock()
+    costs = {"a": [9.0, 1.0, 5.0], "b": [9.0, 3.0, 30.0]}
+    fns = {k: (lambda k=k: clock.spend(costs[k])) for k in costs}
+    assert interleaved_times(fns, warmup=1, repeats=2, clock=clock) == {"a": [1.0, 5.0], "b": [3.0, 30.0]}
+
+
+def _coverage(n: int, k: int) -> float:
+    """P(x(k) <= median <= x(n+1-k)) for n draws of a continuous distribution: the share of the 2^n equally likely
+    patterns of draws above (1) and below (0) the median with at least k of each."""
+    inside = sum(k <= sum(above) <= n - k for above in itertools.product((0, 1), repeat=n))
+    return inside / 2**n
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 9, 10, 14])
+def test_median_interval_is_the_widest_order_statistic_pair_that_covers(n: int) -> None:
+    values = [float(v) for v in range(n, 0, -1)]  # x(i) = i, given unsorted
+    low, med, high = median_interval(values, 0.95)
+    assert med == (n + 1) / 2
+    k = int(low)
+    assert high == n + 1 - k  # symmetric order statistics
+    if n < 6:
+        assert (low, high) == (1, n)  # too few values: the whole range
+    else:
+        assert _coverage(n, k) >= 0.95 > _coverage(n, k + 1)  # the narrowest interval with the coverage
+    if n == 9:
+        assert (low, high) == (2, 8) and _coverage(9, 2) == pytest.approx(492 / 512)  # 96.1 %
+    with pytest.raises(ValueError, match="at least one value"):
+        median_interval([])
 
 
 def test_compare_gives_ratios_against_the_named_baseline() -> None:

@@ -10,8 +10,10 @@ against a named baseline, measured in the same run::
     print(markdown_table(["variant", "ms", "vs reference"],
                          [[k, ms(t), f"{cmp.ratios[k]:.2f}"] for k, t in cmp.medians.items()]))
 
-* :mod:`benchmarks.common.timing`: :func:`interleaved_medians` (warmup rounds, then timed rounds round-robin over
-  the callables so that a change of machine load hits all alike; the median per callable), :func:`compare` (the
+* :mod:`benchmarks.common.timing`: :func:`interleaved_times` (warmup rounds, then timed rounds round-robin over
+  the callables so that a change of machine load hits all alike; every time, by round) and
+  :func:`interleaved_medians` (the median per callable), :func:`median_interval` (a median with its
+  distribution-free confidence interval, for per-round ratios), :func:`compare` (the
   same plus ratios against a named baseline, a :class:`Comparison`), ``CLOCKS`` (``wall``: elapsed time; ``cpu``:
   process CPU time, robust to other jobs when used with one thread; ``cuda``: elapsed time with a device
   synchronisation at both ends of each call).
@@ -37,7 +39,14 @@ from benchmarks.common.baseline import (
 )
 from benchmarks.common.memory import FIXED_MALLOC, PeakRSS, run_isolated
 from benchmarks.common.report import all_finite, code_version, machine_info, markdown_table, ms, write_json
-from benchmarks.common.timing import CLOCKS, Comparison, compare, interleaved_medians
+from benchmarks.common.timing import (
+    CLOCKS,
+    Comparison,
+    compare,
+    interleaved_medians,
+    interleaved_times,
+    median_interval,
+)
 from benchmarks.common.weights import trained_like
 
 __all__ = [
@@ -53,9 +62,11 @@ __all__ = [
     "code_version",
     "compare",
     "interleaved_medians",
+    "interleaved_times",
     "machine_info",
     "make_ours",
     "markdown_table",
+    "median_interval",
     "ms",
     "run_isolated",
     "set_cache_enabled",

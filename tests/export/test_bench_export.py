@@ -49,6 +49,29 @@ def test_table_ratios(bench: ModuleType) -> None:
     assert len(lines) == 2 + 10
 
 
+def test_paired_ratios_pair_the_calls_of_each_round(bench: ModuleType) -> None:
+    # six rounds; in round i the machine runs at speed 1 + i (every call of the round alike), which the per-round
+    # ratios cancel: a / ref is 2 in eager and 1.5 in onnxruntime in every round, a's onnxruntime / eager 0.375
+    slow = [1.0 + i for i in range(6)]
+    times = {
+        "a|eager": [0.4 * f for f in slow],
+        "a|onnxruntime": [0.15 * f for f in slow],
+        "ref|eager": [0.2 * f for f in slow],
+        "ref|onnxruntime": [0.1 * f for f in slow],
+    }
+    paired = bench.paired_ratios(times, ["a", "ref"], ["eager", "onnxruntime"])
+    assert set(paired["a"]) == {"onnxruntime"} and set(paired["ref"]) == {"onnxruntime"}
+    assert paired["a"]["onnxruntime"]["vs_eager"] == pytest.approx((0.375,) * 3)
+    assert paired["a"]["onnxruntime"]["vs_eager_ratio"] == pytest.approx((0.75,) * 3)  # 1.5 / 2
+    assert paired["ref"]["onnxruntime"]["vs_eager_ratio"] == pytest.approx((1.0,) * 3)
+    times["a|onnxruntime"][5] *= 10  # one disturbed call moves the interval's end, not the median
+    low, med, high = bench.paired_ratios(times, ["a", "ref"], ["eager", "onnxruntime"])["a"]["onnxruntime"]["vs_eager"]
+    assert low == pytest.approx(0.375) and med == pytest.approx(0.375) and high == pytest.approx(3.75)
+    table = bench.format_paired({"2": paired}, ["a", "ref"], [2], ["onnxruntime"]).splitlines()
+    assert table[2] == "| a | 2 | onnxruntime | 0.375 [0.375, 0.375] | 0.750 [0.750, 0.750] |"
+    assert len(table) == 3
+
+
 @pytest.mark.slow
 def test_quick_run(bench: ModuleType) -> None:
     threads = torch.get_num_threads()
@@ -62,5 +85,8 @@ def test_quick_run(bench: ModuleType) -> None:
     times = res["time"]
     assert set(times) == {"3"}
     assert all(math.isfinite(v) and v > 0 for b in times.values() for r in b.values() for v in r.values())
+    paired = res["paired"]["3"]["hpx_former_s18"]
+    assert set(paired) == {"onnxruntime", "onnxruntime_batched", "compile", "compile_unfrozen"}
+    assert paired["onnxruntime"]["vs_eager_ratio"] == pytest.approx((1.0,) * 3)  # the only model is the reference
     train = res["train"]["hpx_former_s18"]
     assert train["loss_diff"] <= 1e-4 and train["eager"] > 0 and train["compile"] > 0
