@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     batches = [] if args.train_only else [int(b) for b in args.batches.split(",")]
     print(f"# {machine_info(args.threads)}; img {args.img}; compile backend {args.backend}", flush=True)
-    results: dict = {"check": {}, "time": {}, "paired": {}}
+    results: dict = {"check": {}, "time": {}, "paired": {}, "rounds": {}}
     with tempfile.TemporaryDirectory() as workdir:
         fns = {}
         for name in models if batches else ():
@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             medians = {k: statistics.median(v) for k, v in times.items()}
             results["time"][str(b)] = {m: {r: medians[f"{m}|{r}"] for r in args.runtimes} for m in models}
             results["paired"][str(b)] = paired_ratios(times, models, args.runtimes)
+            results["rounds"][str(b)] = times  # seconds per call, round by round
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
     if args.train_batch:
         results["train"] = bench_train(
