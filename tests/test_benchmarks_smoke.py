@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import bench_eval_alternatives, bench_mixer, bench_onnx_mlp
+from benchmarks import bench_eval_alternatives, bench_mixer, bench_onnx_forms
 from benchmarks.common import (
     STAGES,
     PeakRSS,
@@ -225,12 +225,21 @@ def test_alternatives_benchmark_runs() -> None:
     assert all(math.isfinite(v) and v > 0 for v in res["4"].values())
 
 
-def test_onnx_mlp_forms_compute_the_model() -> None:
-    # the three exported MLP forms (folded, unfolded, 1x1 convolutions) against PyTorch eval of the same weights
+def test_onnx_forms_compute_the_model() -> None:
+    # every exported form against PyTorch eval of the same weights; the patched classes are restored afterwards
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    argv = ["--model", "hpx_former_s4", "--img", "64", "--batches", "2", "--conv1x1", "--warmup", "0", "--repeats", "1"]
-    res = bench_onnx_mlp.main(argv)
-    assert set(res["max_abs_diff"]) == {"folded", "unfolded", "conv1x1"}
+    from hyenapixel.export.frozen import FrozenHyenaPixelMixer
+    from hyenapixel.layers import Mlp
+
+    forward = Mlp.forward, FrozenHyenaPixelMixer.forward
+    others = [f for f in bench_onnx_forms.FORMS if f != "default"]
+    argv = ["--model", "hpx_former_s4", "--img", "64", "--batches", "2", "--warmup", "0", "--repeats", "2"]
+    res = bench_onnx_forms.main([*argv, "--forms", ",".join(others)])
+    assert set(res["max_abs_diff"]) == {"default", *others}
     assert all(d < 1e-4 for d in res["max_abs_diff"].values()), res["max_abs_diff"]
-    assert all(t > 0 for t in res["2"].values())
+    assert all(r["ms_per_image"] > 0 for r in res["2"].values())
+    assert res["2"]["default"]["vs_default"] == (1.0, 1.0, 1.0)
+    assert (Mlp.forward, FrozenHyenaPixelMixer.forward) == forward
+    with pytest.raises(SystemExit):
+        bench_onnx_forms.parse_args(["--forms", "unfolded,nope"])
