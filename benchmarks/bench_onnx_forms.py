@@ -3,28 +3,30 @@ against the default export round by round (docs/deploy.md, "Channel MLPs" and "S
 same function; they differ in the ONNX graph:
 
 * **default**: :func:`hyenapixel.export.to_onnx` as it is: the MLPs' StarReLU folded into their second layer
-  (:func:`hyenapixel.export.fold_star_relu`; ``MatMul``, ``Relu``, ``Pow``, ``MatMul``, ``Add``), the long
-  convolutions of maps of 28 x 28 pixels or more image by image in a ``Scan``;
-* **unfolded**: ``to_onnx(..., fold_mlps=False)``: the StarReLU's ``Mul`` and ``Add`` on the hidden map as well;
-* **conv1x1**: the folded MLP as two 1x1 convolutions on the NCHW view with the square as a product, so that
-  onnxruntime runs it in its blocked (NCHWc) layout with the ReLU fused into the first convolution;
-* **gemm2d**: the MLP on the map flattened to (pixels, channels), so that onnxruntime can fuse the first product
-  with its ReLU (``FusedGemm``) and the second with its bias (``Gemm``);
-* **square_product**: the squared ReLU as ``r * r`` instead of a ``Pow``;
+  (:func:`hyenapixel.export.fold_star_relu`), the folded MLPs as two 1x1 convolutions on the NCHW view
+  (:class:`hyenapixel.export.PointwiseConvMlp`: ``Conv``, ``Relu``, ``Mul``, ``Conv``, which onnxruntime runs in its
+  blocked layout with the ReLU fused), the long convolutions of maps of 28 x 28 pixels or more image by image in a
+  ``Scan``;
+* **unfolded**: ``to_onnx(..., fold_mlps=False)``: the StarReLU kept (``MatMul``, ``Relu``, ``Pow``, ``Mul``,
+  ``Add``, ``MatMul`` on the channels-last map);
+* **matmul_mlp**: the folded MLP as ``MatMul`` products of the channels-last map (``MatMul``, ``Relu``, ``Pow``,
+  ``MatMul``, ``Add``);
+* **gemm2d**: the folded MLP on the map flattened to (pixels, channels), so that onnxruntime can fuse the first
+  product with its ReLU (``FusedGemm``) and the second with its bias (``Gemm``);
 * **qk_first**: the HyenaPixel mixer's ``q * k`` before the change to channels-last (two transposes of the map
   instead of three);
 * **scan196**: ``to_onnx(..., per_image_min_pixels=196)``: the 14 x 14 maps of stage 3 in the ``Scan`` too.
 
-The forms other than the first two are tried alternatives that did not pay off (docs/deploy.md); they stay here so
-that the measurement can be rerun. ``gemm2d``, ``square_product`` and ``qk_first`` change a class of the model (or
-of the frozen mixer) while it is exported.
+The forms other than the first two are alternatives that did not pay off (docs/deploy.md); they stay here so that
+the measurement can be rerun. ``matmul_mlp``, ``gemm2d`` and ``qk_first`` replace a method of the exported MLP or
+frozen mixer class while the model is exported.
 
 The model gets :func:`benchmarks.common.trained_like` weights (onnxruntime removes the StarReLU's ``Mul`` by 1 and
 ``Add`` of 0 of the initial weights). Each form is compared with PyTorch eval on the same input (max |diff|
 printed), then all forms are timed interleaved (:func:`benchmarks.common.interleaved_times`, 0.2 s untimed pause
 before each call as in bench_export) at each batch size. The table gives each form's median time and its time over
 the default's, divided round by round: the median over the rounds with a distribution-free 95 % interval
-(:func:`benchmarks.common.median_interval`). Run ``python -m benchmarks.bench_onnx_forms --forms unfolded,scan196``
+(:func:`benchmarks.common.median_interval`). Run ``python -m benchmarks.bench_onnx_forms --forms unfolded,matmul_mlp``
 from the repository root (about 15 s of export per form and 2 min of timing at the defaults on 2 cores).
 """
 
@@ -44,20 +46,9 @@ import torch.nn.functional as F
 
 import hyenapixel  # noqa: F401 - registers the models in timm
 from benchmarks.common import interleaved_times, machine_info, markdown_table, median_interval, trained_like
-from hyenapixel.export import onnx_session, run_onnx, to_onnx
+from hyenapixel.export import PointwiseConvMlp, onnx_session, run_onnx, to_onnx
 from hyenapixel.export.frozen import FrozenHyenaPixelMixer
 from hyenapixel.layers import Mlp
-from hyenapixel.layers.activations import SquaredReLU
-
-
-def conv1x1_mlp(self: Mlp, x: torch.Tensor) -> torch.Tensor:
-    """A folded channel MLP (``act`` a squared ReLU) as two 1x1 convolutions on the NCHW view of the map.
-
-    Shape:
-        (B, H, W, C) -> (B, H, W, C)
-    """
-    h = F.relu(F.conv2d(x.permute(0, 3, 1, 2), self.fc1.weight[:, :, None, None], self.fc1.bias))
-    return F.conv2d(h * h, self.fc2.weight[:, :, None, None], self.fc2.bias).permute(0, 2, 3, 1)
 
 
 def gemm2d_mlp(self: Mlp, x: torch.Tensor) -> torch.Tensor:
@@ -69,12 +60,6 @@ def gemm2d_mlp(self: Mlp, x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
     h = self.act(F.linear(x.reshape(-1, shape[-1]), self.fc1.weight, self.fc1.bias))
     return F.linear(h, self.fc2.weight, self.fc2.bias).reshape(shape[:-1] + (-1,))
-
-
-def square_product(self: SquaredReLU, x: torch.Tensor) -> torch.Tensor:
-    """``relu(x) ** 2`` as a product. Shape: any -> same"""
-    r = torch.relu(x)
-    return r * r
 
 
 def qk_first(self: FrozenHyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
@@ -111,9 +96,8 @@ class Form:
 FORMS: dict[str, Form] = {
     "default": Form(),
     "unfolded": Form(kwargs={"fold_mlps": False}),
-    "conv1x1": Form(((Mlp, "forward", conv1x1_mlp),)),
-    "gemm2d": Form(((Mlp, "forward", gemm2d_mlp),)),
-    "square_product": Form(((SquaredReLU, "forward", square_product),)),
+    "matmul_mlp": Form(((PointwiseConvMlp, "forward", Mlp.forward),)),
+    "gemm2d": Form(((PointwiseConvMlp, "forward", gemm2d_mlp),)),
     "qk_first": Form(((FrozenHyenaPixelMixer, "forward", qk_first),)),
     "scan196": Form(kwargs={"per_image_min_pixels": 196}),
 }
@@ -126,7 +110,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", default="16,1", help="comma list of batch sizes")
     others = [f for f in FORMS if f != "default"]
     p.add_argument(
-        "--forms", default="unfolded", help=f"comma list out of {','.join(others)} (the default is always timed)"
+        "--forms",
+        default="unfolded,matmul_mlp",
+        help=f"comma list out of {','.join(others)} (the default is always timed)",
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)

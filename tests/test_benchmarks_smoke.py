@@ -229,10 +229,9 @@ def test_onnx_forms_compute_the_model() -> None:
     # every exported form against PyTorch eval of the same weights; the patched classes are restored afterwards
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from hyenapixel.export.frozen import FrozenHyenaPixelMixer
-    from hyenapixel.layers import Mlp
+    from hyenapixel.export import FrozenHyenaPixelMixer, PointwiseConvMlp
 
-    forward = Mlp.forward, FrozenHyenaPixelMixer.forward
+    forward = PointwiseConvMlp.forward, FrozenHyenaPixelMixer.forward
     others = [f for f in bench_onnx_forms.FORMS if f != "default"]
     argv = ["--model", "hpx_former_s4", "--img", "64", "--batches", "2", "--warmup", "0", "--repeats", "2"]
     res = bench_onnx_forms.main([*argv, "--forms", ",".join(others)])
@@ -240,6 +239,6 @@ def test_onnx_forms_compute_the_model() -> None:
     assert all(d < 1e-4 for d in res["max_abs_diff"].values()), res["max_abs_diff"]
     assert all(r["ms_per_image"] > 0 for r in res["2"].values())
     assert res["2"]["default"]["vs_default"] == (1.0, 1.0, 1.0)
-    assert (Mlp.forward, FrozenHyenaPixelMixer.forward) == forward
+    assert (PointwiseConvMlp.forward, FrozenHyenaPixelMixer.forward) == forward
     with pytest.raises(SystemExit):
         bench_onnx_forms.parse_args(["--forms", "unfolded,nope"])

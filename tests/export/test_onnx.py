@@ -19,8 +19,10 @@ from hyenapixel.export import (
     FrozenConv2d,
     FrozenDirectConv2d,
     PerImage,
+    PointwiseConvMlp,
     fold_star_relu,
     freeze_long_convs,
+    mlps_as_convolutions,
     onnx_session,
     projection_branches,
     run_onnx,
@@ -324,6 +326,38 @@ def test_star_relu_folded_into_the_mlp() -> None:
     state = {k: v.clone() for k, v in other.state_dict().items()}
     fold_star_relu(other)
     assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+
+
+def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
+    torch.manual_seed(0)
+    mlp = Mlp(12, mlp_ratio=3.0).eval()
+    with torch.no_grad():
+        mlp.act.scale.fill_(1.7)
+        mlp.act.bias.fill_(-0.3)
+    fold_star_relu(mlp)
+    conv = copy.deepcopy(mlp)
+    others = nn.ModuleList([Mlp(12), Mlp(12, act_layer=nn.GELU)])  # StarReLU and GELU MLPs stay as they are
+    assert mlps_as_convolutions(nn.ModuleList([conv, others])) == 1
+    assert type(conv) is PointwiseConvMlp and all(type(m) is Mlp for m in others)
+    x = torch.randn(2, 5, 4, 12)
+    with torch.no_grad():
+        assert (conv(x) - mlp(x)).abs().max().item() < 1e-5
+        seq = torch.randn(2, 7, 12)  # not a map: the linear layers as they are
+        assert torch.equal(conv(seq), mlp(seq))
+    assert conv.state_dict().keys() == mlp.state_dict().keys()
+
+
+def test_onnx_graph_runs_the_mlps_as_convolutions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
+    mlp_ops: dict[str, list[str]] = {}
+    for fold in (True, False):
+        graph = onnx.load(str(to_onnx(model, tmp_path / f"{fold}.onnx", 64, fold_mlps=fold))).graph
+        scopes = [({p.key: p.value for p in n.metadata_props}.get("pkg.torch.onnx.name_scopes", ""), n.op_type)
+                  for n in graph.node]  # fmt: skip
+        mlp_ops[str(fold)] = [op for scope, op in scopes if "mlp" in scope and "head" not in scope]
+    assert mlp_ops["True"].count("Conv") == 2 * 4 and "MatMul" not in mlp_ops["True"]  # fc1 and fc2 of 4 blocks
+    assert "Conv" not in mlp_ops["False"] and mlp_ops["False"].count("MatMul") == 2 * 4  # unfolded: as it was
 
 
 def test_frozen_copy_folds_every_mlp(reduced_models, fixtures_dir) -> None:
