@@ -306,14 +306,20 @@ def test_session_records_a_profile_only_when_asked(tmp_path: Path) -> None:
     assert any(e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "MatMul" for e in events)
 
 
-def test_star_relu_folded_into_the_mlp() -> None:
-    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with s, b away from their initial 1, 0 and a
-    # bias on fc2 to keep; an MLP with another activation is left alone
+def _trained_mlp() -> Mlp:
+    """A StarReLU MLP (12 channels, 36 hidden) with its scale and shift away from their initial 1 and 0."""
     torch.manual_seed(0)
     mlp = Mlp(12, mlp_ratio=3.0).eval()
     with torch.no_grad():
         mlp.act.scale.fill_(1.7)
         mlp.act.bias.fill_(-0.3)
+    return mlp
+
+
+def test_star_relu_folded_into_the_mlp() -> None:
+    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with a bias on fc2 to keep; an MLP with another
+    # activation is left alone
+    mlp = _trained_mlp()
     mlp.fc2.bias = nn.Parameter(torch.randn(12))
     x = torch.randn(2, 5, 4, 12)
     want = mlp(x).detach()
@@ -329,11 +335,7 @@ def test_star_relu_folded_into_the_mlp() -> None:
 
 
 def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
-    torch.manual_seed(0)
-    mlp = Mlp(12, mlp_ratio=3.0).eval()
-    with torch.no_grad():
-        mlp.act.scale.fill_(1.7)
-        mlp.act.bias.fill_(-0.3)
+    mlp = _trained_mlp()
     fold_star_relu(mlp)
     conv = copy.deepcopy(mlp)
     others = nn.ModuleList([Mlp(12), Mlp(12, act_layer=nn.GELU)])  # StarReLU and GELU MLPs stay as they are
