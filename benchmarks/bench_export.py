@@ -50,6 +50,7 @@ import hyenapixel  # noqa: F401 - registers the models in timm
 from benchmarks.common import (
     interleaved_medians,
     interleaved_times,
+    interval,
     machine_info,
     median_interval,
     trained_like,
@@ -254,15 +255,11 @@ def format_paired(paired: dict, models: Sequence[str], batches: Sequence[int], r
         "|---|---|---|---|---|",
     ]
 
-    def cell(low_med_high: Sequence[float]) -> str:
-        low, med, high = low_med_high
-        return f"{med:.3f} [{low:.3f}, {high:.3f}]"
-
     for b in batches:
         for m in models[:-1]:
             for r in runtimes:
                 p = paired[str(b)][m][r]
-                lines.append(f"| {m} | {b} | {r} | {cell(p['vs_eager'])} | {cell(p['vs_eager_ratio'])} |")
+                lines.append(f"| {m} | {b} | {r} | {interval(p['vs_eager'])} | {interval(p['vs_eager_ratio'])} |")
     return "\n".join(lines)
 
 

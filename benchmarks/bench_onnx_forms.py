@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 import hyenapixel  # noqa: F401 - registers the models in timm
-from benchmarks.common import interleaved_times, machine_info, markdown_table, median_interval, trained_like
+from benchmarks.common import interleaved_times, interval, machine_info, markdown_table, median_interval, trained_like
 from hyenapixel.export import PointwiseConvMlp, onnx_session, run_onnx, to_onnx
 from hyenapixel.export.frozen import FrozenHyenaPixelMixer
 from hyenapixel.layers import Mlp
@@ -157,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for k, t in times.items():
                 ratio = median_interval([a / d for a, d in zip(t, times["default"])])
                 out[k] = {"ms_per_image": 1e3 * statistics.median(t) / b, "vs_default": ratio}
-                low, med, high = ratio
-                rows.append([b, k, f"{out[k]['ms_per_image']:.1f}", f"{med:.3f} [{low:.3f}, {high:.3f}]"])
+                rows.append([b, k, f"{out[k]['ms_per_image']:.1f}", interval(ratio)])
             print(f"# batch {b} done, {machine_info(args.threads)}", flush=True)
     print(markdown_table(["batch", "form", "ms / image", "vs default, per round [95 % interval]"], rows))
     return results

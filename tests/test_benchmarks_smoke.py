@@ -24,6 +24,7 @@ from benchmarks.common import (
     compare,
     interleaved_medians,
     interleaved_times,
+    interval,
     markdown_table,
     median_interval,
     ms,
@@ -121,6 +122,7 @@ def test_compare_gives_ratios_against_the_named_baseline() -> None:
 def test_report_helpers() -> None:
     assert markdown_table(["a", "b"], [[1, "x"], [2.5, "-"]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | - |"
     assert ms(0.01234) == "12.3"
+    assert interval((0.9131, 0.95449, 0.98)) == "0.954 [0.913, 0.980]"
     assert all_finite({"a": [1.0, (2.0, 3)], "b": "text"})
     assert not all_finite({"a": {"b": [1.0, math.nan]}})
 

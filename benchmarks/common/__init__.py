@@ -21,8 +21,9 @@ against a named baseline, measured in the same run::
   RSS at its start, from ``/proc/self/status`` after resetting the kernel's peak counter) and :func:`run_isolated`
   (runs ``python -m <module> <args>`` in a fresh process with glibc's mmap threshold fixed, so the peak RSS follows
   the peak of live tensors, and returns the JSON object the process printed last).
-* :mod:`benchmarks.common.report`: :func:`markdown_table`, :func:`ms`, :func:`machine_info` (code version, torch,
-  threads, load average), :func:`all_finite`, :func:`write_json`.
+* :mod:`benchmarks.common.report`: :func:`markdown_table`, :func:`ms`, :func:`interval` (a median with its
+  interval as text), :func:`machine_info` (code version, torch, threads, load average), :func:`all_finite`,
+  :func:`write_json`.
 * :mod:`benchmarks.common.weights`: :func:`trained_like` (every parameter moved off its initial constant, so that
   exported graphs keep the scale and shift operators of trained weights).
 * :mod:`benchmarks.common.baseline`: the S18 stage shapes (:data:`STAGES`, from :mod:`hyenapixel.models.families`)
@@ -38,7 +39,15 @@ from benchmarks.common.baseline import (
     set_cache_enabled,
 )
 from benchmarks.common.memory import FIXED_MALLOC, PeakRSS, run_isolated
-from benchmarks.common.report import all_finite, code_version, machine_info, markdown_table, ms, write_json
+from benchmarks.common.report import (
+    all_finite,
+    code_version,
+    interval,
+    machine_info,
+    markdown_table,
+    ms,
+    write_json,
+)
 from benchmarks.common.timing import (
     CLOCKS,
     Comparison,
@@ -63,6 +72,7 @@ __all__ = [
     "compare",
     "interleaved_medians",
     "interleaved_times",
+    "interval",
     "machine_info",
     "make_ours",
     "markdown_table",

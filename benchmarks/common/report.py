@@ -21,6 +21,13 @@ def ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
 
 
+def interval(low_med_high: Sequence[float]) -> str:
+    """A median with its interval, as :func:`benchmarks.common.median_interval` returns them (low, median, high), as
+    text: ``"0.954 [0.913, 0.980]"``."""
+    low, med, high = low_med_high
+    return f"{med:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A markdown table: one header row, the separator, then one line per row (cells formatted with ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
