@@ -18,7 +18,6 @@ import argparse
 import difflib
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -89,7 +88,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
+    from hyenapixel.train.launch import torchrun_env
+
+    rank = torchrun_env().rank
     logger = logging.getLogger("hyenapixel")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()

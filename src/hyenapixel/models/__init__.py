@@ -1,6 +1,7 @@
 """MetaFormer models with HyenaPixel / Hyena token mixers, registered in timm (paper Sections 3 and 4)."""
 
 from hyenapixel.models.convert import checkpoint_filter_fn, rename_official_key, unwrap_state_dict
+from hyenapixel.models.evaluation import EvalMetrics, evaluate, predict, topk_from_probs
 from hyenapixel.models.families import (
     B_DIMS,
     FAMILIES,
@@ -39,6 +40,7 @@ __all__ = [
     "S_DIMS",
     "TRAIN_SEQ_LENS",
     "Checkpoint",
+    "EvalMetrics",
     "MetaFormer",
     "MetaFormerBlock",
     "MetaFormerStage",
@@ -46,6 +48,7 @@ __all__ = [
     "WeightsError",
     "c_hpx_layout",
     "checkpoint_filter_fn",
+    "evaluate",
     "hb_a_layout",
     "hb_layout",
     "hb_mixer",
@@ -54,9 +57,11 @@ __all__ = [
     "hpx_mixer",
     "load_checkpoint_into",
     "load_model",
+    "predict",
     "read_checkpoint",
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "topk_from_probs",
     "unwrap_state_dict",
 ]

@@ -2,7 +2,7 @@
 
 Resolves input size, normalisation and crop from the model's pretrained cfg (paper Section 4.1 evaluates at the
 model's own settings), checks names and presets of the built-in datasets, and wraps datasets for the
-``--skip-corrupt`` count. Used by :mod:`hyenapixel.train.run` and :mod:`hyenapixel.train.validate`.
+``--skip-corrupt`` count. Used by :mod:`hyenapixel.train.build` and :mod:`hyenapixel.train.validate`.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ class Progress:
         self.clock = clock
         self.t0 = clock()
         self.images = 0
+        self.shown: dict[str, str] = {}  # what the bar's postfix (or the log line) shows after the latest step
         self._bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -102,9 +103,12 @@ class Progress:
         if self._bar is not None:
             if self.run_remaining_steps is not None:
                 shown["run eta"] = eta_text
+            self.shown = shown
             self._bar.set_postfix(shown, refresh=False)
             self._bar.update(1)
-        elif self.n % self.log_interval == 0 or self.n == self.total:
+            return
+        self.shown = {**shown, "eta": eta_text}
+        if self.n % self.log_interval == 0 or self.n == self.total:
             parts = " ".join(f"{k} {v}" for k, v in shown.items())
             log.info("%s [%d/%d] %s eta %s", self.desc, self.n, self.total, parts, eta_text)
 

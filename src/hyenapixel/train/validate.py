@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from hyenapixel.models import load_model, read_checkpoint
+from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
+from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
-from hyenapixel.train.distributed import DistInfo, resolve_device
+from hyenapixel.train.distributed import resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
-from hyenapixel.train.loop import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
-from hyenapixel.train.model import check_model_name
+from hyenapixel.train.loop import amp_dtype_for
 from hyenapixel.train.progress import Progress, progress_mode
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
@@ -137,7 +138,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
     members = []
     for name, path in zip(names, checkpoints):
         if name is not None:
-            check_model_name(name)
+            check_model_flag(name)
         if path is None:
             assert name is not None  # ValidateConfig requires --model with --pretrained
             model = load_model(name, pretrained=True)
@@ -306,8 +307,7 @@ def evaluate_crop(
         progress = Progress(len(loader), label, mode, log_interval=max(len(loader) // 5, 1))
         try:
             if len(members) == 1:
-                info = DistInfo(device=device)
-                metrics = evaluate(m.model, loader, info=info, amp_dtype=amp_dtype, progress=progress)
+                metrics = evaluate(m.model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
             else:
                 probs, targets = predict(m.model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
                 metrics = topk_from_probs(probs, targets)
