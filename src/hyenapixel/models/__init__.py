@@ -23,6 +23,16 @@ from hyenapixel.models.families import (
     hpx_layout,
     hpx_mixer,
 )
+from hyenapixel.models.introspect import (
+    LONG_CONV_MIXERS,
+    data_config,
+    default_input_size,
+    input_channels,
+    input_side,
+    model_name,
+    module_inputs,
+    stage_sizes,
+)
 from hyenapixel.models.metaformer import MetaFormer, MetaFormerBlock, MetaFormerStage
 from hyenapixel.models.resample import load_checkpoint_into, resample_hyenapixel_filters
 from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint, read_weights
@@ -33,6 +43,7 @@ __all__ = [
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
     "KERNEL_SIZES",
+    "LONG_CONV_MIXERS",
     "MIXER_NORM",
     "OFFICIAL_WEIGHTS",
     "REGISTERED_MODELS",
@@ -48,6 +59,8 @@ __all__ = [
     "WeightsError",
     "c_hpx_layout",
     "checkpoint_filter_fn",
+    "data_config",
+    "default_input_size",
     "evaluate",
     "hb_a_layout",
     "hb_layout",
@@ -55,13 +68,18 @@ __all__ = [
     "hpx_a_layout",
     "hpx_layout",
     "hpx_mixer",
+    "input_channels",
+    "input_side",
     "load_checkpoint_into",
     "load_model",
+    "model_name",
+    "module_inputs",
     "predict",
     "read_checkpoint",
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "stage_sizes",
     "topk_from_probs",
     "unwrap_state_dict",
 ]
