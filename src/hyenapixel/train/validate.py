@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.models import load_model, read_checkpoint
+from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
 from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
-from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
+from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
 from hyenapixel.train.loop import amp_dtype_for
@@ -124,13 +124,6 @@ class ValidationResult:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _input_side(value: Any) -> int | None:
-    """Image side from a stored ``input_size`` ((C, H, W), or a side length in older files)."""
-    if value is None:
-        return None
-    return int(value) if isinstance(value, int) else int(list(value)[-1])
-
-
 def load_members(cfg: ValidateConfig) -> list[Member]:
     """Build every ``--model`` / ``--checkpoint`` pair through :func:`hyenapixel.models.load_model` (CPU, eval)."""
     checkpoints: list[str | None] = list(cfg.checkpoint) if not cfg.pretrained else [None] * len(cfg.model)
@@ -155,7 +148,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
                 model=model,
                 run_config=ck.meta.get("config") or {},
                 num_classes=ck.meta.get("num_classes") or getattr(model, "num_classes", None),
-                input_size=_input_side(ck.meta.get("input_size")),
+                input_size=input_side(ck.meta.get("input_size")),
             )
         )
     return members
@@ -231,7 +224,7 @@ class ValidationSets:
         mean = tuple(res["mean"]) if res.get("mean") else None  # the run's normalisation, else the model's
         std = tuple(res["std"]) if res.get("std") else None
         if crop is None:
-            crop = res.get("crop_pct") or model_data_defaults(member.name)["crop_pct"]
+            crop = res.get("crop_pct") or data_config(member.name)["crop_pct"]
         key = (size, crop, mean, std, self.cfg.interpolation)
         if key not in self._cache:
             data = build_data(
