@@ -15,6 +15,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -233,6 +234,7 @@ class Components:
             seed=self.cfg.run.seed * 100_003 + epoch,
         )
 
+    @cached_property
     def record(self) -> dict[str, Any]:
         """The resolved config plus the derived values (``resolved``), as saved in config.yaml and checkpoints."""
         record = self.cfg.to_dict()

@@ -76,7 +76,6 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             batching = resolve_batching(cfg, info.world_size)
             out_dir, resume_path = place_run(cfg, info)
             parts = build(cfg, info, batching, out_dir)
-            record = parts.record()
             state = RunState.restore(parts, resume_path) if resume_path else RunState()
             if resume_path and state.epoch >= cfg.sched.epochs and state.batch == 0:
                 summary = _already_complete(parts, state)
@@ -85,7 +84,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             folder = (
                 RunFolder(
                     out_dir,
-                    record,
+                    parts.record,
                     banner(parts),
                     replace=cfg.run.overwrite and resume_path is None,
                     resumed_epoch=state.epoch if resume_path else None,
@@ -96,7 +95,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             )
             with folder or contextlib.nullcontext():
                 try:
-                    _train(parts, state, record, folder, stop)
+                    _train(parts, state, folder, stop)
                 except KeyboardInterrupt:
                     newest = folder.newest_checkpoint() if folder else None
                     raise RunInterrupted(out_dir, newest, parts.schedule.num_updates) from None
@@ -113,7 +112,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         cleanup_distributed()
 
 
-def _train(parts: Components, state: RunState, record: dict[str, Any], folder: RunFolder | None, stop: StopRequest):
+def _train(parts: Components, state: RunState, folder: RunFolder | None, stop: StopRequest) -> None:
     """Every remaining epoch: train, evaluate (model and EMA), checkpoint and log on rank 0."""
     cfg, info = parts.cfg, parts.info
     val_loader = make_loader(
@@ -138,7 +137,7 @@ def _train(parts: Components, state: RunState, record: dict[str, Any], folder: R
     )
     while state.epoch < cfg.sched.epochs:
         epoch, t0 = state.epoch, time.time()
-        train = _train_epoch(parts, state, sampler, _after_step(parts, state, record, folder, stop))
+        train = _train_epoch(parts, state, sampler, _after_step(parts, state, folder, stop))
         train_time = time.time() - t0
         val = evaluate(parts.model, val_loader, **evaluate_kw)
         ema = evaluate(parts.ema.module, val_loader, **evaluate_kw) if parts.ema is not None else None
@@ -162,7 +161,7 @@ def _train(parts: Components, state: RunState, record: dict[str, Any], folder: R
             images_per_s=round(train.images / max(train_time, 1e-9), 1),
         )
         state.epoch, state.batch = epoch + 1, 0
-        checkpoint = state.checkpoint(parts, record)
+        checkpoint = state.checkpoint(parts)
         if folder is not None:
             keep = bool(cfg.run.checkpoint_every) and state.epoch % cfg.run.checkpoint_every == 0
             folder.save_epoch(checkpoint, dataclasses.asdict(metrics), is_best=is_best, keep=keep)
@@ -222,7 +221,7 @@ def _train_epoch(
 
 
 def _after_step(
-    parts: Components, state: RunState, record: dict[str, Any], folder: RunFolder | None, stop: StopRequest
+    parts: Components, state: RunState, folder: RunFolder | None, stop: StopRequest
 ) -> Callable[[int], None]:
     """After every optimizer step: optional replica check, mid-epoch checkpoint, and the stop on SIGTERM."""
     run = parts.cfg.run
@@ -235,7 +234,7 @@ def _after_step(
         stopping = any_rank(stop.requested, parts.info)
         every = run.checkpoint_every_steps
         if stopping or (every and step % every == 0 and batch_done < parts.num_batches):
-            checkpoint = state.checkpoint(parts, record)
+            checkpoint = state.checkpoint(parts)
             if folder is not None:
                 folder.save_step(checkpoint)
         if stopping:

@@ -80,8 +80,8 @@ class RunState:
     rng: dict[str, Any] | None = None
     resumed_from: Path | None = None
 
-    def checkpoint(self, parts: Components, config: dict[str, Any]) -> dict[str, Any]:
-        """The training state at this position (collective: call on all ranks); ``config`` is the run's record.
+    def checkpoint(self, parts: Components) -> dict[str, Any]:
+        """The training state at this position (collective: call on all ranks).
 
         Raises NonFiniteLossError instead if a weight is NaN or infinite, so that no such state is ever saved.
         """
@@ -106,7 +106,7 @@ class RunState:
             "accum_steps": parts.batching.accum_steps,
             "best": {"top1": self.best.top1, "epoch": self.best.epoch},
             "rng": _gather_rng(parts.info),
-            "config": config,
+            "config": parts.record,
             "model_spec": parts.spec,
             "class_names": list(s.classes),
             "num_classes": s.num_classes,
