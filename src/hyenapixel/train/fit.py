@@ -81,35 +81,44 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 summary = _already_complete(parts, state)
                 if summary is not None:
                     return summary
-            folder = (
-                RunFolder(
-                    out_dir,
-                    parts.record,
-                    banner(parts),
-                    replace=cfg.run.overwrite and resume_path is None,
-                    resumed_epoch=state.epoch if resume_path else None,
-                    ema=parts.ema is not None,
-                )
-                if info.is_main
-                else None
-            )
+            folder = _open_folder(parts, state)
             with folder or contextlib.nullcontext():
                 try:
                     _train(parts, state, folder, stop)
                 except KeyboardInterrupt:
                     newest = folder.newest_checkpoint() if folder else None
                     raise RunInterrupted(out_dir, newest, parts.schedule.num_updates) from None
-                corrupt = _skipped_files(parts)
-                title, chance = f"{cfg.model.model} on {parts.settings.dataset}", 100.0 / parts.settings.num_classes
-                curves = folder.draw_curves(title, chance) if folder else None
-                wall = time.time() - t_start
-                summary = summarize(parts, state, wall_time_s=wall, corrupt=len(corrupt), curves=curves)
-                if folder:
-                    _warn_corrupt(corrupt)
-                    folder.write_summary(summary)
-            return summary
+                return _finish(parts, state, folder, time.time() - t_start)
     finally:
         cleanup_distributed()
+
+
+def _open_folder(parts: Components, state: RunState) -> RunFolder | None:
+    """Rank 0's run folder: a fresh run with --overwrite first removes the old run's files, a resumed one keeps
+    the rows of metrics.csv up to its epoch. None on the other ranks."""
+    if not parts.info.is_main:
+        return None
+    resumed = state.resumed_from is not None
+    return RunFolder(
+        parts.out_dir,
+        parts.record,
+        banner(parts),
+        replace=parts.cfg.run.overwrite and not resumed,
+        resumed_epoch=state.epoch if resumed else None,
+        ema=parts.ema is not None,
+    )
+
+
+def _finish(parts: Components, state: RunState, folder: RunFolder | None, wall_time_s: float) -> dict[str, Any]:
+    """The summary of the finished run; rank 0 draws curves.png and writes summary.json and the log's last block."""
+    corrupt = _skipped_files(parts)
+    s = parts.settings
+    curves = folder.draw_curves(f"{parts.cfg.model.model} on {s.dataset}", 100.0 / s.num_classes) if folder else None
+    summary = summarize(parts, state, wall_time_s=wall_time_s, corrupt=len(corrupt), curves=curves)
+    if folder:
+        _warn_corrupt(corrupt)
+        folder.write_summary(summary)
+    return summary
 
 
 def _train(parts: Components, state: RunState, folder: RunFolder | None, stop: StopRequest) -> None:
