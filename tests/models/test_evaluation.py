@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from hyenapixel.errors import UserError
 from hyenapixel.models import evaluate, predict, topk_from_probs
 from hyenapixel.models.evaluation import format_accuracy
 
@@ -61,6 +62,13 @@ def test_evaluate_uses_the_models_device_and_restores_its_mode() -> None:
         model.weight.copy_(torch.eye(6))
     got = evaluate(model, LOADER)
     assert model.training and got.top1 == pytest.approx(100 / 3)
+
+
+def test_an_empty_loader_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="the evaluation data is empty"):
+        evaluate(nn.Identity(), [])
+    with pytest.raises(UserError, match="the evaluation data is empty"):
+        predict(nn.Identity(), [])
 
 
 def test_predict_and_topk_from_probs_agree_with_the_hand_count() -> None:

@@ -15,6 +15,8 @@ import torch
 from timm.utils import accuracy
 from torch import nn
 
+from hyenapixel.errors import UserError
+
 __all__ = [
     "TOP5_MIN_CLASSES",
     "EvalMetrics",
@@ -30,6 +32,8 @@ __all__ = [
 #: Top-5 accuracy is reported for models with at least this many classes (with five or fewer every image is in
 #: the top five, so it would always be 100 %).
 TOP5_MIN_CLASSES = 6
+
+EMPTY = "the evaluation data is empty: there is no image to evaluate"
 
 
 class ProgressLike(Protocol):
@@ -120,6 +124,9 @@ def evaluate(
     Returns:
         :class:`EvalMetrics`; ``top5`` is None for models with at most five classes.
 
+    Raises:
+        UserError: the loader (all processes' loaders together) yielded no image.
+
     Shape:
         images: (B, C, H, W) -> logits (B, num_classes); targets: (B,) class indices.
     """
@@ -152,7 +159,8 @@ def evaluate(
     if reduce is not None:
         reduce(totals)
     loss_sum, hits1, hits5, count, scored5 = totals.tolist()
-    count = max(count, 1.0)
+    if not count:
+        raise UserError(EMPTY)
     top5 = 100.0 * round(hits5) / count if scored5 else None
     return EvalMetrics(100.0 * round(hits1) / count, top5, int(count), loss_sum / count)
 
@@ -182,6 +190,8 @@ def predict(
             labels.append(targets.cpu())
             if progress is not None:
                 progress.update(targets.shape[0])
+    if not labels:
+        raise UserError(EMPTY)
     return torch.cat(probs), torch.cat(labels)
 
 
