@@ -22,6 +22,7 @@ from hyenapixel.models.families import (
     hpx_layout,
     hpx_mixer,
 )
+from hyenapixel.models.hub import HUB_FOLDER_FILES, save_hub_folder
 from hyenapixel.models.introspect import (
     LONG_CONV_MIXERS,
     data_config,
@@ -41,6 +42,7 @@ __all__ = [
     "FAMILIES",
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
+    "HUB_FOLDER_FILES",
     "KERNEL_SIZES",
     "LONG_CONV_MIXERS",
     "MIXER_NORM",
@@ -75,6 +77,7 @@ __all__ = [
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "save_hub_folder",
     "stage_sizes",
     "unwrap_state_dict",
 ]
