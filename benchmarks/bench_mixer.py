@@ -135,13 +135,8 @@ def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
     """GFLOP/s of an ``n x n x n`` fp32 matmul (median of ``repeats``): the practical GEMM rate the projections are
     compared with."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    seconds = interleaved_medians({"matmul": lambda: a @ b}, 1, repeats)["matmul"]
+    return 2 * n**3 / seconds / 1e9
 
 
 # ---- whole models ----

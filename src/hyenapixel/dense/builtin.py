@@ -153,12 +153,21 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
 
 
 def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
-    """Train and evaluate as configured, write the run folder, return the summary."""
+    """Train and evaluate as configured, write the run folder, return the summary. Torch runs on ``cfg.threads``
+    intra-op threads during the run; the process's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DenseRunConfig) -> dict[str, Any]:
     import yaml
 
     out = _output_folder(cfg)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     record = dataclasses.asdict(cfg) | {"output": str(out)}
     if cfg.checkpoint is not None:
         record["dims"] = None  # the checkpoint's architecture is used, not --dims
@@ -207,19 +216,21 @@ def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
 @torch.no_grad()
 def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: Path, n: int = 4) -> Path:
     """A picture of ``n`` validation images: image, ground truth and prediction (segmentation maps, or the detected
-    instances' masks and boxes with score >= 0.5)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    instances' masks and boxes with score >= 0.5). Drawn on an off-screen Agg canvas: matplotlib's backend and
+    pyplot's figures are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     from hyenapixel.dense.engine import normalise
 
     cmap = ListedColormap(["black", "tab:red", "tab:green", "tab:blue"])
     n = min(n, len(dataset))
     model.eval()
-    fig, axes = plt.subplots(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
+    fig = Figure(figsize=(2.2 * n, 6.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, n, squeeze=False)
     for j in range(n):
         image, target = dataset[j]
         axes[0, j].imshow(image.permute(1, 2, 0).numpy())
@@ -233,7 +244,7 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
             for mask, label in zip(det["masks"][keep][:, 0].flip(0), det["labels"][keep].flip(0)):
                 pred[mask > 0.5] = label
             for (x0, y0, x1, y1), label in zip(det["boxes"][keep].tolist(), det["labels"][keep].tolist()):
-                axes[2, j].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, ec=cmap(label)))
+                axes[2, j].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, ec=cmap(label)))
         axes[2, j].imshow(pred.numpy(), cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
     for ax, title in zip(axes[:, 0], ("image", "ground truth", "prediction")):
         ax.set_ylabel(title)
@@ -243,5 +254,4 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
     fig.suptitle("red: circle, green: square, blue: triangle", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
