@@ -15,7 +15,7 @@ math written the straightforward way) at the four HyenaPixel-S18 stage shapes, a
 Timing is interleaved (:func:`benchmarks.common.interleaved_medians`): warmup calls, then timed calls round-robin
 between the variants compared, median reported. Run from the repository root::
 
-    .venv/bin/python -m benchmarks.bench_mixer            # full run, about 10 min on an idle 2-core machine
+    .venv/bin/python -m benchmarks.bench_mixer            # full run: mixer, models and memory
     .venv/bin/python -m benchmarks.bench_mixer --quick    # smoke run
 
 On a machine shared with other jobs, ``--clock cpu --threads 1`` (process CPU time) gives stable ratios. Results and

@@ -3,9 +3,9 @@
 
 The peak is read from ``/proc/self/status`` (``VmHWM``) after resetting the kernel's peak counter to the current RSS
 (``echo 5 > /proc/self/clear_refs``); where that is unavailable, ``ru_maxrss`` (the lifetime peak) is the fallback.
-With glibc's default dynamic mmap threshold, freed large buffers stay in the heap and the peak RSS varies by about
-+-10 % between identical runs; :func:`run_isolated` fixes the threshold at 128 KiB (:data:`FIXED_MALLOC`), so every
-large tensor is its own mapping, returned to the system when freed, and the peak RSS follows the peak of live
+With glibc's default dynamic mmap threshold, freed large buffers stay in the heap and the peak RSS varies between
+identical runs (docs/benchmarks.md); :func:`run_isolated` fixes the threshold at 128 KiB (:data:`FIXED_MALLOC`), so
+every large tensor is its own mapping, returned to the system when freed, and the peak RSS follows the peak of live
 tensors.
 """
 

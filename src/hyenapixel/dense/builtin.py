@@ -1,7 +1,7 @@
 """The built-in dense run: UPerNet (segmentation_models_pytorch) or Mask R-CNN (torchvision) with a HyenaPixel
-backbone, trained from scratch on the generated shapes task (:mod:`hyenapixel.data.shapes`) in a few CPU minutes: a
-small, checkable version of the paper's Section 4.3 setups. Writes a run folder: ``config.yaml``, ``metrics.csv``,
-``summary.json`` and ``predictions.png``.
+backbone, trained from scratch on the generated shapes task (:mod:`hyenapixel.data.shapes`) on a CPU (the default
+run's result and wall time: docs/dense.md): a small, checkable version of the paper's Section 4.3 setups. Writes a
+run folder: ``config.yaml``, ``metrics.csv``, ``summary.json`` and ``predictions.png``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ TASKS = ("segmentation", "detection")
 
 @dataclass
 class DenseRunConfig:
-    """Settings of the built-in dense run; the defaults learn in a few minutes on 2 CPU cores."""
+    """Settings of the built-in dense run; the defaults are sized for a 2-core CPU (docs/dense.md)."""
 
     task: str = "segmentation"
     """segmentation: UPerNet scored by mIoU; detection: Mask R-CNN scored by COCO mask/box AP."""

@@ -78,7 +78,7 @@ class SpectrumCache:
     """
 
     #: At most this many input sizes are kept, and at most ``max_bytes`` of spectra (the oldest go first; the newest
-    #: is always kept). Spectrum sizes at detection resolutions: docs/benchmarks.md, "Kernel-spectrum cache".
+    #: is always kept). The spectrum sizes at detection resolutions: docs/models.md, "Eval kernel cache".
     max_entries = 8
     max_bytes = 512 * 2**20
 
@@ -127,7 +127,7 @@ class SpectrumCache:
             )
             return apply_spectrum(u, k_f, plan)
         # The kernel MLP's activations do not depend on the batch; recomputing them in backward saves their memory
-        # for a cost that is small against the convolution (see docs/benchmarks.md, "Kernel-spectrum cache").
+        # for a cost that is small against the convolution.
         kernel = checkpoint(make_kernel, use_reentrant=False) if torch.is_grad_enabled() else make_kernel()
         return conv_with_plan(u, kernel, plan)
 
