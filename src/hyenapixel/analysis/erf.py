@@ -26,8 +26,8 @@ from torch import nn
 
 from hyenapixel.analysis.images import ImageSet
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
+from hyenapixel.models import model_name
 
 __all__ = [
     "ERF_THRESHOLDS",

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.analysis.erf import erf, plot_erf
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
+    from hyenapixel.models import data_config
 
     if args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--num-images and --batch-size must be positive")
@@ -48,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     results, used = [], []
     cache: dict = {}
     for req, model in models:
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        norm = (tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+        data = data_config(model)
+        norm = (data["mean"], data["std"])
         if norm not in cache:
             cache[norm] = load_images(args.images, size=args.img_size, num=args.num_images, mean=norm[0], std=norm[1])
         results.append(erf(model, cache[norm], batch_size=args.batch_size, progress=True, name=req.label))

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hyenapixel.analysis import output_dir, save_report
     from hyenapixel.analysis.macs import count_macs, plot_macs
+    from hyenapixel.models import input_channels
 
     modes = ["paper", "inference"] if args.mode == "both" else [args.mode]
     out = output_dir("macs", args.output, overwrite=args.overwrite)  # before the work, not after it
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = [(req, model, size, mode) for req, model in models for size in args.img_size for mode in modes]
     results = []
     for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
-        results.append(count_macs(model, (_in_chans(model), size, size), mode=mode, name=req.label))
+        results.append(count_macs(model, (input_channels(model), size, size), mode=mode, name=req.label))
     _print(results)
     paths = save_report(out, "macs", [_numbers(r) for r in results], plot_macs(results))
     print(f"wrote {paths[0]} and {paths[1]}")
@@ -55,11 +56,6 @@ def _models(args: argparse.Namespace):  # noqa: ANN202
     from hyenapixel.cli.model_args import build_models
 
     return build_models(args.models)
-
-
-def _in_chans(model) -> int:  # noqa: ANN001
-    """Input channels of a timm model (3 unless it says otherwise)."""
-    return int(getattr(model, "in_chans", None) or getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
 
 
 def _numbers(r) -> dict:  # noqa: ANN001

@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hyenapixel.constants import DEFAULT_BUILTIN
+
 from .balance import BalanceDataset
 from .errors import DataError
 from .folder import ImageFolderDataset, check_image_folder
@@ -20,9 +22,6 @@ __all__ = ["BUILTIN_DATASETS", "BUILTIN_SAMPLES", "DEFAULT_BUILTIN", "build_data
 
 BUILTIN_DATASETS: dict[str, type[GeneratedDataset]] = {"balance": BalanceDataset, "pathfinder": PathfinderDataset}
 """The built-in generated datasets by name (``--builtin``); each class lists its ``difficulties`` presets."""
-
-DEFAULT_BUILTIN = "balance"
-"""The built-in dataset used when neither a data folder nor a built-in name is given."""
 
 BUILTIN_SAMPLES = (8_000, 2_000)
 """Default (train, validation) sample counts of a built-in dataset (the defaults of ``--train-samples`` and

@@ -22,6 +22,17 @@ from hyenapixel.models.families import (
     hpx_layout,
     hpx_mixer,
 )
+from hyenapixel.models.hub import HUB_FOLDER_FILES, save_hub_folder
+from hyenapixel.models.introspect import (
+    LONG_CONV_MIXERS,
+    data_config,
+    default_input_size,
+    input_channels,
+    input_side,
+    model_name,
+    module_inputs,
+    stage_sizes,
+)
 from hyenapixel.models.metaformer import MetaFormer, MetaFormerBlock, MetaFormerStage
 from hyenapixel.models.resample import load_checkpoint_into, resample_hyenapixel_filters
 from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint, read_weights
@@ -31,7 +42,9 @@ __all__ = [
     "FAMILIES",
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
+    "HUB_FOLDER_FILES",
     "KERNEL_SIZES",
+    "LONG_CONV_MIXERS",
     "MIXER_NORM",
     "OFFICIAL_WEIGHTS",
     "REGISTERED_MODELS",
@@ -46,17 +59,25 @@ __all__ = [
     "WeightsError",
     "c_hpx_layout",
     "checkpoint_filter_fn",
+    "data_config",
+    "default_input_size",
     "hb_a_layout",
     "hb_layout",
     "hb_mixer",
     "hpx_a_layout",
     "hpx_layout",
     "hpx_mixer",
+    "input_channels",
+    "input_side",
     "load_checkpoint_into",
     "load_model",
+    "model_name",
+    "module_inputs",
     "read_checkpoint",
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "save_hub_folder",
+    "stage_sizes",
     "unwrap_state_dict",
 ]

@@ -15,9 +15,8 @@ from timm.layers import DropPath, trunc_normal_
 from timm.models import checkpoint_seq
 from torch import nn
 
+from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.layers import LayerNormNoBias, Mlp, MlpHead, Scale
-
-MIN_INPUT_SIZE = 32  # total stride of the network
 
 
 class Stem(nn.Module):

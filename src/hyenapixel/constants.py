@@ -1,0 +1,13 @@
+"""Constants that every layer of the package shares, torch-free like :mod:`hyenapixel.errors`, so that the
+command-line configs can check options before torch is imported.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_BUILTIN", "MIN_INPUT_SIZE"]
+
+#: Smallest image height and width a MetaFormer takes: its total stride (stem 4, then three 2x downsamplings).
+MIN_INPUT_SIZE = 32
+
+#: The built-in generated dataset that ``hyenapixel train`` uses when no ``--data`` folder is given.
+DEFAULT_BUILTIN = "balance"
