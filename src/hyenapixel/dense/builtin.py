@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.data.shapes import SHAPE_CLASSES, ShapesDataset, collate_detection
 from hyenapixel.dense.backbone import DenseInputError
 from hyenapixel.dense.detection import mask_rcnn
@@ -67,10 +68,10 @@ class DenseRunConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DenseInputError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        if self.image_size < 32 or self.image_size % 32:
+        if self.image_size < MIN_INPUT_SIZE or self.image_size % MIN_INPUT_SIZE:
             raise DenseInputError(
-                f"--image-size must be a multiple of 32 (UPerNet's input rule, the backbone's total stride), "
-                f"got {self.image_size}"
+                f"--image-size must be a multiple of {MIN_INPUT_SIZE} (UPerNet's input rule, the backbone's total "
+                f"stride), got {self.image_size}"
             )
         for name in ("train_samples", "val_samples", "epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
