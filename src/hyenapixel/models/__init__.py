@@ -23,6 +23,7 @@ from hyenapixel.models.families import (
     hpx_layout,
     hpx_mixer,
 )
+from hyenapixel.models.hub import HUB_FOLDER_FILES, save_hub_folder
 from hyenapixel.models.introspect import (
     LONG_CONV_MIXERS,
     data_config,
@@ -42,6 +43,7 @@ __all__ = [
     "FAMILIES",
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
+    "HUB_FOLDER_FILES",
     "KERNEL_SIZES",
     "LONG_CONV_MIXERS",
     "MIXER_NORM",
@@ -79,6 +81,7 @@ __all__ = [
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "save_hub_folder",
     "stage_sizes",
     "topk_from_probs",
     "unwrap_state_dict",

@@ -157,7 +157,7 @@ def _check_local_weights(kwargs: dict) -> None:
     for key in ("pretrained_cfg_overlay", "pretrained_cfg"):
         cfg = kwargs.get(key)
         file = cfg.get("file") if isinstance(cfg, dict) else getattr(cfg, "file", None)
-        if file and not Path(file).is_file():
+        if file and not Path(file).exists():
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"pretrained weights file not found ({key} file={str(file)!r}, resolved {Path(file).resolve()}); "
