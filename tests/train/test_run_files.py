@@ -177,3 +177,39 @@ def test_sigterm_during_evaluation_stops_after_the_epochs_checkpoint(tmp_path: P
     monkeypatch.undo()
     assert _train(out, "--epochs", "2", "--resume", "auto") == 0
     assert [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]
+
+
+def test_a_run_leaves_the_process_as_it_found_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads and --deterministic hold for the run only: thread count, deterministic algorithms, cuDNN flags, the
+    cuBLAS workspace variable, the SIGTERM handler, matplotlib's backend and pyplot's figures are restored."""
+    pytest.importorskip("matplotlib")
+    import os
+    import signal
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    session_threads = torch.get_num_threads()
+    torch.set_num_threads(2 if session_threads != 2 else 3)
+
+    def process() -> tuple:
+        return (
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            signal.getsignal(signal.SIGTERM),
+            matplotlib.get_backend(),
+            plt.get_fignums(),
+        )
+
+    try:
+        before = process()
+        assert _train(tmp_path / "run", "--deterministic") == 0
+        assert (tmp_path / "run" / "curves.png").is_file()
+        assert process() == before
+    finally:
+        torch.set_num_threads(session_threads)
