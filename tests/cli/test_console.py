@@ -39,7 +39,7 @@ def imported_modules(stderr: str) -> set[str]:
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit status 2 and one error line (the last) that holds every needle; informational lines may precede it."""
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("import time:")]
     assert "Traceback" not in proc.stderr and [line for line in lines if "error" in line] == lines[-1:], lines
     for needle in needles:
         assert needle in lines[-1], lines
@@ -171,3 +171,12 @@ def test_cached_or_local_weights_need_no_network(tmp_path: Path, monkeypatch: py
     (repo / "snapshots" / "0123abcd").mkdir(parents=True)
     (repo / "snapshots" / "0123abcd" / "model.safetensors").write_bytes(b"weights")
     check_pretrained_available("hpx_former_s18")  # cached: fine offline
+
+
+def test_options_before_the_command_are_explained() -> None:
+    """``hyenapixel --epochs 2 train``: the error says that options go after the command, with the corrected form,
+    instead of argparse's "invalid choice: '2'"; answered without importing torch."""
+    proc = run_cli("--epochs", "2", "train", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    text = assert_one_line_error(proc, "--epochs: options go after the command", "hyenapixel train --epochs")
+    assert "invalid choice" not in text and not imported_modules(proc.stderr) & HEAVY
+    assert_one_line_error(run_cli("--lr", "1e-3"), "options go after the command (hyenapixel COMMAND --option ...)")
