@@ -180,3 +180,20 @@ def test_options_before_the_command_are_explained() -> None:
     text = assert_one_line_error(proc, "--epochs: options go after the command", "hyenapixel train --epochs")
     assert "invalid choice" not in text and not imported_modules(proc.stderr) & HEAVY
     assert_one_line_error(run_cli("--lr", "1e-3"), "options go after the command (hyenapixel COMMAND --option ...)")
+
+
+@pytest.mark.slow
+def test_long_commands_write_line_progress_to_a_log(tmp_path: Path) -> None:
+    """Not a terminal (a pipe, as in a log file): every long command writes plain progress lines, never tqdm's
+    carriage-return bars; --progress none writes none."""
+    pytest.importorskip("fvcore")
+    pytest.importorskip("skimage")
+    macs = run_cli("macs", "--model", "hpx_former_s4", "--img-size", "32", "64", "--output", str(tmp_path / "m"))
+    assert macs.returncode == 0, macs.stderr
+    assert "\r" not in macs.stderr and "macs [1/2]" in macs.stderr and "macs [2/2]" in macs.stderr
+    erf = ("erf", "--model", "hpx_former_s4", "--img-size", "32", "--num-images", "2", "--batch-size", "1")
+    logged = run_cli(*erf, "--progress", "log", "--output", str(tmp_path / "e"))
+    assert logged.returncode == 0, logged.stderr
+    assert "\r" not in logged.stderr and "ERF hpx_former_s4 [2/2]" in logged.stderr
+    quiet = run_cli(*erf, "--progress", "none", "--output", str(tmp_path / "e2"))
+    assert quiet.returncode == 0 and "[1/2]" not in quiet.stderr

@@ -14,11 +14,11 @@ import pytest
 import torch
 from train_helpers import TINY_FLAGS
 
+from hyenapixel import progress as progress_module
 from hyenapixel.cli.main import build_parser, main
 from hyenapixel.cli.train import resume_command
 from hyenapixel.models import load_model, read_checkpoint
-from hyenapixel.train import progress as progress_module
-from hyenapixel.train.progress import Progress
+from hyenapixel.progress import Progress
 from hyenapixel.train.recipes import resolve_train_config
 from hyenapixel.train.rundir import default_output
 

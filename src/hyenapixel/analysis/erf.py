@@ -28,6 +28,7 @@ from hyenapixel.analysis.images import ImageSet
 from hyenapixel.analysis.report import check_image_size
 from hyenapixel.errors import UserError
 from hyenapixel.models import model_name
+from hyenapixel.progress import Progress, progress_mode
 
 __all__ = [
     "ERF_THRESHOLDS",
@@ -163,7 +164,7 @@ def erf(
     *,
     batch_size: int | None = None,
     thresholds: Sequence[float] = ERF_THRESHOLDS,
-    progress: bool = False,
+    progress: bool | str = False,
     name: str | None = None,
     weights: str = "",
 ) -> ErfResult:
@@ -173,7 +174,8 @@ def erf(
     :func:`auto_batch_size`. Raises
     :class:`~hyenapixel.errors.UserError` for a size the model cannot take or a model without a spatial
     last-stage feature map. ``name`` (default: the architecture) and ``weights`` (which weights the model has) label
-    the result and its figure.
+    the result and its figure. ``progress``: a mode of :func:`hyenapixel.progress.progress_mode` (``"auto"``,
+    ``"bar"``, ``"log"``, ``"none"``); ``True`` is ``"auto"``.
 
     Shape:
         images: (N, C, H, W) -> ErfResult.raw (H, W)
@@ -188,20 +190,22 @@ def erf(
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     acc = torch.zeros(h, w, dtype=torch.float64, device=device)
     batches = x_all.split(max(1, int(batch_size or auto_batch_size(h, w))))
+    mode = progress_mode({True: "auto", False: "none"}.get(progress, progress))  # type: ignore[call-overload]
+    bar = Progress(len(batches), f"ERF {name or model_name(model)}", mode, max(len(batches) // 10, 1), unit="batch")
     try:
         model.eval()
         for p, _ in frozen:
             p.requires_grad_(False)
-        from tqdm import tqdm
-
-        for batch in tqdm(batches, desc=f"ERF {name or model_name(model)}", unit="batch", disable=not progress):
+        for batch in batches:
             x = batch.to(device=device, dtype=param.dtype if param is not None else torch.float32)
             x.requires_grad_(True)
             feats = _feature_map(model, x)
             centre = F.relu(feats[:, :, feats.shape[2] // 2, feats.shape[3] // 2]).sum()
             (grad,) = torch.autograd.grad(centre, x)
             acc += F.relu(grad).sum((0, 1)).double()
+            bar.update(len(batch))
     finally:
+        bar.close()
         for p, req in frozen:
             p.requires_grad_(req)
         model.train(was_training)

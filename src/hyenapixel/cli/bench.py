@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "runtime scaling of token mixers (Fig. 2) or model throughput"
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (default: 5)")
     parser.add_argument("--batch-size", type=int, help="images per call (default: 1 for mixers, 8 for models)")
+    add_progress_argument(parser)
     add_output_arguments(parser, "bench")
     mixers = parser.add_argument_group("mixer mode")
     mixers.add_argument(
@@ -88,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, device: str, out: Path) -> int:
-    from tqdm import tqdm
-
     from hyenapixel.analysis import save_report
     from hyenapixel.analysis.bench import (
         DEFAULT_SIZES,
@@ -98,15 +97,12 @@ def _bench(args: argparse.Namespace, device: str, out: Path) -> int:
         plot_bench,
         plot_bench_models,
     )
+    from hyenapixel.progress import Progress, progress_mode
 
     if args.mode == "mixers":
         sizes = args.sizes or DEFAULT_SIZES
-        with tqdm(total=len(sizes), desc="bench", unit="size", file=sys.stderr, leave=False) as bar:
-
-            def step(text: str) -> None:  # called when a size starts
-                bar.set_postfix_str(text)
-                bar.update(1)
-
+        bar = Progress(len(sizes), "bench", progress_mode(args.progress), log_interval=1, unit="size")
+        try:
             result = bench_mixers(
                 args.mixers,
                 sizes,
@@ -116,8 +112,10 @@ def _bench(args: argparse.Namespace, device: str, out: Path) -> int:
                 time_budget_s=args.time_budget,
                 memory_budget_gib=args.memory_budget,
                 modes=args.modes,
-                progress=step,
+                progress=lambda text: bar.update(1, at=text),  # called when a size starts
             )
+        finally:
+            bar.close()
         fig = plot_bench(result)
         for p in result.points:
             flag = f"  [{p.over_budget}]" if p.over_budget else ""

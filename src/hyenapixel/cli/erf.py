@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "effective receptive field (gradient of the centre output) of one or more models"
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="images per forward and backward (default: about 8 x 224^2 pixels per batch; 1 at 1024 px)",
     )
+    add_progress_argument(parser)
     add_output_arguments(parser, "erf")
 
 
@@ -63,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
         if key not in cache:
             cache[key] = load_images(args.images, size=size, num=args.num_images, mean=key[0], std=key[1])
         results.append(
-            erf(model, cache[key], batch_size=args.batch_size, progress=True, name=req.label, weights=req.weights)
+            erf(
+                model,
+                cache[key],
+                batch_size=args.batch_size,
+                progress=args.progress,
+                name=req.label,
+                weights=req.weights,
+            )
         )
         used.append(cache[key])
     for r in results:

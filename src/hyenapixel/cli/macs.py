@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
@@ -34,15 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="paper: filters generated in the forward, as Table 1 counts; inference: kernel spectra cached (default: "
         "paper)",
     )
+    add_progress_argument(parser)
     add_output_arguments(parser, "macs")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from hyenapixel.analysis import output_dir, save_report
     from hyenapixel.analysis.macs import count_macs, plot_macs
     from hyenapixel.models import input_channels
+    from hyenapixel.progress import Progress, progress_mode
 
     modes = ["paper", "inference"] if args.mode == "both" else [args.mode]
     out = output_dir("macs", args.output, overwrite=args.overwrite)  # before the work, not after it
@@ -54,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"macs: {req.label} at {sizes[0]} px, the size its checkpoint was trained at (--img-size: another)")
         jobs += [(req, model, size, mode) for size in sizes for mode in modes]
     results = []
-    for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
-        results.append(count_macs(model, (input_channels(model), size, size), mode=mode, name=req.label))
+    bar = Progress(len(jobs), "macs", progress_mode(args.progress) if len(jobs) > 1 else "none", 1, unit="count")
+    try:
+        for req, model, size, mode in jobs:
+            results.append(count_macs(model, (input_channels(model), size, size), mode=mode, name=req.label))
+            bar.update(1)
+    finally:
+        bar.close()
     _print(results)
     numbers = [_numbers(r) | {"weights": req.weights} for r, (req, *_) in zip(results, jobs)]
     paths = save_report(out, "macs", numbers, plot_macs(results))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyenapixel.constants import DEFAULT_BUILTIN, MIN_INPUT_SIZE
+from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.configio import build_config, flatten, to_plain
 from hyenapixel.train.errors import ConfigError
 
@@ -345,7 +346,7 @@ class RunConfig(DeviceOptions):
     progress: str = option(
         "auto",
         "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
-        choices=("auto", "bar", "log", "none"),
+        choices=PROGRESS_MODES,
     )
     check_sync_every: int = option(
         0, "Distributed debugging: every N steps verify that all ranks hold identical weights; 0: off."
@@ -443,6 +444,11 @@ class ValidateConfig(ImageOptions, DeviceOptions):
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
     output_json: str | None = option(None, "Also write the results to this JSON file.")
+    progress: str = option(
+        "auto",
+        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
+        choices=PROGRESS_MODES,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from hyenapixel.models.evaluation import evaluate
+from hyenapixel.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
 from hyenapixel.train.checkpoint import restore_rng_state
 from hyenapixel.train.config import TrainConfig
@@ -48,7 +49,6 @@ from hyenapixel.train.loaders import (
     make_loader,
 )
 from hyenapixel.train.loop import TrainStats, train_one_epoch
-from hyenapixel.train.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.rundir import RunFolder, place_run
 from hyenapixel.train.state import Best, EpochMetrics, RunState
 from hyenapixel.train.summary import banner, summarize

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from hyenapixel.models.evaluation import autocast, batches
+from hyenapixel.progress import Progress
 from hyenapixel.train.distributed import DistInfo, all_reduce_sum, any_rank
 from hyenapixel.train.errors import NonFiniteLossError
-from hyenapixel.train.progress import Progress
 from hyenapixel.train.schedule import LRSchedule
 
 __all__ = ["TrainStats", "amp_dtype_for", "train_one_epoch"]

@@ -24,13 +24,13 @@ from torch import nn
 
 from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
 from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
+from hyenapixel.progress import Progress, progress_mode
 from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
 from hyenapixel.train.loop import amp_dtype_for
-from hyenapixel.train.progress import Progress, progress_mode
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
@@ -278,7 +278,7 @@ def evaluate_crop(
     amp_dtype: torch.dtype | None,
 ) -> CropResult:
     """Accuracy of every member at ``crop`` (None: each model's default) and of their softmax average."""
-    mode = progress_mode("auto", True)
+    mode = progress_mode(cfg.progress)
     workers = cfg.workers if cfg.workers is not None else default_workers(sets.source.data)
     results: list[MemberResult] = []
     prob_sum: torch.Tensor | None = None

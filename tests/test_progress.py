@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from hyenapixel.train import progress as progress_module
-from hyenapixel.train.progress import Progress, format_seconds, progress_mode
+from hyenapixel import progress as progress_module
+from hyenapixel.progress import Progress, format_seconds, progress_mode
 
 
 def test_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
