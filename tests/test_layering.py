@@ -1,8 +1,8 @@
 """The import rule of the package: imports only go downward,
 ``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
-the four layers under the CLI never import each other, ``hyenapixel.constants``, ``hyenapixel.errors``,
-``hyenapixel.paths`` and ``hyenapixel.progress`` may be imported by every layer and import none (nor torch), and
-no module imports another module's ``_private`` names. Relative imports count like absolute ones.
+the four layers under the CLI never import each other, the shared torch-free modules (``hyenapixel.configio``,
+``constants``, ``errors``, ``paths``, ``progress``) may be imported by every layer and import no layer (nor torch),
+and no module imports another module's ``_private`` names. Relative imports count like absolute ones.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hyenapixel"
 RANK = {
+    "configio": -0.5,  # above errors, which it imports
     "constants": -1,
     "errors": -1,
     "paths": -1,
@@ -105,9 +106,12 @@ def test_upper_layers_never_import_each_other():
 
 
 def test_shared_modules_import_no_layer_and_no_torch():
-    for name in ("constants", "errors", "paths", "progress"):
+    """The torch-free modules every layer may import: they import one another at most, never a layer or torch."""
+    shared = [name for name, rank in RANK.items() if rank < 0]
+    for name in shared:
         imports = _imports(SRC / f"{name}.py")
-        assert [imp for imp in imports if _layers(imp) or imp.module.split(".")[0] == "torch"] == [], name
+        bad = [imp for imp in imports if _layers(imp) - set(shared) or imp.module.split(".")[0] == "torch"]
+        assert bad == [], name
 
 
 def test_no_module_imports_private_names():

@@ -129,7 +129,7 @@ def test_the_builtin_dense_run_restores_threads_and_leaves_pyplot_alone(tmp_path
     threads, backend, figures = torch.get_num_threads(), matplotlib.get_backend(), plt.get_fignums()
     cfg = DenseRunConfig(
         dims=(8, 8, 16, 16),
-        image_size=32,
+        input_size=32,
         train_samples=4,
         val_samples=2,
         epochs=1,

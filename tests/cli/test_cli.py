@@ -10,8 +10,8 @@ import yaml
 
 from hyenapixel.cli.args import format_default
 from hyenapixel.cli.main import SUBCOMMANDS, build_parser, main
+from hyenapixel.configio import config_fields
 from hyenapixel.train.config import TrainConfig, ValidateConfig
-from hyenapixel.train.configio import config_fields
 from hyenapixel.train.errors import flag_name
 
 

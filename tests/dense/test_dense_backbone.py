@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hyenapixel import dense
-from hyenapixel.dense.backbone import hyenapixel_kernel_sizes
+from hyenapixel.dense.backbones import hyenapixel_kernel_sizes
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.models import WeightsError, load_model

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
+from hyenapixel.configio import config_fields
 from hyenapixel.train.config import DEFAULT_DIMS, ConfigError, DataConfig, TrainConfig, ValidateConfig
-from hyenapixel.train.configio import config_fields
 from hyenapixel.train.recipes import RECIPES, load_recipe, resolve_train_config
 
 
@@ -152,7 +152,7 @@ def test_configs_and_recipes_import_without_torch() -> None:
     code = (
         "import sys\n"
         "from hyenapixel.train import RECIPES, TrainConfig, resolve_train_config\n"
-        "import hyenapixel.train.configio, hyenapixel.cli.train\n"
+        "import hyenapixel.configio, hyenapixel.cli.train\n"
         "cfg = resolve_train_config('in1k', {'epochs': 33})\n"
         "print(cfg.sched.epochs, sorted({'torch', 'timm', 'numpy'} & set(sys.modules)))\n"
     )
@@ -196,7 +196,7 @@ class _Twice:
 
 def test_config_conversion_is_generic() -> None:
     """configio builds flat and sectioned config classes alike and refuses an option declared twice."""
-    from hyenapixel.train.configio import build_config, to_plain
+    from hyenapixel.configio import build_config, to_plain
 
     val = build_config(ValidateConfig, {"checkpoint": ["a.pt", "b.pt"], "crop_pct": "0.9", "amp": "yes"})
     assert val.checkpoint == ("a.pt", "b.pt") and val.crop_pct == 0.9 and val.amp is True

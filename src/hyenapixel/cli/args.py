@@ -1,7 +1,7 @@
 """Generate argparse options from the typed config dataclasses (for the paper's Section 4.1 recipes).
 
 Every dataclass field becomes one ``--flag`` whose help text is the field's ``metadata["help"]`` followed by its
-default. Values are parsed by :func:`hyenapixel.train.configio.coerce`, so the command line, recipes and YAML files
+default. Values are parsed by :func:`hyenapixel.configio.coerce`, so the command line, recipes and YAML files
 share one conversion, and a bad value is reported with the flag's name. Options that are not given stay out of the
 namespace (``argparse.SUPPRESS``), so that only explicit flags override a recipe.
 """
@@ -13,9 +13,8 @@ import dataclasses
 import typing
 from typing import Any
 
+from hyenapixel.configio import config_fields, flag_name, format_default, unwrap_optional
 from hyenapixel.progress import PROGRESS_MODES
-from hyenapixel.train.configio import config_fields, format_default, unwrap_optional
-from hyenapixel.train.errors import flag_name
 
 __all__ = [
     "add_dataclass_arguments",
@@ -47,17 +46,18 @@ def add_dataclass_arguments(
         help_text = f"{f.metadata.get('help', '')} (default: {format_default(default)})"
         help_text = help_text.replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        flags = (flag_name(name), *f.metadata.get("aliases", ()))
         if base is bool:
-            group.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         choices = f.metadata.get("choices")
         if typing.get_origin(base) is tuple:
             # string tuples (--model, --checkpoint) repeat: "--model A --model B" == "--model A B"
             action = "extend" if typing.get_args(base)[:1] == (str,) else "store"
-            group.add_argument(flag_name(name), nargs="+", action=action, metavar=_metavar(base), **kwargs)
+            group.add_argument(*flags, nargs="+", action=action, metavar=_metavar(base), **kwargs)
         else:
             metavar = "{" + ",".join(map(str, choices)) + "}" if choices else _metavar(base)
-            group.add_argument(flag_name(name), metavar=metavar + ("|none" if optional else ""), **kwargs)
+            group.add_argument(*flags, metavar=metavar + ("|none" if optional else ""), **kwargs)
 
 
 def explicit_options(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:

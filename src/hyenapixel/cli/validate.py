@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, evaluate, print a table (and write --output-json)."""
+    from hyenapixel.configio import build_config
     from hyenapixel.train.checkpoint import atomic_write_text
-    from hyenapixel.train.configio import build_config
     from hyenapixel.train.validate import validate
 
     cfg = build_config(ValidateConfig, explicit_options(args, ValidateConfig))

@@ -5,32 +5,44 @@ built-in shapes run, and (in :mod:`hyenapixel.dense.mm`) the MMDetection/MMSegme
 This layer sits above ``models`` and ``data`` and never imports ``train``, ``analysis``, ``export`` or ``cli``.
 Optional frameworks (segmentation_models_pytorch, pycocotools, torchmetrics, mmengine/mmdet/mmseg) are imported only
 inside the functions that need them.
+
+The names below are loaded on first access (PEP 562), so that :mod:`hyenapixel.dense.config` (the typed settings of
+``hyenapixel dense-train``) imports without torch.
 """
 
-from hyenapixel.dense.backbone import (
-    KERNEL_POLICIES,
-    CoverKernels,
-    DenseBackbone,
-    DenseInputError,
-    KernelPolicy,
-    PaperKernels,
-    StageNorm,
-    backbone,
-)
-from hyenapixel.dense.detection import BackboneWithFPN, faster_rcnn, mask_rcnn
-from hyenapixel.dense.segmentation import upernet
+from __future__ import annotations
 
-__all__ = [
-    "KERNEL_POLICIES",
-    "BackboneWithFPN",
-    "CoverKernels",
-    "DenseBackbone",
-    "DenseInputError",
-    "KernelPolicy",
-    "PaperKernels",
-    "StageNorm",
-    "backbone",
-    "faster_rcnn",
-    "mask_rcnn",
-    "upernet",
-]
+import importlib
+from typing import Any
+
+#: Public name -> module that defines it.
+_LAZY = {
+    "KERNEL_POLICIES": "hyenapixel.dense.backbones",
+    "BackboneWithFPN": "hyenapixel.dense.detection",
+    "CoverKernels": "hyenapixel.dense.backbones",
+    "DenseBackbone": "hyenapixel.dense.backbones",
+    "DenseInputError": "hyenapixel.dense.backbones",
+    "DenseRunConfig": "hyenapixel.dense.config",
+    "KernelPolicy": "hyenapixel.dense.backbones",
+    "PaperKernels": "hyenapixel.dense.backbones",
+    "StageNorm": "hyenapixel.dense.backbones",
+    "backbone": "hyenapixel.dense.backbones",
+    "faster_rcnn": "hyenapixel.dense.detection",
+    "mask_rcnn": "hyenapixel.dense.detection",
+    "upernet": "hyenapixel.dense.segmentation",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

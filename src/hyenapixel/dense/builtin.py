@@ -10,16 +10,15 @@ import csv
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.data.shapes import SHAPE_CLASSES, ShapesDataset, collate_detection
-from hyenapixel.dense.backbone import DenseInputError
+from hyenapixel.dense.backbones import DenseInputError
+from hyenapixel.dense.config import TASKS, DenseRunConfig
 from hyenapixel.dense.detection import mask_rcnn
 from hyenapixel.dense.engine import DenseTrainResult, segmentation_loader, train_detector, train_segmenter
 from hyenapixel.dense.segmentation import upernet
@@ -29,63 +28,9 @@ __all__ = ["TASKS", "DenseRunConfig", "run_builtin"]
 
 log = logging.getLogger("hyenapixel.dense")
 
-TASKS = ("segmentation", "detection")
-
-
-@dataclass
-class DenseRunConfig:
-    """Settings of the built-in dense run; the defaults are sized for a 2-core CPU (docs/dense.md)."""
-
-    task: str = "segmentation"
-    """segmentation: UPerNet scored by mIoU; detection: Mask R-CNN scored by COCO mask/box AP."""
-    model: str = "hpx_former_s4"
-    """Backbone (a registered model name)."""
-    dims: tuple[int, ...] | None = (32, 64, 128, 256)
-    """Backbone channels per stage (None: the model's own, 64/128/320/512 for S4); ignored with a checkpoint."""
-    checkpoint: str | None = None
-    """ImageNet weights for the backbone (official file or a run of ours); default: random init."""
-    kernel_policy: str = "cover"
-    """cover: kernels resampled to 2F-1 of the feature maps at --image-size; paper: the 224-px kernels."""
-    image_size: int = 64
-    """Image side of the generated data (>= 32)."""
-    train_samples: int = 768
-    val_samples: int = 128
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 2e-3
-    """AdamW peak learning rate (linear warm-up over 10% of the steps, cosine decay)."""
-    weight_decay: float = 0.05
-    decoder_channels: int = 64
-    """UPerNet decoder width (smp's default 256 is sized for ADE20k)."""
-    seed: int = 0
-    threads: int = 2
-    """torch intra-op threads."""
-    output: str | None = None
-    """Run folder; default runs/<timestamp>-dense-<task>-<model>."""
-    overwrite: bool = False
-    """Replace the files of an earlier run in ``output`` (without it, a folder holding a run is refused)."""
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise DenseInputError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        if self.image_size < MIN_INPUT_SIZE or self.image_size % MIN_INPUT_SIZE:
-            raise DenseInputError(
-                f"--image-size must be a multiple of {MIN_INPUT_SIZE} (UPerNet's input rule, the backbone's total "
-                f"stride), got {self.image_size}"
-            )
-        for name in ("train_samples", "val_samples", "epochs", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise DenseInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.task == "segmentation" and self.batch_size < 2:
-            raise DenseInputError("UPerNet's decoder uses BatchNorm: --batch-size must be >= 2 for segmentation")
-        if self.lr <= 0:
-            raise DenseInputError(f"--lr must be positive, got {self.lr}")
-        if self.dims is not None and (len(self.dims) != 4 or min(self.dims) < 1):
-            raise DenseInputError(f"--dims needs four positive channel counts, got {list(self.dims)}")
-
 
 def _model(cfg: DenseRunConfig) -> nn.Module:
-    policy = dict(kernel_policy=cfg.kernel_policy, img_size=cfg.image_size if cfg.kernel_policy == "cover" else None)
+    policy = dict(kernel_policy=cfg.kernel_policy, img_size=cfg.input_size if cfg.kernel_policy == "cover" else None)
     arch = {"dims": tuple(cfg.dims)} if cfg.dims is not None and cfg.checkpoint is None else {}
     if cfg.task == "segmentation":
         return upernet(
@@ -104,8 +49,8 @@ def _model(cfg: DenseRunConfig) -> nn.Module:
         rpn_pre_nms_top_n_train=500,
         rpn_post_nms_top_n_train=250,
         box_batch_size_per_image=64,
-        min_size=cfg.image_size,
-        max_size=cfg.image_size,
+        min_size=cfg.input_size,
+        max_size=cfg.input_size,
         fpn_channels=cfg.decoder_channels,
         rpn_anchor_generator=_small_anchors(),
         box_detections_per_img=20,
@@ -174,11 +119,11 @@ def _run(cfg: DenseRunConfig) -> dict[str, Any]:
         record["dims"] = None  # the checkpoint's architecture is used, not --dims
     (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     train_ds, val_ds = ShapesDataset.splits(
-        cfg.train_samples, cfg.val_samples, seed=cfg.seed, image_size=cfg.image_size
+        cfg.train_samples, cfg.val_samples, seed=cfg.seed, image_size=cfg.input_size
     )
     model = _model(cfg)
     log.info("%s: %s with %s, %d train / %d val images of %d px", out, cfg.task, cfg.model, len(train_ds),
-             len(val_ds), cfg.image_size)  # fmt: skip
+             len(val_ds), cfg.input_size)  # fmt: skip
     common = dict(num_classes=len(SHAPE_CLASSES), epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.task == "segmentation":
         train_loader = segmentation_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.dense.backbone import DenseBackbone, DenseInputError, KernelPolicy, backbone, padded_size
+from hyenapixel.dense.backbones import DenseBackbone, DenseInputError, KernelPolicy, backbone, padded_size
 from hyenapixel.models import data_config
 
 __all__ = ["BackboneWithFPN", "faster_rcnn", "mask_rcnn"]
@@ -126,10 +126,10 @@ def mask_rcnn(
     """torchvision's Mask R-CNN on a HyenaPixel backbone + FPN.
 
     Args:
-        backbone: a model name (see :func:`hyenapixel.dense.backbone`) or a built :class:`DenseBackbone`.
+        backbone: a model name (see :func:`hyenapixel.dense.backbones`) or a built :class:`DenseBackbone`.
         num_classes: object classes + 1 for the background.
         checkpoint / pretrained: ImageNet weights for the backbone (official file, a run of ours, or the hub).
-        kernel_policy / img_size: see :mod:`hyenapixel.dense.backbone`; ``"cover"`` defaults ``img_size`` to
+        kernel_policy / img_size: see :mod:`hyenapixel.dense.backbones`; ``"cover"`` defaults ``img_size`` to
             ``max_size`` rounded up to 32 (the largest padded batch).
         min_size / max_size: torchvision's resizing (short side, long-side limit); the paper trains at 480-800 /
             1333.

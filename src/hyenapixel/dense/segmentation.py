@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from hyenapixel.dense.backbone import DenseInputError, KernelPolicy, backbone
+from hyenapixel.dense.backbones import DenseInputError, KernelPolicy, backbone
 
 __all__ = ["upernet"]
 
@@ -35,7 +35,7 @@ def upernet(
     Args:
         backbone_name: a registered model name (None: the one a checkpoint of ours names).
         classes: output classes.
-        checkpoint / pretrained: ImageNet weights for the encoder (see :func:`hyenapixel.dense.backbone`).
+        checkpoint / pretrained: ImageNet weights for the encoder (see :func:`hyenapixel.dense.backbones`).
         kernel_policy / img_size: ``"paper"`` or ``"cover"`` with the largest input size (e.g. 512 for ADE20k crops).
         backbone_kwargs: for ``timm.create_model`` (``drop_path_rate=0.4`` as the paper).
         smp_kwargs: for ``smp.UPerNet`` (``decoder_channels``, ``upsampling``, ...).

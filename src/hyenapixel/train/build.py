@@ -27,12 +27,12 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import Dataset
 
+from hyenapixel.configio import format_default
 from hyenapixel.errors import UserError
 from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, read_checkpoint
 from hyenapixel.models.convert import adapt_first_conv
 from hyenapixel.models.weights import check_model_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig, TrainConfig
-from hyenapixel.train.configio import format_default
 from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import DistInfo
 from hyenapixel.train.errors import flag_name

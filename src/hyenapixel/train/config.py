@@ -4,7 +4,7 @@ This module is the schema only. A :class:`TrainConfig` is a set of small datacla
 optim, sched, run). Every field carries its help text in ``metadata["help"]``; the command line is generated from
 these fields, so ``--help`` lists every option with its default, and every check lives in one ``__post_init__``.
 The options that training and validation share (data and devices) are declared once, in base classes both
-inherit. Conversion from and to YAML, recipes and flags is :mod:`hyenapixel.train.configio`; field names are
+inherit. Conversion from and to YAML, recipes and flags is :mod:`hyenapixel.configio`; field names are
 unique across sections, so a config can be written flat (``{"lr": 1e-3}``) or nested (``{"optim": {"lr": 1e-3}}``);
 ``config.yaml`` of a run is the nested form and can be passed back as a recipe. Like the recipes, this module
 imports without torch.
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hyenapixel.configio import build_config, flatten, option, to_plain
 from hyenapixel.constants import DEFAULT_BUILTIN, MIN_INPUT_SIZE
 from hyenapixel.progress import PROGRESS_MODES
-from hyenapixel.train.configio import build_config, flatten, to_plain
 from hyenapixel.train.errors import ConfigError
 
 __all__ = [
@@ -55,11 +55,6 @@ DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
 #: Architecture overrides that belong to one model: when ``--model`` changes, they fall back to the new
 #: model's own values unless they are given on the command line too.
 ARCH_FIELDS = ("dims", "depths", "kernel_sizes")
-
-
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its help text (and optional choices) in the metadata."""
-    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -112,8 +107,9 @@ class ModelConfig:
     model: str = option(DEFAULT_MODEL, "timm model name (hyenapixel registers hpx_former_*, hb_former_*, ...).")
     dims: tuple[int, ...] | None = option(
         DEFAULT_DIMS,
-        "Channels per stage (overrides the model's). Belongs to the default/recipe model: a different --model "
-        "resets it to that model's own value unless given too. 'none' keeps the model's.",
+        "Channels per stage (overrides the model's; '16 32 64 128' or '16,32,64,128'). Belongs to the "
+        "default/recipe model: a different --model resets it to that model's own value unless given too. 'none' "
+        "keeps the model's.",
     )
     depths: tuple[int, ...] | None = option(None, "Blocks per stage (overrides the model's; reset like --dims).")
     kernel_sizes: tuple[int, ...] | None = option(
@@ -164,6 +160,7 @@ class ImageOptions:
         None,
         "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders "
         "(validate: the checkpoint's run's size).",
+        aliases=("--img-size", "--image-size"),
     )
     crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
     interpolation: str = option("bicubic", "Resize interpolation.", choices=INTERPOLATIONS)

@@ -8,22 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyenapixel.errors import UserError
+from hyenapixel.configio import ConfigError, flag_name
 
 __all__ = ["ConfigError", "NonFiniteLossError", "RunInterrupted", "RunTerminatedError", "flag_name"]
-
-
-def flag_name(name: str) -> str:
-    """Command-line flag of a config field: ``warmup_epochs`` -> ``--warmup-epochs``."""
-    return "--" + name.replace("_", "-")
-
-
-class ConfigError(UserError, ValueError):
-    """A nonsense option value. The message names the flag (``--epochs``) and, where known, the valid choices."""
-
-    def __init__(self, name: str, message: str) -> None:
-        self.name = name
-        super().__init__(f"{flag_name(name)}: {message}")
 
 
 class NonFiniteLossError(RuntimeError):

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
+from hyenapixel.configio import flatten
 from hyenapixel.errors import error_lines
 from hyenapixel.train.config import ARCH_FIELDS, DEFAULT_MODEL, SECTIONS, ConfigError, TrainConfig
-from hyenapixel.train.configio import flatten
 
 __all__ = ["PLACEMENT_FIELDS", "RECIPES", "load_recipe", "resolve_train_config"]
 

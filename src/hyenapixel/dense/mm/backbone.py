@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hyenapixel.dense.backbone import DenseInputError, StageNorm, backbone
+from hyenapixel.dense.backbones import DenseInputError, StageNorm, backbone
 
 __all__ = ["HyenaPixelBackbone"]
 
@@ -18,7 +18,7 @@ _NORMS = {"layernorm": StageNorm, None: None}
 
 
 class HyenaPixelBackbone(nn.Module):
-    """Config-friendly wrapper of :func:`hyenapixel.dense.backbone` (every argument is a plain value).
+    """Config-friendly wrapper of :func:`hyenapixel.dense.backbones` (every argument is a plain value).
 
     Args:
         model_name: a registered model (``hpx_former_s18`` in the paper's configs).

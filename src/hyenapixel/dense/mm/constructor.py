@@ -8,7 +8,7 @@ from __future__ import annotations
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from hyenapixel.dense.backbone import DenseInputError
+from hyenapixel.dense.backbones import DenseInputError
 from hyenapixel.dense.mm.backbone import HyenaPixelBackbone
 from hyenapixel.dense.mm.layer_decay import layer_decay_param_groups
 

@@ -1,5 +1,8 @@
-"""Conversion between the typed config dataclasses (the schema of :mod:`hyenapixel.train.config`, paper Section 4.1
-recipes) and plain values: YAML files, recipes and command-line strings.
+"""Typed config dataclasses and their conversion to and from plain values: YAML files, recipes and command-line strings
+(the schema of :mod:`hyenapixel.train.config`, paper Section 4.1 recipes, and of the dense run's
+:mod:`hyenapixel.dense.config`).
+
+:func:`option` declares a field with its help text; the CLI makes one flag per field from it.
 
 Generic over any config dataclass: a field whose type is itself a dataclass is a *section* (``TrainConfig.optim``);
 the options are the fields of the sections, or the fields of the class when it has no sections. Option names are
@@ -15,14 +18,17 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from hyenapixel.train.errors import ConfigError, flag_name
+from hyenapixel.errors import UserError
 
 __all__ = [
+    "ConfigError",
     "build_config",
     "coerce",
     "config_fields",
+    "flag_name",
     "flatten",
     "format_default",
+    "option",
     "sections",
     "suggest",
     "to_plain",
@@ -30,6 +36,25 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def flag_name(name: str) -> str:
+    """Command-line flag of a config field: ``warmup_epochs`` -> ``--warmup-epochs``."""
+    return "--" + name.replace("_", "-")
+
+
+class ConfigError(UserError, ValueError):
+    """A nonsense option value. The message names the flag (``--epochs``) and, where known, the valid choices."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"{flag_name(name)}: {message}")
+
+
+def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with its help text, optional choices and other spellings of its flag in the metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases})
+
 
 #: Key of derived values saved next to a run's config (``config.yaml``); not options.
 RESOLVED_KEY = "resolved"
@@ -122,7 +147,8 @@ def unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Convert a YAML/CLI value to the field's type (lists to tuples, ints to floats); raise ConfigError."""
+    """Convert a YAML/CLI value to the field's type (lists to tuples, ints to floats, comma-separated numbers to
+    tuples); raise ConfigError."""
     base, optional = unwrap_optional(hint)
     if optional and isinstance(value, (list, tuple)) and len(value) == 1 and str(value[0]).lower() == "none":
         value = None
@@ -136,6 +162,8 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
             item = typing.get_args(base)[0]
             if not isinstance(value, (list, tuple)):
                 value = [value]
+            if item is not str:  # numbers may also be given comma-separated: "32,64,128,256" as "32 64 128 256"
+                value = [p for v in value for p in (v.split(",") if isinstance(v, str) else [v]) if p != ""]
             return tuple(_scalar(v, item) for v in value)
         if origin is Literal:
             return value
