@@ -164,14 +164,12 @@ def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
     return Counter({"fft": total})
 
 
-def _implicit_kernel_handle(inputs: list, outputs: list) -> Counter:
-    """A fused implicit-filter evaluation traced as one Python op (``_ImplicitKernel(z, dist, decay, shift, w_out,
-    *weights)``, weights with their bias folded in as a last column): counted as the unfused filter MLP would be,
-    ``P * H_i * H_{i-1}`` per hidden layer (``linear``) and ``P * C * H_n`` for the output layer (``mm``)."""
-    z, w_out = _shape(inputs[0]), _shape(inputs[4])
-    positions = math.prod(z[1:])
-    hidden = sum(math.prod(_shape(w)[:1]) * (_shape(w)[1] - 1) for w in inputs[5:])
-    return Counter({"linear": float(positions * hidden), "mm": float(positions * w_out[0] * w_out[1])})
+def _addmm_handle(inputs: list, outputs: list) -> Counter:
+    """``addmm(bias, a, b)``: a linear layer with its bias as one product, ``M * N * K``, counted as ``linear``.
+    Traced models meet it in the implicit filters' MLP (its hidden layers, each bias folded in; see
+    :func:`~hyenapixel.ops.implicit_kernel`), which a graph trace gets in plain operations."""
+    a, b = _shape(inputs[1]), _shape(inputs[2])
+    return Counter({"linear": float(a[0] * a[1] * b[1])})
 
 
 def _handles() -> dict[str, Any]:
@@ -180,7 +178,7 @@ def _handles() -> dict[str, Any]:
     handles.update({f"aten::{n}": _fft_handle(None) for n in _FFT_ND})
     handles["aten::scaled_dot_product_attention"] = _sdpa_handle
     handles["prim::PythonOp._FFTConv"] = _fftconv_function_handle
-    handles["prim::PythonOp._ImplicitKernel"] = _implicit_kernel_handle
+    handles["aten::addmm"] = _addmm_handle
     return handles
 
 
