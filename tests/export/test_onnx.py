@@ -314,25 +314,7 @@ def _trained_mlp() -> Mlp:
     return mlp
 
 
-def test_star_relu_folded_into_the_mlp() -> None:
-    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with a bias on fc2 to keep; an MLP with another
-    # activation is left alone
-    mlp = _trained_mlp()
-    mlp.fc2.bias = nn.Parameter(torch.randn(12))
-    x = torch.randn(2, 5, 4, 12)
-    want = mlp(x).detach()
-    folded = copy.deepcopy(mlp)
-    assert folded.fold_star_relu()
-    assert isinstance(folded.act, SquaredReLU)
-    assert (folded(x) - want).abs().max().item() < 1e-5
-    assert torch.equal(mlp(x), want)  # a copy was folded, the original is unchanged
-    other = Mlp(12, act_layer=nn.GELU)
-    state = {k: v.clone() for k, v in other.state_dict().items()}
-    assert not other.fold_star_relu()
-    assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
-
-
-def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
+def test_mlps_as_convolutions_swaps_the_folded_mlps() -> None:
     mlp = _trained_mlp()
     mlp.fold_star_relu()
     others = nn.ModuleList([Mlp(12), Mlp(12, act_layer=nn.GELU)])  # StarReLU and GELU MLPs stay as they are

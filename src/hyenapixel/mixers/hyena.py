@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from hyenapixel.filters import ImplicitFilter1d
+from hyenapixel.layers import PixelLinear
 from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
 from hyenapixel.mixers.hyenapixel import projection_branches, tap_mask, with_skip
 from hyenapixel.ops import plan_conv1d
@@ -35,7 +36,7 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
 
     Seams as :class:`~hyenapixel.mixers.HyenaPixelMixer`: :attr:`frozen_conv` (``None`` or a module replacing the
     long convolution, ``(B, C, L) -> (B, C, L)``), :meth:`split_projections`, :meth:`truncate`,
-    :meth:`kernel_support`.
+    :meth:`kernel_support`, :meth:`filter_kernel`.
 
     Shape:
         (B, H, W, C) -> (B, H, W, C)
@@ -59,7 +60,7 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
     ) -> None:
         super().__init__()
         self.dim, self.seq_len = dim, seq_len
-        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.in_proj = PixelLinear(dim, 3 * dim)  # nn.Linear (a sequence is not a map: F.linear)
         pad = short_kernel_size - 1 if self.causal else short_kernel_size // 2
         self.short_conv = nn.Conv1d(3 * dim, 3 * dim, short_kernel_size, padding=pad, groups=3 * dim)
         self.filter = ImplicitFilter1d(
@@ -67,7 +68,7 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         )
         self.qk_norm = qk_norm_layer(dim) if qk_norm_layer else nn.Identity()
         self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = PixelLinear(dim, dim)
         self.drop = nn.Dropout(drop)
         self.register_module("frozen_conv", None)  # no state: the state dict stays the same
         self.spectrum_cache = SpectrumCache()
@@ -97,6 +98,15 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         length = map_size[0] * map_size[1]
         self.tap_limits = None if size is None else ((size * length - 1) / 2,)
         self.spectrum_cache.clear()
+
+    def filter_kernel(self, map_size: tuple[int, int]) -> torch.Tensor:
+        """The filter's kernel for the ``H * W`` tokens of a ``map_size = (H, W)`` map, as it learned it: no skip
+        term, never truncated.
+
+        Shape:
+            -> (C, kernel_len(H * W))
+        """
+        return self.filter(self.kernel_len(map_size[0] * map_size[1]))
 
     def relative_kernel_size(self, map_size: tuple[int, int]) -> float:
         """The kernel's length over the sequence's (``H * W`` tokens): truncating to a relative size at or above it

@@ -104,7 +104,8 @@ class HyenaPixelMixer(ClearsCacheOnModeSwitch, nn.Module):
     * :meth:`split_projections`: the input projection and the short convolution as three q/k/v branches;
     * :meth:`truncate`: keep only the kernel taps near the center (:meth:`relative_kernel_size`: from which size
       on nothing changes);
-    * :meth:`kernel_support`: the per-channel extent of the kernel (see the filters' ``support``).
+    * :meth:`kernel_support`: the per-channel extent of the kernel (see the filters' ``support``);
+      :meth:`filter_kernel`: the learned kernel alone.
 
     Shape:
         (B, H, W, C) -> (B, H, W, C)
@@ -165,6 +166,14 @@ class HyenaPixelMixer(ClearsCacheOnModeSwitch, nn.Module):
         h, w = map_size
         self.tap_limits = None if size is None else ((size * h - 1) / 2, (size * w - 1) / 2)
         self.spectrum_cache.clear()
+
+    def filter_kernel(self, map_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The filter's kernel as it learned it: no skip term, never truncated (the same for every map size).
+
+        Shape:
+            -> (C, kh, kw)
+        """
+        return self.filter()
 
     def relative_kernel_size(self, map_size: tuple[int, int]) -> float:
         """The kernel's size over the map's, on the axis where it is largest: truncating to a relative size at or
