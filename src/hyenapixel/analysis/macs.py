@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import SpectrumCache
+from hyenapixel.models import model_name
 
 __all__ = ["OFFICIAL_GMACS_224", "MacsMode", "MacsResult", "count_macs", "fft_macs", "plot_macs"]
 
