@@ -70,7 +70,7 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
         self.out_proj = PixelLinear(dim, dim)
         self.drop = nn.Dropout(drop)
-        self.register_module("frozen_conv", None)  # no state: the state dict stays the same
+        self.frozen_conv = None  # no module, no state: the repr and the state dict stay as they were
         self.spectrum_cache = SpectrumCache()
         self.tap_limits: tuple[float] | None = None
 
