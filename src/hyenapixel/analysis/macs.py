@@ -34,6 +34,7 @@ from hyenapixel.analysis.report import check_image_size
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import SpectrumCache
 from hyenapixel.models import model_name
+from hyenapixel.ops import FFTConv
 
 __all__ = ["OFFICIAL_GMACS_224", "MacsMode", "MacsResult", "count_macs", "fft_macs", "plot_macs"]
 
@@ -139,8 +140,9 @@ def _sdpa_handle(inputs: list, outputs: list) -> Counter:
 
 
 def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
-    """``_FFTConv`` (a differentiable :func:`~hyenapixel.ops.fftconv2d` / ``fftconv1d`` call traced as one
-    Python op): the forward's transforms, assuming a centered kernel (exact for the 2D and bidirectional ops)."""
+    """:class:`~hyenapixel.ops.FFTConv` (a differentiable :func:`~hyenapixel.ops.fftconv2d` / ``fftconv1d`` call,
+    traced as one Python op): the forward's transforms, assuming a centered kernel (exact for the 2D and
+    bidirectional ops)."""
     from hyenapixel.ops import next_fast_len
 
     x, k = _shape(inputs[0]), _shape(inputs[1])
@@ -177,7 +179,7 @@ def _handles() -> dict[str, Any]:
     handles.update({f"aten::{n}": _fft_handle(2) for n in _FFT_2D})
     handles.update({f"aten::{n}": _fft_handle(None) for n in _FFT_ND})
     handles["aten::scaled_dot_product_attention"] = _sdpa_handle
-    handles["prim::PythonOp._FFTConv"] = _fftconv_function_handle
+    handles[f"prim::PythonOp.{FFTConv.__name__}"] = _fftconv_function_handle
     handles["aten::addmm"] = _addmm_handle
     return handles
 

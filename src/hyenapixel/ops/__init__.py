@@ -4,6 +4,7 @@ evaluation (Eq. 4), and their references. Each fast path is chosen by one functi
 from hyenapixel.ops.fftconv import (
     AxisPlan,
     ConvPlan,
+    FFTConv,
     apply_spectrum,
     conv_fresh_kernel,
     conv_saving_spectrum,
@@ -21,6 +22,7 @@ from hyenapixel.ops.reference import fftconv1d_ref, fftconv2d_ref
 __all__ = [
     "AxisPlan",
     "ConvPlan",
+    "FFTConv",
     "apply_spectrum",
     "conv_fresh_kernel",
     "conv_saving_spectrum",

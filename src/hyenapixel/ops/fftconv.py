@@ -37,6 +37,7 @@ from hyenapixel.ops.tracing import tracing
 __all__ = [
     "AxisPlan",
     "ConvPlan",
+    "FFTConv",
     "apply_spectrum",
     "conv_fresh_kernel",
     "conv_saving_spectrum",
@@ -334,11 +335,12 @@ def _conv_backward(
     return grad_x, grad_k
 
 
-class _FFTConv(torch.autograd.Function):
+class FFTConv(torch.autograd.Function):
     """Centered linear FFT convolution with a hand-written backward (:func:`_conv_backward`) that saves the real
     input instead of its (about four times larger, complex) spectrum, and only when the kernel needs a gradient.
     The backward recomputes the kernel spectrum from the saved kernel with differentiable operations, so
-    higher-order gradients work.
+    higher-order gradients work. :func:`conv_with_plan` applies it; it is public so that tools reading traced
+    graphs can name it (a ``torch.jit`` trace shows it as one op, ``prim::PythonOp.FFTConv``).
     """
 
     @staticmethod
@@ -356,7 +358,7 @@ class _FFTConv(torch.autograd.Function):
 
 
 class _FFTConvSavedSpectrum(torch.autograd.Function):
-    """:class:`_FFTConv` that saves the kernel's spectrum (made in forward anyway, about the kernel's size) instead
+    """:class:`FFTConv` that saves the kernel's spectrum (made in forward anyway, about the kernel's size) instead
     of the kernel, so the backward does not transform the kernel again. Not twice differentiable."""
 
     @staticmethod
@@ -393,7 +395,7 @@ def conv_with_plan(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Te
     ctype = _compute_dtype(x.dtype)
     if x.numel() == 0:  # no image or no channel: nothing to transform (MKL rejects empty FFT batches)
         return x.clone()
-    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
+    y = FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
 
