@@ -19,7 +19,7 @@ process's whole peak RSS (``VmHWM``), imports included.
 
 Run from the repository root (``--quick``: a smoke run at 64 x 96 px)::
 
-    flock /tmp/hpx-heavy.lock .venv/bin/python -m benchmarks.bench_dense          # ~15 min on 2 cores, ~9 GB
+    flock /tmp/hpx-heavy.lock .venv/bin/python -m benchmarks.bench_dense          # heavy: docs/benchmarks.md
     .venv/bin/python -m benchmarks.bench_dense --quick
 
 Results and the machine they came from: docs/benchmarks.md, section "Detection and segmentation sizes".

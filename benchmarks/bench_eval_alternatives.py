@@ -11,8 +11,7 @@ negative results in docs/benchmarks.md ("the shared-ops floor") rerunnable:
    ``in_proj`` (C -> 3C) and ``out_proj`` (C -> C) shapes, in eval and forward+backward.
 
 Timing is interleaved round-robin (:func:`benchmarks.common.interleaved_medians`); ratios are alternative / current
-(< 1: the alternative is faster). Run ``python -m benchmarks.bench_eval_alternatives`` from the repository root
-(about 1 min on 2 cores).
+(< 1: the alternative is faster). Run ``python -m benchmarks.bench_eval_alternatives`` from the repository root.
 """
 
 from __future__ import annotations

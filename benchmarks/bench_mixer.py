@@ -15,7 +15,7 @@ math written the straightforward way) at the four HyenaPixel-S18 stage shapes, a
 Timing is interleaved (:func:`benchmarks.common.interleaved_medians`): warmup calls, then timed calls round-robin
 between the variants compared, median reported. Run from the repository root::
 
-    .venv/bin/python -m benchmarks.bench_mixer            # full run, about 10 min on an idle 2-core machine
+    .venv/bin/python -m benchmarks.bench_mixer            # full run: mixer, models and memory
     .venv/bin/python -m benchmarks.bench_mixer --quick    # smoke run
 
 On a machine shared with other jobs, ``--clock cpu --threads 1`` (process CPU time) gives stable ratios. Results and
@@ -135,13 +135,8 @@ def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
     """GFLOP/s of an ``n x n x n`` fp32 matmul (median of ``repeats``): the practical GEMM rate the projections are
     compared with."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    seconds = interleaved_medians({"matmul": lambda: a @ b}, 1, repeats)["matmul"]
+    return 2 * n**3 / seconds / 1e9
 
 
 # ---- whole models ----

@@ -22,7 +22,7 @@ leave (its per-image slicing and stacking).
 
 Times are the sums of the nodes' kernel times (``dur``) in ms per image; with intra-op threads they are close to
 the wall time of a run (onnxruntime runs the nodes one after another). Run ``python -m benchmarks.profile_onnx``
-from the repository root (about 2 min on 2 cores); ``--json PATH`` writes every table.
+from the repository root; ``--json PATH`` writes every table.
 """
 
 from __future__ import annotations

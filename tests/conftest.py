@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,24 +42,28 @@ def _seed() -> None:
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def block_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def block_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Torch threads for the blocked CPU paths (:mod:`hyenapixel.ops.parallel`): with 1 their blocks run as one plain
-    loop, with 2 on two threads. Yields the worker counts of every threaded run, so a test can check that it ran
-    threaded."""
-    from hyenapixel.ops import parallel
+    loop, with 2 on two threads. Yields the names of the threads other than the test's own that ran blocks (seen
+    through the standard library's thread-pool interface), so a test can check that it ran threaded."""
+    caller = threading.current_thread()
+    ran_on: list[str] = []
+    submit = ThreadPoolExecutor.submit
 
-    runs: list[int] = []
-    real_pool = parallel._pool
+    def recording_submit(pool: ThreadPoolExecutor, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        def run() -> Any:
+            me = threading.current_thread()
+            if me is not caller:
+                ran_on.append(me.name)
+            return fn(*args, **kwargs)
 
-    def spy(workers: int):  # noqa: ANN202 - returns the real executor
-        runs.append(workers + 1)  # the calling thread works too
-        return real_pool(workers)
+        return submit(pool, run)
 
-    monkeypatch.setattr(parallel, "_pool", spy)
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", recording_submit)
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)
     try:
-        yield runs
+        yield ran_on
     finally:
         torch.set_num_threads(before)
-    assert bool(runs) == (request.param > 1), "the blocks ran threaded only and always with more than one thread"
+    assert bool(ran_on) == (request.param > 1), "the blocks ran on other threads only and always with two threads"

@@ -1,8 +1,8 @@
 """The import rule of the package: imports only go downward,
 ``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
-the four layers under the CLI never import each other, ``hyenapixel.constants``, ``hyenapixel.errors`` and
-``hyenapixel.paths`` may be imported by every layer and import none (nor torch), and no module imports another
-module's ``_private`` names. Relative imports count like absolute ones.
+the four layers under the CLI never import each other, ``hyenapixel.constants``, ``hyenapixel.errors``,
+``hyenapixel.paths`` and ``hyenapixel.progress`` may be imported by every layer and import none (nor torch), and
+no module imports another module's ``_private`` names. Relative imports count like absolute ones.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ RANK = {
     "constants": -1,
     "errors": -1,
     "paths": -1,
+    "progress": -1,
     "ops": 0,
     "filters": 1,
     "layers": 1,
@@ -104,7 +105,7 @@ def test_upper_layers_never_import_each_other():
 
 
 def test_shared_modules_import_no_layer_and_no_torch():
-    for name in ("constants", "errors", "paths"):
+    for name in ("constants", "errors", "paths", "progress"):
         imports = _imports(SRC / f"{name}.py")
         assert [imp for imp in imports if _layers(imp) or imp.module.split(".")[0] == "torch"] == [], name
 

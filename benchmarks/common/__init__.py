@@ -10,15 +10,19 @@ against a named baseline, measured in the same run::
     print(markdown_table(["variant", "ms", "vs reference"],
                          [[k, ms(t), f"{cmp.ratios[k]:.2f}"] for k, t in cmp.medians.items()]))
 
+The timing and memory measurement is the library's own (:mod:`hyenapixel.analysis.measure`, which ``hyenapixel
+bench`` uses too), re-exported here:
+
 * :mod:`benchmarks.common.timing`: :func:`interleaved_times` (warmup rounds, then timed rounds round-robin over
   the callables so that a change of machine load hits all alike; every time, by round) and
   :func:`interleaved_medians` (the median per callable), :func:`median_interval` (a median with its
-  distribution-free confidence interval, for per-round ratios), :func:`compare` (the
-  same plus ratios against a named baseline, a :class:`Comparison`), ``CLOCKS`` (``wall``: elapsed time; ``cpu``:
+  distribution-free confidence interval, for per-round ratios), ``CLOCKS`` (``wall``: elapsed time; ``cpu``:
   process CPU time, robust to other jobs when used with one thread; ``cuda``: elapsed time with a device
-  synchronisation at both ends of each call).
-* :mod:`benchmarks.common.memory`: :class:`PeakRSS` (context manager: resident-memory peak of a code block above the
-  RSS at its start, from ``/proc/self/status`` after resetting the kernel's peak counter) and :func:`run_isolated`
+  synchronisation at both ends of each call), all from the library; and :func:`compare` (the medians plus ratios
+  against a named baseline, a :class:`Comparison`).
+* :mod:`benchmarks.common.memory`: :class:`PeakRSS` (the library's context manager: resident-memory peak of a code
+  block above the RSS at its start, from ``/proc/self/status`` after resetting the kernel's peak counter) and
+  :func:`run_isolated`
   (runs ``python -m <module> <args>`` in a fresh process with glibc's mmap threshold fixed, so the peak RSS follows
   the peak of live tensors, and returns the JSON object the process printed last).
 * :mod:`benchmarks.common.report`: :func:`markdown_table`, :func:`ms`, :func:`interval` (a median with its

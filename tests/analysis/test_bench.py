@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sys
+import time
 
 import pytest
 import timm
@@ -15,7 +16,8 @@ import torch
 
 import hyenapixel  # noqa: F401  (registers the models)
 from hyenapixel.analysis import bench_mixers, bench_models
-from hyenapixel.analysis.bench import BENCH_MIXERS, bench_timer, device_name, peak_memory
+from hyenapixel.analysis.bench import BENCH_MIXERS, device_name
+from hyenapixel.analysis.measure import device_clock, interleaved_times, peak_memory
 from hyenapixel.cli.bench import MIXER_NAMES
 from hyenapixel.cli.main import main
 from hyenapixel.errors import UserError
@@ -37,13 +39,20 @@ def test_peak_memory_sees_a_known_allocation(mib):
     assert peak_memory(lambda: None) < 16 * 2**20  # nothing allocated: no growth beyond allocator noise
 
 
-def test_timer_interleaves_rounds():
+def test_times_are_interleaved_rounds_of_the_clock():
+    now = [0.0]
+    cost = {"a": 1.0, "b": 10.0, "c": 100.0}
     order = []
-    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
-    samples = bench_timer(calls, repeats=4)
-    assert order == list("abc") * 4
-    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
-    assert all(t >= 0 for v in samples.values() for t in v)
+
+    def call(k: str) -> None:
+        order.append(k)
+        cost[k] += 1  # each call of an entry costs one more second than its last
+        now[0] += cost[k]
+
+    samples = interleaved_times({k: (lambda k=k: call(k)) for k in "abc"}, 1, 3, clock=lambda: now[0])
+    assert order == list("abc") * 4  # one untimed round, then three timed ones, each entry once per round
+    assert samples == {"a": [3.0, 4.0, 5.0], "b": [12.0, 13.0, 14.0], "c": [102.0, 103.0, 104.0]}
+    assert device_clock("cpu") is time.perf_counter  # CPU work needs no device synchronisation
 
 
 def test_mixers_are_the_global_stage1_configurations():
@@ -148,19 +157,24 @@ def test_bad_arguments():
         bench_mixers(["dwconv7x7"], (30,))
     with pytest.raises(UserError, match="unknown mode"):
         bench_mixers(["dwconv7x7"], (32,), modes=("backward",))
+    with pytest.raises(UserError, match="repeats must be at least 1"):
+        bench_mixers(["dwconv7x7"], (32,), repeats=0)
 
 
 def test_cli_mixer_mode(tmp_path, capsys):
     out = tmp_path / "b"
     args = ["bench", "--mixer", "dwconv7x7", "--mixer", "attention", "--sizes", "32", "64", "--repeats", "1"]
-    assert main(args + ["--modes", "forward", "--output", str(out)]) == 0
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    assert main(args + ["--modes", "forward", "--threads", str(other), "--output", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # --threads holds for the run only
     text = (out / "bench.csv").read_text().splitlines()
     assert text[0].startswith("# CPU")
     rows = list(csv.DictReader(text[1:]))
     numbers = json.loads((out / "bench.json").read_text())
     assert len(rows) == len(numbers["points"]) == 4
     assert {(r["mixer"], int(r["size"])) for r in rows} == {(p["mixer"], p["size"]) for p in numbers["points"]}
-    assert numbers["device"].startswith("CPU")
+    assert numbers["device"].startswith("CPU") and f"({other} thread" in numbers["device"]
     assert (out / "bench.png").stat().st_size > 0
     assert "device: CPU" in capsys.readouterr().out
 

@@ -142,3 +142,52 @@ def test_cli_writes_maps_and_refuses_bad_input(tmp_path, capsys):
 def test_default_batches_bound_the_pixels_per_batch():
     assert [auto_batch_size(s, s) for s in (224, 512, 1024, 2048)] == [8, 1, 1, 1]
     assert auto_batch_size(160, 160) == 15
+
+
+def _our_checkpoint(tmp_path, side: int = 48):
+    """A best.safetensors as a run of ours writes it (model spec, epoch, input size and the data's mean/std)."""
+    from safetensors.torch import save_file
+
+    model = timm.create_model("hpx_former_s4", num_classes=2, dims=(8, 16, 24, 32))
+    meta = {
+        "model_spec": {"name": "hpx_former_s4", "kwargs": {"dims": [8, 16, 24, 32]}},
+        "epoch": 6,
+        "num_classes": 2,
+        "input_size": [3, side, side],
+        "config": {"data": {"data": "x"}, "resolved": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+    }
+    path = tmp_path / "best.safetensors"
+    save_file(model.state_dict(), path, metadata={k: json.dumps(v) for k, v in meta.items()})
+    return path
+
+
+def test_cli_respects_a_run_checkpoint(tmp_path, capsys, monkeypatch):
+    """A checkpoint of ours: the ERF runs at the size the run trained at, on images normalised as the run's data,
+    and the report says which weights were used (the hub model beside it: 'random initialisation')."""
+    pytest.importorskip("skimage")
+    import hyenapixel.analysis as analysis
+
+    ck = _our_checkpoint(tmp_path)
+    out = tmp_path / "out"
+    asked = []
+    real = analysis.load_images
+    monkeypatch.setattr(analysis, "load_images", lambda *a, **k: asked.append(k) or real(*a, **k))
+    argv = ["erf", "--checkpoint", str(ck), "--model", "c_hpx_former_s4", "--num-images", "2", "--output", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "at 48 px, the size its checkpoint was trained at" in printed
+    data = json.loads((out / "erf.json").read_text())
+    assert [d["img_size"] for d in data] == [[48, 48], [1024, 1024]]
+    assert [d["weights"] for d in data] == ["checkpoint best.safetensors (epoch 6)", "random initialisation"]
+    assert [(k["size"], tuple(k["mean"]), tuple(k["std"])) for k in asked] == [
+        (48, (0.5,) * 3, (0.25,) * 3),  # the run's normalisation
+        (1024, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's for the hub model
+    ]
+
+
+def test_macs_counts_a_run_checkpoint_at_its_size(tmp_path, capsys):
+    ck = _our_checkpoint(tmp_path, side=64)
+    assert main(["macs", "--checkpoint", str(ck), "--output", str(tmp_path / "m")]) == 0
+    assert "at 64 px, the size its checkpoint was trained at" in capsys.readouterr().out
+    (entry,) = json.loads((tmp_path / "m" / "macs.json").read_text())
+    assert entry["input_shape"] == [3, 64, 64] and entry["weights"] == "checkpoint best.safetensors (epoch 6)"

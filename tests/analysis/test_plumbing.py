@@ -96,7 +96,8 @@ def test_output_dir_never_overwrites(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = output_dir("erf")
     assert first.parent == tmp_path / "analysis" or first.parent.resolve() == (tmp_path / "analysis").resolve()
-    assert first.name.startswith("erf-") and first.is_dir()
+    assert first.name.startswith("erf-") and not first.exists()  # created when the report is written
+    first.mkdir(parents=True)
     (first / "erf.json").write_text("{}")
     stamp = first.name
     # the same second again: a new folder, the old one untouched
@@ -106,7 +107,8 @@ def test_output_dir_never_overwrites(tmp_path, monkeypatch):
     second = output_dir("erf")
     assert second != first and second.name == f"{stamp}-2" and (first / "erf.json").read_text() == "{}"
     explicit = output_dir("erf", tmp_path / "given" / "deep")
-    assert explicit == tmp_path / "given" / "deep" and explicit.is_dir()
+    assert explicit == tmp_path / "given" / "deep" and not explicit.exists()
+    explicit.mkdir(parents=True)
     (explicit / "notes.txt").write_text("mine")
     assert output_dir("erf", explicit) == explicit  # explicit: used even if not empty ...
     with pytest.raises(UserError, match="holds the report of an earlier erf run"):
@@ -115,6 +117,19 @@ def test_output_dir_never_overwrites(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
         output_dir("erf", tmp_path / "file")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        output_dir("erf", tmp_path / "file" / "below")
+
+
+def test_a_failed_tool_leaves_no_output_folder(tmp_path, monkeypatch):
+    """The folder appears with the report, not before: a run that fails after choosing it leaves nothing behind."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    out = output_dir("kernels")
+    assert not (tmp_path / "analysis").exists()
+    json_path, png_path = save_report(out, "kernels", {"a": 1}, Figure())
+    assert json_path.parent == out and out.is_dir() and png_path.is_file()
 
 
 @dataclasses.dataclass

@@ -39,7 +39,7 @@ def imported_modules(stderr: str) -> set[str]:
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit status 2 and one error line (the last) that holds every needle; informational lines may precede it."""
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("import time:")]
     assert "Traceback" not in proc.stderr and [line for line in lines if "error" in line] == lines[-1:], lines
     for needle in needles:
         assert needle in lines[-1], lines
@@ -171,3 +171,29 @@ def test_cached_or_local_weights_need_no_network(tmp_path: Path, monkeypatch: py
     (repo / "snapshots" / "0123abcd").mkdir(parents=True)
     (repo / "snapshots" / "0123abcd" / "model.safetensors").write_bytes(b"weights")
     check_pretrained_available("hpx_former_s18")  # cached: fine offline
+
+
+def test_options_before_the_command_are_explained() -> None:
+    """``hyenapixel --epochs 2 train``: the error says that options go after the command, with the corrected form,
+    instead of argparse's "invalid choice: '2'"; answered without importing torch."""
+    proc = run_cli("--epochs", "2", "train", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    text = assert_one_line_error(proc, "--epochs: options go after the command", "hyenapixel train --epochs")
+    assert "invalid choice" not in text and not imported_modules(proc.stderr) & HEAVY
+    assert_one_line_error(run_cli("--lr", "1e-3"), "options go after the command (hyenapixel COMMAND --option ...)")
+
+
+@pytest.mark.slow
+def test_long_commands_write_line_progress_to_a_log(tmp_path: Path) -> None:
+    """Not a terminal (a pipe, as in a log file): every long command writes plain progress lines, never tqdm's
+    carriage-return bars; --progress none writes none."""
+    pytest.importorskip("fvcore")
+    pytest.importorskip("skimage")
+    macs = run_cli("macs", "--model", "hpx_former_s4", "--img-size", "32", "64", "--output", str(tmp_path / "m"))
+    assert macs.returncode == 0, macs.stderr
+    assert "\r" not in macs.stderr and "macs [1/2]" in macs.stderr and "macs [2/2]" in macs.stderr
+    erf = ("erf", "--model", "hpx_former_s4", "--img-size", "32", "--num-images", "2", "--batch-size", "1")
+    logged = run_cli(*erf, "--progress", "log", "--output", str(tmp_path / "e"))
+    assert logged.returncode == 0, logged.stderr
+    assert "\r" not in logged.stderr and "ERF hpx_former_s4 [2/2]" in logged.stderr
+    quiet = run_cli(*erf, "--progress", "none", "--output", str(tmp_path / "e2"))
+    assert quiet.returncode == 0 and "[1/2]" not in quiet.stderr

@@ -180,3 +180,22 @@ def test_build_datasets_builtin() -> None:
     assert train[0][0].shape == (3, 32, 32) and train.seed != val.seed
     with pytest.raises(DataError, match="built-in"):
         build_datasets(None, num_classes=1000)
+
+
+def test_a_split_without_one_readable_image_is_named_with_counts(tmp_path: Path) -> None:
+    """A folder of broken .jpg files and text files: the check says no image can be read, with how many files were
+    passed over and an example of each kind, before any training starts."""
+    root = make_folder(tmp_path / "data")
+    for cls in ("cat", "dog"):
+        for f in (root / "train" / cls).iterdir():
+            f.unlink()
+        (root / "train" / cls / "broken.jpg").write_bytes(b"not a jpeg")
+        (root / "train" / cls / "notes.txt").write_text("hello")
+    with pytest.raises(DataError) as err:
+        check_image_folder(root)
+    message = str(err.value)
+    assert message.startswith(f"{root / 'train'}: no readable images: all 2 image file(s) fail to open")
+    assert "broken.jpg" in message and "2 other file(s) are not images by name" in message and "notes.txt" in message
+    # one readable image is enough for the check (unreadable ones are the loader's business, see skip_corrupt)
+    write_image(root / "train" / "dog" / "ok.png", 50)
+    assert check_image_folder(root) == ["cat", "dog"]

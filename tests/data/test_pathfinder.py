@@ -68,12 +68,20 @@ def test_deterministic_from_seed_and_index() -> None:
     assert torch.equal(a[-1][0], a[19][0])
 
 
-def test_cache_and_precompute() -> None:
+def test_cache_and_precompute(monkeypatch) -> None:
+    """A cached dataset renders each index once: after ``precompute`` (or a first access) reading a sample never
+    renders again and gives the same image."""
     ds = PathfinderDataset(4, seed=1)
+    rendered: list[int] = []
+    render = ds.render
+    monkeypatch.setattr(ds, "render", lambda i, *a, **k: rendered.append(i) or render(i, *a, **k))
     first = ds[2][0].clone()
-    assert list(ds._cache) == [2]
-    assert torch.equal(ds[2][0], first)
-    assert ds.precompute() is ds and sorted(ds._cache) == [0, 1, 2, 3]
+    assert torch.equal(ds[2][0], first) and rendered == [2]  # the second read comes from the cache
+    assert ds.precompute() is ds and sorted(rendered) == [0, 1, 2, 3]  # index 2 is not rendered again
+    labels = [ds[i][1] for i in range(4)]
+    assert sorted(rendered) == [0, 1, 2, 3] and labels == [
+        PathfinderDataset(4, seed=1, cache=False)[i][1] for i in range(4)
+    ]
     assert torch.equal(ds[2][0], first)
     with pytest.raises(ValueError):
         PathfinderDataset(4, cache=False).precompute()

@@ -34,7 +34,7 @@ def test_targets_are_consistent():
             t["labels"].numpy(),
             t["semantic"].numpy(),
         )
-        assert masks.shape[0] == boxes.shape[0] == labels.shape[0] >= 0
+        assert masks.shape[0] == boxes.shape[0] == labels.shape[0]
         assert ((labels >= 1) & (labels <= 3)).all()
         assert (masks.sum(0) <= 1).all()  # visible parts never overlap
         for m, box, label in zip(masks, boxes, labels):

@@ -136,3 +136,12 @@ def test_resample_helper_and_checkpoint_path_agree(fixtures_dir):
     torch.testing.assert_close(f.decay, old * 111 / 191)
     with torch.no_grad():
         assert torch.isfinite(b.eval()(torch.randn(1, 3, 96, 96))).all()
+
+
+@pytest.mark.parametrize("key", ["pretrained_cfg_overlay", "pretrained_cfg"])
+def test_missing_local_weights_file_is_named(tmp_path, key) -> None:
+    """The README's local-file form with a file that is not there: the error names the file (timm's own
+    FileNotFoundError carries no path)."""
+    missing = tmp_path / "no_such" / "pytorch_model.bin"
+    with pytest.raises(FileNotFoundError, match=r"pretrained weights file not found.*no_such/pytorch_model\.bin"):
+        timm.create_model("hb_former_s4", pretrained=True, **{key: dict(file=str(missing))})

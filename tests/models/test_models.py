@@ -122,20 +122,31 @@ def test_forward_intermediates_norm_normalises_the_last_stage_only():
     torch.testing.assert_close(early[0], plain[1])
 
 
-@pytest.mark.parametrize("indices", [None, 1, 2, 4, [0], [1, 3], [-1], [-4, 2], (0, -2), [3, 3]])
-def test_take_indices_follow_timms_convention(indices):
-    """Pins our helper to timm's (private) ``feature_take_indices``, which FeatureGetterNet's callers assume."""
-    from timm.models._features import feature_take_indices
-
-    assert take_indices(4, indices) == feature_take_indices(4, indices)
+@pytest.mark.parametrize(
+    "indices, expected",
+    [
+        (None, ([0, 1, 2, 3], 3)),
+        (1, ([3], 3)),
+        (2, ([2, 3], 3)),
+        (4, ([0, 1, 2, 3], 3)),
+        ([0], ([0], 0)),
+        ([1, 3], ([1, 3], 3)),
+        ([-1], ([3], 3)),
+        ([-4, 2], ([0, 2], 2)),
+        ((0, -2), ([0, 2], 2)),
+        ([3, 3], ([3, 3], 3)),
+    ],
+)
+def test_take_indices_follow_timms_convention(indices, expected):
+    """timm's convention for ``forward_intermediates(indices=...)``, which FeatureGetterNet's callers assume: None
+    takes every stage, an int ``n`` the last ``n``, a sequence those stages (negative ones counted from the end);
+    the second value is the last stage needed."""
+    assert take_indices(4, indices) == expected
 
 
 @pytest.mark.parametrize("indices", [0, 5, [4], [-5], []])
 def test_take_indices_rejects_what_timm_rejects(indices):
-    from timm.models._features import feature_take_indices
-
-    with pytest.raises((AssertionError, ValueError)):
-        feature_take_indices(4, indices)
+    """No stage, more stages than the network has, or a stage index out of range."""
     with pytest.raises(ValueError, match="indices"):
         take_indices(4, indices)
 

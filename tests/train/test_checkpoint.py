@@ -13,6 +13,7 @@ from torch import nn
 from train_helpers import make_tiny_model
 
 from hyenapixel.models import WeightsError, read_checkpoint
+from hyenapixel.train.build import load_initial_weights
 from hyenapixel.train.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -22,7 +23,6 @@ from hyenapixel.train.checkpoint import (
     save_safetensors,
     save_training_state,
 )
-from hyenapixel.train.model import load_initial_weights
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from train_helpers import make_tiny_model
 
+from hyenapixel.train.build import Batching, resolve_batching
 from hyenapixel.train.config import ConfigError
 from hyenapixel.train.optim import build_optimizer, param_groups
 from hyenapixel.train.recipes import resolve_train_config
-from hyenapixel.train.run import Batching, resolve_batching
 
 
 @pytest.fixture

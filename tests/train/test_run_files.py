@@ -14,13 +14,13 @@ import pytest
 import torch
 from train_helpers import TINY_FLAGS
 
+from hyenapixel import progress as progress_module
 from hyenapixel.cli.main import build_parser, main
 from hyenapixel.cli.train import resume_command
 from hyenapixel.models import load_model, read_checkpoint
-from hyenapixel.train import progress as progress_module
-from hyenapixel.train.progress import Progress
+from hyenapixel.progress import Progress
 from hyenapixel.train.recipes import resolve_train_config
-from hyenapixel.train.run import _default_output
+from hyenapixel.train.rundir import default_output
 
 SMALL = [*TINY_FLAGS, "--train-samples", "32", "--val-samples", "16", "--batch-size", "16", "--epochs", "1"]
 SMALL += ["--warmup-epochs", "0", "--threads", "1", "--progress", "none"]
@@ -71,15 +71,15 @@ def test_overwrite_replaces_every_run_file(tmp_path: Path) -> None:
 def test_default_folder_names_model_and_data_and_never_collides(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = resolve_train_config(None, {})
-    first = _default_output(cfg)
+    first = default_output(cfg)
     assert first.parent == Path("runs") and first.name.endswith("-hpx_former_s4-balance")
     first.mkdir(parents=True)
-    second = _default_output(cfg)
+    second = default_output(cfg)
     assert second.name == first.name + "-2"
     easy = resolve_train_config(None, {"builtin": "pathfinder", "difficulty": "easy"})
-    assert _default_output(easy).name.endswith("-hpx_former_s4-pathfinder-easy")
+    assert default_output(easy).name.endswith("-hpx_former_s4-pathfinder-easy")
     folder = resolve_train_config(None, {"data": str(tmp_path / "imagenet")})
-    assert _default_output(folder).name.endswith("-hpx_former_s4-imagenet")
+    assert default_output(folder).name.endswith("-hpx_former_s4-imagenet")
 
 
 def test_best_safetensors_describes_itself(tmp_path: Path) -> None:
@@ -95,26 +95,33 @@ def test_best_safetensors_describes_itself(tmp_path: Path) -> None:
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
 
 
-def test_curves_have_a_title_chance_line_and_readable_axes_for_one_epoch() -> None:
+def test_curves_have_a_title_chance_line_and_readable_axes_for_one_epoch(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
+    import matplotlib
     import matplotlib.pyplot as plt
+    from matplotlib import image
 
-    from hyenapixel.train.plots import draw_training_curves
+    from hyenapixel.train.plots import draw_training_curves, plot_training_curves
 
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
     row = {"epoch": "1", "train_loss": "0.6", "val_loss": "0.55", "val_top1": "91.1", "val_top5": "100.0"}
     fig = draw_training_curves([row], title="hpx_former_s4 on balance-default (built-in)", chance=50.0)
-    try:
-        assert fig._suptitle.get_text() == "hpx_former_s4 on balance-default (built-in)"
-        loss_ax, acc_ax = fig.axes
-        for ax in (loss_ax, acc_ax):
-            assert ax.get_xlim() == (0.5, 1.5)
-            assert [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1.0]  # one integer tick, not 0.96..1.04
-        chance = [line for line in acc_ax.get_lines() if list(line.get_ydata()) == [50.0, 50.0]]
-        assert len(chance) == 1 and "chance" in chance[0].get_label()
-        low, high = acc_ax.get_ylim()
-        assert low <= 45.0 and 91.1 < high <= 100.5  # chance and the result both in view
-    finally:
-        plt.close(fig)
+    assert fig.get_suptitle() == "hpx_former_s4 on balance-default (built-in)"
+    loss_ax, acc_ax = fig.axes
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"]
+    assert loss_ax.get_xlim() == acc_ax.get_xlim() == (0.5, 1.5)  # a one-epoch run is a dot in the middle
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert labels == ["top-1", "chance (50%)"]
+    low, high = acc_ax.get_ylim()
+    assert low <= 45.0 and 91.1 < high <= 100.5  # chance and the result both in view
+    # drawn off-screen: matplotlib's backend and pyplot's figures are the caller's, untouched
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
+
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,train_loss,val_loss,val_top1\n1,0.6,0.55,91.1\n")
+    pixels = image.imread(plot_training_curves(csv_path, tmp_path / "curves.png", title="t", chance=50.0))
+    assert pixels.shape[:2] == (396, 990)  # 9 x 3.6 inches at 110 dpi
+    assert plt.get_fignums() == figures
 
 
 def test_bar_shows_the_eta_of_the_whole_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,21 +132,25 @@ def test_bar_shows_the_eta_of_the_whole_run(monkeypatch: pytest.MonkeyPatch) -> 
     for _ in range(4):
         now[0] += 2.0
         p.update(16, loss=0.5)
-    assert p._bar is not None and p._bar.postfix.endswith("run eta=0:01:12")
+    assert p.shown["run eta"] == "0:01:12"
     p.close()
     plain = Progress(10, "crop 0.875", mode="bar", clock=lambda: now[0])  # not part of a run: tqdm's own ETA only
     plain.update(16)
-    assert plain._bar is not None and "run eta" not in (plain._bar.postfix or "")
+    assert "run eta" not in plain.shown
     plain.close()
 
 
 def test_resume_command_replaces_output_resume_and_overwrite() -> None:
-    train_parser = build_parser().parse_known_args(["train"])[0]._parser
-    options = [s for action in train_parser._actions for s in action.option_strings]
+    """The options as argparse parsed them (abbreviations and ``--flag=value`` included), minus the placement."""
     argv = ["train", "--epochs", "3", "--out", "old", "--resume=last.pt", "--overwrite", "--data", "my dir"]
-    command = resume_command(argv, "runs/new run", options)
-    assert command.endswith(" train --epochs 3 --data 'my dir' --output 'runs/new run' --resume auto"), command
-    assert shlex.split(command)[-5:] == ["my dir", "--output", "runs/new run", "--resume", "auto"]
+    argv += ["--dims", "8", "16", "--no-ema", "--recipe", "in1k"]
+    command = resume_command(build_parser().parse_args(argv), "runs/new run")
+    expected = " train --recipe in1k --epochs 3 --data 'my dir' --dims 8 16 --no-ema --output 'runs/new run' --resume"
+    assert command.endswith(expected + " auto"), command
+    assert shlex.split(command)[-9:-4] == ["my dir", "--dims", "8", "16", "--no-ema"]
+    assert resume_command(build_parser().parse_args(["train"]), "x", distributed=True).startswith(
+        "torchrun <same options> -m hyenapixel train --output x"
+    )
 
 
 def test_sigterm_during_evaluation_stops_after_the_epochs_checkpoint(tmp_path: Path, monkeypatch) -> None:
@@ -166,3 +177,39 @@ def test_sigterm_during_evaluation_stops_after_the_epochs_checkpoint(tmp_path: P
     monkeypatch.undo()
     assert _train(out, "--epochs", "2", "--resume", "auto") == 0
     assert [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]
+
+
+def test_a_run_leaves_the_process_as_it_found_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads and --deterministic hold for the run only: thread count, deterministic algorithms, cuDNN flags, the
+    cuBLAS workspace variable, the SIGTERM handler, matplotlib's backend and pyplot's figures are restored."""
+    pytest.importorskip("matplotlib")
+    import os
+    import signal
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    session_threads = torch.get_num_threads()
+    torch.set_num_threads(2 if session_threads != 2 else 3)
+
+    def process() -> tuple:
+        return (
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            signal.getsignal(signal.SIGTERM),
+            matplotlib.get_backend(),
+            plt.get_fignums(),
+        )
+
+    try:
+        before = process()
+        assert _train(tmp_path / "run", "--deterministic") == 0
+        assert (tmp_path / "run" / "curves.png").is_file()
+        assert process() == before
+    finally:
+        torch.set_num_threads(session_threads)

@@ -11,19 +11,14 @@ the memory budget, then stops on its own.
 Forward is inference (eval, ``torch.inference_mode``: the Hyena mixers use their cached kernel spectra);
 forward+backward is a training step on the mixer (filters regenerated, gradients for the input and every parameter).
 Times are medians over interleaved repeats (every series of one resolution takes its turn in each round, so load
-changes on a shared machine hit all of them alike). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above
-the allocation before the call; on CPU the growth of the process's peak resident set during the call (Linux: the
-peak is reset through ``/proc/self/clear_refs`` and read from ``VmHWM`` after glibc returned freed memory with
-``malloc_trim``), so it counts what the call touched, including allocator overhead.
+changes on a shared machine hit all of them alike); times and peak memory come from
+:mod:`hyenapixel.analysis.measure`, the helper the scripts in ``benchmarks/`` use too.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import statistics
-import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyenapixel.analysis.measure import device_clock, interleaved_times, peak_memory
 from hyenapixel.errors import UserError
 from hyenapixel.filters import SeparableFilter2d
 from hyenapixel.layers import Attention
@@ -47,9 +43,7 @@ __all__ = [
     "ModelPoint",
     "bench_mixers",
     "bench_models",
-    "bench_timer",
     "device_name",
-    "peak_memory",
     "plot_bench",
     "plot_bench_models",
 ]
@@ -118,81 +112,6 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU: {cpu} ({n} thread{'' if n == 1 else 's'})"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bench_timer(
-    calls: Mapping[Any, Callable[[], object]], repeats: int = 5, device: torch.device | str = "cpu"
-) -> dict[Any, list[float]]:
-    """Seconds of each call of each entry, measured in interleaved rounds: every round calls each entry once, in
-    order, so a change of machine load affects every entry alike (no warm-up here: call each once before).
-    Summarise with the median (typical) or the minimum (least disturbed by other processes)."""
-    if repeats < 1:
-        raise UserError(f"repeats must be at least 1, got {repeats}")
-    device = torch.device(device)
-    samples: dict[Any, list[float]] = {k: [] for k in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            samples[key].append(time.perf_counter() - start)
-    return samples
-
-
-def _proc_status_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise OSError(f"{field_name} not in /proc/self/status")
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _cpu_peak_supported() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        _proc_status_kib("VmHWM")
-        return True
-    except OSError:
-        return False
-
-
-def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
-    """Bytes by which ``fn()`` raises the peak memory above what was in use before it (NaN where the platform
-    cannot tell: CPU memory needs Linux's ``/proc/self/clear_refs``).
-
-    CUDA: ``torch.cuda.max_memory_allocated`` above ``memory_allocated`` before the call. CPU: the peak resident
-    set (``VmHWM``, reset to the current resident set through ``clear_refs`` just before the call, after
-    ``gc.collect`` and ``malloc_trim``) minus the resident set before the call.
-    """
-    device = torch.device(device)
-    gc.collect()
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        _sync(device)
-        return float(torch.cuda.max_memory_allocated(device) - before)
-    if not sys.platform.startswith("linux") or not _cpu_peak_supported():
-        fn()
-        return float("nan")
-    _malloc_trim()
-    before = _proc_status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    fn()
-    return float(max(_proc_status_kib("VmHWM") - before, 0) * 1024)
-
-
 @dataclass
 class MixerPoint:
     """One measurement of the mixer mode: median seconds and peak extra memory of one call."""
@@ -256,6 +175,11 @@ class _Runner:
         self.module(x).backward(self.grad)
 
 
+def _check_repeats(repeats: int) -> None:
+    if repeats < 1:
+        raise UserError(f"repeats must be at least 1, got {repeats}")
+
+
 def _check_sizes(sizes: Sequence[int], multiple: int) -> list[int]:
     sizes = sorted(set(int(s) for s in sizes))
     bad = [s for s in sizes if s < multiple or s % multiple]
@@ -294,6 +218,7 @@ def bench_mixers(
         raise UserError(f"unknown mode(s) {bad_modes or list(modes)}; choose from {', '.join(MODES)}")
     if time_budget_s <= 0 or memory_budget_gib <= 0 or batch_size < 1:
         raise UserError("time and memory budgets must be positive and the batch size at least 1")
+    _check_repeats(repeats)
     device = torch.device(device)
     sizes = _check_sizes(sizes, PATCH)
     memory_budget = memory_budget_gib * 2**30
@@ -322,7 +247,7 @@ def bench_mixers(
                 fn()  # warm-up: kernels built, spectra cached, one-time library set-up
                 memory[key] = peak_memory(fn, device)
                 calls[key] = fn
-        times = bench_timer(calls, repeats, device)
+        times = interleaved_times(calls, 0, repeats, device_clock(device))
         for key, samples in times.items():
             seconds, fastest = statistics.median(samples), min(samples)
             reasons = []
@@ -383,6 +308,7 @@ def bench_models(
         raise UserError("bench_models needs at least one model")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    _check_repeats(repeats)
     device = torch.device(device)
     sizes = _check_sizes(sizes, 1)
     for _, model in models:
@@ -398,7 +324,8 @@ def bench_models(
         calls = {label: partial(_infer, model, x) for label, model in models}
         for fn in calls.values():
             fn()  # warm-up: kernels and spectra built
-        times = {label: statistics.median(v) for label, v in bench_timer(calls, repeats, device).items()}
+        samples = interleaved_times(calls, 0, repeats, device_clock(device))
+        times = {label: statistics.median(v) for label, v in samples.items()}
         result.points += [ModelPoint(label, size, batch_size, t, batch_size / t) for label, t in times.items()]
     return result
 

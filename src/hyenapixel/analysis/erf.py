@@ -26,8 +26,9 @@ from torch import nn
 
 from hyenapixel.analysis.images import ImageSet
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
+from hyenapixel.models import model_name
+from hyenapixel.progress import Progress, progress_mode
 
 __all__ = [
     "ERF_THRESHOLDS",
@@ -65,6 +66,8 @@ class ErfResult:
         area_ratio: threshold -> area ratio of the smallest centred square holding that share of the normalised
             map (``None``: not reached).
         side: threshold -> side length in pixels of that square (``None``: not reached).
+        weights: which weights the model had (``"checkpoint best.pt (epoch 6)"``, ``"random initialisation"``,
+            ...), shown in the figure; empty if not known.
     """
 
     model: str
@@ -73,6 +76,7 @@ class ErfResult:
     raw: torch.Tensor = field(repr=False)
     area_ratio: dict[float, float | None]
     side: dict[float, int | None]
+    weights: str = ""
 
     @property
     def preview(self) -> torch.Tensor:
@@ -83,6 +87,7 @@ class ErfResult:
         shown = self.preview
         return {
             "model": self.model,
+            "weights": self.weights,
             "img_size": list(self.img_size),
             "num_images": self.num_images,
             "area_ratio": {str(t): r for t, r in self.area_ratio.items()},
@@ -159,15 +164,18 @@ def erf(
     *,
     batch_size: int | None = None,
     thresholds: Sequence[float] = ERF_THRESHOLDS,
-    progress: bool = False,
+    progress: bool | str = False,
     name: str | None = None,
+    weights: str = "",
 ) -> ErfResult:
     """Effective receptive field of ``model`` over ``images`` (normalised model inputs).
 
     The model runs in eval mode with every parameter frozen (both restored afterwards); ``batch_size`` defaults to
     :func:`auto_batch_size`. Raises
     :class:`~hyenapixel.errors.UserError` for a size the model cannot take or a model without a spatial
-    last-stage feature map.
+    last-stage feature map. ``name`` (default: the architecture) and ``weights`` (which weights the model has) label
+    the result and its figure. ``progress``: a mode of :func:`hyenapixel.progress.progress_mode` (``"auto"``,
+    ``"bar"``, ``"log"``, ``"none"``); ``True`` is ``"auto"``.
 
     Shape:
         images: (N, C, H, W) -> ErfResult.raw (H, W)
@@ -182,26 +190,28 @@ def erf(
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     acc = torch.zeros(h, w, dtype=torch.float64, device=device)
     batches = x_all.split(max(1, int(batch_size or auto_batch_size(h, w))))
+    mode = progress_mode({True: "auto", False: "none"}.get(progress, progress))  # type: ignore[call-overload]
+    bar = Progress(len(batches), f"ERF {name or model_name(model)}", mode, max(len(batches) // 10, 1), unit="batch")
     try:
         model.eval()
         for p, _ in frozen:
             p.requires_grad_(False)
-        from tqdm import tqdm
-
-        for batch in tqdm(batches, desc=f"ERF {name or model_name(model)}", unit="batch", disable=not progress):
+        for batch in batches:
             x = batch.to(device=device, dtype=param.dtype if param is not None else torch.float32)
             x.requires_grad_(True)
             feats = _feature_map(model, x)
             centre = F.relu(feats[:, :, feats.shape[2] // 2, feats.shape[3] // 2]).sum()
             (grad,) = torch.autograd.grad(centre, x)
             acc += F.relu(grad).sum((0, 1)).double()
+            bar.update(len(batch))
     finally:
+        bar.close()
         for p, req in frozen:
             p.requires_grad_(req)
         model.train(was_training)
     raw = acc.float().cpu()
     ratios, sides = area_ratios(log_normalise(raw), thresholds)
-    return ErfResult(name or model_name(model), (h, w), len(x_all), raw, ratios, sides)
+    return ErfResult(name or model_name(model), (h, w), len(x_all), raw, ratios, sides, weights)
 
 
 def plot_erf(results: Sequence[ErfResult]) -> Any:
@@ -215,19 +225,22 @@ def plot_erf(results: Sequence[ErfResult]) -> Any:
     fig = Figure(figsize=(3.2 * n, 3.6), dpi=110, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     im = None
+    same_size = len({r.img_size for r in results}) <= 1
     for ax, r in zip(axes, results):
         im = ax.imshow(r.preview.numpy(), cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
         ratios = "  ".join(
             f"{int(round(t * 100))}%:{'n/r' if v is None else f'{v:.3f}'}" for t, v in r.area_ratio.items()
         )
-        ax.set_title(f"{r.model}\n{ratios}", fontsize=7)
+        sizes = "" if same_size else f" at {r.img_size[0]}x{r.img_size[1]} px"
+        ax.set_title(f"{r.model}{sizes}\n{r.weights or 'weights not stated'}\n{ratios}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     if im is not None:
         fig.colorbar(im, ax=list(axes), shrink=0.8, label="log-scaled, normalised")
     size = results[0].img_size if results else (0, 0)
+    at = f" at {size[0]}x{size[1]} px" if same_size else ""
     fig.suptitle(
-        f"ERF over {results[0].num_images if results else 0} images at {size[0]}x{size[1]} px "
+        f"ERF over {results[0].num_images if results else 0} images{at} "
         "(area ratio of the smallest centred square holding 20/30/50/99 %; n/r: not reached)",
         fontsize=8,
     )

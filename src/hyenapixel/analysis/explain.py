@@ -465,10 +465,9 @@ def explain_display(
 
 def plot_explain(results: Sequence[ExplainResult], exponent: float = DISPLAY_EXPONENT, dim: float = DISPLAY_DIM) -> Any:
     """Fig. 9/10 layout: one row per image; the input, then explanation and mean mask for each model
-    (``result.label``). Results of the same image are matched by ``result.name``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    (``result.label``). Results of the same image are matched by ``result.name``. A bare
+    :class:`~matplotlib.figure.Figure` (no pyplot, no backend change): save it with ``fig.savefig`` or
+    :func:`~hyenapixel.analysis.save_report`."""
     from matplotlib.figure import Figure
 
     if not results:

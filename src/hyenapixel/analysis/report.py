@@ -27,7 +27,8 @@ __all__ = ["COMPACT_JSON_ABOVE", "check_image_size", "input_size_rule", "output_
 
 
 def output_dir(tool: str, output: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> Path:
-    """The folder a tool writes to, created.
+    """The folder a tool writes to, checked now and created only when :func:`save_report` writes the report, so a
+    run that fails leaves no empty folder behind.
 
     Without ``output``: ``analysis/<tool>-<YYYYmmdd-HHMMSS>/`` in the working directory; if that folder already
     exists and is not empty, a suffix ``-2``, ``-3``, ... is added, so a run never overwrites another one. An
@@ -35,7 +36,8 @@ def output_dir(tool: str, output: str | os.PathLike[str] | None = None, *, overw
     refused unless ``overwrite`` (then that tool's files are replaced; other files stay).
 
     Raises:
-        UserError: ``output`` is a file, holds a report of ``tool`` (without ``overwrite``), or cannot be created.
+        UserError: ``output`` is a file, holds a report of ``tool`` (without ``overwrite``), or cannot be created
+            (its nearest existing parent is a file or not writable).
     """
     if output is not None:
         out = Path(output)
@@ -46,10 +48,10 @@ def output_dir(tool: str, output: str | os.PathLike[str] | None = None, *, overw
                 f"--output {out} holds the report of an earlier {tool} run ({out / f'{tool}.json'}); choose "
                 "another --output or pass --overwrite to replace it"
             )
-        _make_dir(out)
+        _check_creatable(out)
         return out
     out = numbered_folder(Path("analysis") / f"{tool}-{timestamp()}", _holds_something)
-    _make_dir(out)
+    _check_creatable(out)
     return out
 
 
@@ -57,13 +59,22 @@ def _holds_something(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
+def _check_creatable(out: Path) -> None:
+    """``out`` exists as a writable folder, or can be created: its nearest existing parent is a writable folder."""
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot create the output folder {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to the output folder {out}: {folder} is not writable")
+
+
 def _make_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"cannot write to the output folder {out}: not writable")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -100,7 +111,7 @@ def save_report(out: str | os.PathLike[str], tool: str, numbers: Any, fig: Any) 
     :data:`COMPACT_JSON_ABOVE` characters) and ``out/<tool>.png`` (the matplotlib
     figure ``fig``, rendered with the Agg canvas, then closed). Returns ``(json_path, png_path)``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(out)
     json_path, png_path = out / f"{tool}.json", out / f"{tool}.png"
     data = to_jsonable(numbers)
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)

@@ -8,16 +8,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from hyenapixel.errors import UserError
-from hyenapixel.mixers import HyenaMixer1d, HyenaPixelMixer
+from hyenapixel.models import LONG_CONV_MIXERS, default_input_size, model_name, module_inputs
 
-__all__ = ["LONG_CONV_MIXERS", "MixerSite", "feature_sizes", "long_conv_sites", "mixer_sites", "model_name"]
-
-#: The mixers whose long-convolution filters the kernel tools analyse.
-LONG_CONV_MIXERS: tuple[type[nn.Module], ...] = (HyenaPixelMixer, HyenaMixer1d)
+__all__ = ["MixerSite", "feature_sizes", "long_conv_sites", "mixer_sites"]
 
 _BLOCK = re.compile(r"(?:^|\.)stages\.(\d+)\.blocks\.(\d+)\.token_mixer$")
 
@@ -30,12 +26,6 @@ class MixerSite:
     stage: int
     block: int
     module: nn.Module
-
-
-def model_name(model: nn.Module) -> str:
-    """The timm architecture name, else the class name."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
 
 
 def mixer_sites(model: nn.Module) -> list[MixerSite]:
@@ -64,14 +54,6 @@ def long_conv_sites(model: nn.Module, tool: str = "this tool") -> list[MixerSite
     return sites
 
 
-def default_input_size(model: nn.Module) -> tuple[int, int]:
-    """The input size a model was built for (its pretrained config), else 224 x 224."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size") or (3, 224, 224)
-    return int(size[-2]), int(size[-1])
-
-
-@torch.inference_mode()
 def feature_sizes(
     model: nn.Module, sites: Sequence[MixerSite], img_size: int | Sequence[int] | None = None
 ) -> dict[str, tuple[int, int]]:
@@ -84,23 +66,5 @@ def feature_sizes(
     from hyenapixel.analysis.report import check_image_size
 
     size = default_input_size(model) if img_size is None else img_size
-    h, w = check_image_size(model, size)
-    found: dict[str, tuple[int, int]] = {}
-    handles = []
-    for s in sites:
-
-        def hook(_module: nn.Module, args: tuple, name: str = s.name) -> None:
-            found[name] = (int(args[0].shape[1]), int(args[0].shape[2]))  # (B, H, W, C)
-
-        handles.append(s.module.register_forward_pre_hook(hook))
-    param = next(model.parameters(), None)
-    in_chans = int(getattr(model, "in_chans", 3) or 3)
-    was_training = model.training
-    try:
-        model.eval()
-        model(torch.zeros(1, in_chans, h, w, device=param.device if param is not None else None))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return found
+    shapes = module_inputs(model, {s.name: s.module for s in sites}, check_image_size(model, size))
+    return {name: (int(shape[1]), int(shape[2])) for name, shape in shapes.items()}  # (B, H, W, C)

@@ -13,10 +13,17 @@ import dataclasses
 import typing
 from typing import Any
 
+from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.configio import config_fields, format_default, unwrap_optional
 from hyenapixel.train.errors import flag_name
 
-__all__ = ["add_dataclass_arguments", "add_output_arguments", "explicit_options", "format_default"]
+__all__ = [
+    "add_dataclass_arguments",
+    "add_output_arguments",
+    "add_progress_argument",
+    "explicit_options",
+    "format_default",
+]
 
 
 def _metavar(base: Any) -> str:
@@ -66,4 +73,15 @@ def add_output_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
         "--overwrite",
         action="store_true",
         help=f"replace the {tool} report of an earlier run in --output (default: refuse)",
+    )
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: how a long command shows its progress (the choices of ``train --progress``)."""
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="progress display: bar (tqdm), log (plain lines, for log files), none; auto: bar on a terminal, else log "
+        "(default: auto)",
     )

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "runtime scaling of token mixers (Fig. 2) or model throughput"
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (default: 5)")
     parser.add_argument("--batch-size", type=int, help="images per call (default: 1 for mixers, 8 for models)")
+    add_progress_argument(parser)
     add_output_arguments(parser, "bench")
     mixers = parser.add_argument_group("mixer mode")
     mixers.add_argument(
@@ -58,16 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
-    from hyenapixel.analysis import output_dir, save_report
-    from hyenapixel.analysis.bench import (
-        DEFAULT_SIZES,
-        bench_mixers,
-        bench_models,
-        plot_bench,
-        plot_bench_models,
-    )
+    from hyenapixel.analysis import output_dir
     from hyenapixel.errors import UserError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,24 +71,38 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     _check_mode_options(args)
     out = output_dir("bench", args.output, overwrite=args.overwrite)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        return _bench(args, device, out)
+    finally:
+        torch.set_num_threads(threads)  # the process's thread count as it was
+
+
+def _bench(args: argparse.Namespace, device: str, out: Path) -> int:
+    from hyenapixel.analysis import save_report
+    from hyenapixel.analysis.bench import (
+        DEFAULT_SIZES,
+        bench_mixers,
+        bench_models,
+        plot_bench,
+        plot_bench_models,
+    )
+    from hyenapixel.progress import Progress, progress_mode
+
     if args.mode == "mixers":
         sizes = args.sizes or DEFAULT_SIZES
-        with tqdm(total=len(sizes), desc="bench", unit="size", file=sys.stderr, leave=False) as bar:
-
-            def step(text: str) -> None:  # called when a size starts
-                bar.set_postfix_str(text)
-                bar.update(1)
-
+        bar = Progress(len(sizes), "bench", progress_mode(args.progress), log_interval=1, unit="size")
+        try:
             result = bench_mixers(
                 args.mixers,
                 sizes,
@@ -104,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
                 time_budget_s=args.time_budget,
                 memory_budget_gib=args.memory_budget,
                 modes=args.modes,
-                progress=step,
+                progress=lambda text: bar.update(1, at=text),  # called when a size starts
             )
+        finally:
+            bar.close()
         fig = plot_bench(result)
         for p in result.points:
             flag = f"  [{p.over_budget}]" if p.over_budget else ""

@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "effective receptive field (gradient of the centre output) of one or more models"
+DEFAULT_SIZE = 1024  # the paper's Fig. 4 and 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=50, metavar="N", help="images summed (default: 50)")
-    parser.add_argument("--img-size", type=int, default=1024, metavar="PX", help="square image size (default: 1024)")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        metavar="PX",
+        help=f"square image size (default: the size a checkpoint of ours was trained at, else {DEFAULT_SIZE})",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
         metavar="B",
         help="images per forward and backward (default: about 8 x 224^2 pixels per batch; 1 at 1024 px)",
     )
+    add_progress_argument(parser)
     add_output_arguments(parser, "erf")
 
 
@@ -38,22 +45,35 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.analysis.erf import erf, plot_erf
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
+    from hyenapixel.models import data_config
 
     if args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--num-images and --batch-size must be positive")
     out = output_dir("erf", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = build_models(args.models)
-    for _, model in models:
-        check_image_size(model, args.img_size)
+    sizes = [args.img_size or req.run_input_size or DEFAULT_SIZE for req, _ in models]
+    for (req, model), size in zip(models, sizes):
+        check_image_size(model, size)
+        if args.img_size is None and req.run_input_size:
+            print(f"erf: {req.label} at {size} px, the size its checkpoint was trained at (--img-size sets another)")
     results, used = [], []
     cache: dict = {}
-    for req, model in models:
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        norm = (tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
-        if norm not in cache:
-            cache[norm] = load_images(args.images, size=args.img_size, num=args.num_images, mean=norm[0], std=norm[1])
-        results.append(erf(model, cache[norm], batch_size=args.batch_size, progress=True, name=req.label))
-        used.append(cache[norm])
+    for (req, model), size in zip(models, sizes):
+        data = data_config(model)  # a checkpoint of ours: its run's normalisation
+        key = (data["mean"], data["std"], size)
+        if key not in cache:
+            cache[key] = load_images(args.images, size=size, num=args.num_images, mean=key[0], std=key[1])
+        results.append(
+            erf(
+                model,
+                cache[key],
+                batch_size=args.batch_size,
+                progress=args.progress,
+                name=req.label,
+                weights=req.weights,
+            )
+        )
+        used.append(cache[key])
     for r in results:
         ratios = "  ".join(f"{t:.0%}: {'not reached' if v is None else f'{v:.4f}'}" for t, v in r.area_ratio.items())
         print(f"{r.model:<24} {ratios}")

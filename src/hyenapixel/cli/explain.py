@@ -14,9 +14,8 @@ numbers) and DIR/explain_masks.npz (the masks).
 from __future__ import annotations
 
 import argparse
-import sys
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "FGVis explanations: the pixels a prediction needs (Appendix C, Fig. 9/10)"
@@ -50,18 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mean", type=float, nargs=3, help="normalisation mean the model was trained with (default: its cfg's)"
     )
     parser.add_argument("--std", type=float, nargs=3, help="normalisation std (default: the model cfg's)")
+    add_progress_argument(parser)
     add_output_arguments(parser, "explain")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from hyenapixel.analysis import check_image_size, load_images, output_dir, save_report
     from hyenapixel.analysis.explain import ClampToBounds, FilterGradients, explain, plot_explain
     from hyenapixel.cli.model_args import build_models
     from hyenapixel.errors import UserError
+    from hyenapixel.progress import Progress, progress_mode
 
     if args.num_images < 1:
         raise UserError(f"--num-images must be at least 1, got {args.num_images}")
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir("explain", args.output, overwrite=args.overwrite)
     results = []
     worst = len(images) * len(models) * args.max_tries * args.max_iter
-    with tqdm(total=worst, desc="explain", unit="it", file=sys.stderr, leave=False) as bar:
+    bar = Progress(worst, "explain", progress_mode(args.progress), log_interval=max(worst // 20, 1), unit="it")
+    try:
         for req, model in models:
             for name, raw in zip(images.names, images.raw):
                 gen = torch.Generator().manual_seed(args.seed)
@@ -110,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
                 )
                 result.label, result.name = req.label, name
                 results.append(result)
-                bar.total -= args.max_tries * args.max_iter - sum(t.iterations for t in result.tries)
-                bar.refresh()
+                bar.set_total(bar.total - (args.max_tries * args.max_iter - sum(t.iterations for t in result.tries)))
+    finally:
+        bar.close()
     numbers = {
         "settings": {k: getattr(args, k) for k in ("img_size", "lam", "lam_factor", "max_tries", "max_iter", "lr")}
         | {"noise": args.noise, "defense": args.defense, "seed": args.seed},

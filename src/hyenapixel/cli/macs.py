@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
+DEFAULT_SIZE = 224  # the paper's Table 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument(
-        "--img-size", type=int, nargs="+", default=[224], metavar="PX", help="square input sizes (default: 224)"
+        "--img-size",
+        type=int,
+        nargs="+",
+        metavar="PX",
+        help="square input sizes (default: the size a checkpoint of ours was trained at, else 224)",
     )
     parser.add_argument(
         "--mode",
@@ -29,24 +34,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="paper: filters generated in the forward, as Table 1 counts; inference: kernel spectra cached (default: "
         "paper)",
     )
+    add_progress_argument(parser)
     add_output_arguments(parser, "macs")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from hyenapixel.analysis import output_dir, save_report
     from hyenapixel.analysis.macs import count_macs, plot_macs
+    from hyenapixel.models import input_channels
+    from hyenapixel.progress import Progress, progress_mode
 
     modes = ["paper", "inference"] if args.mode == "both" else [args.mode]
     out = output_dir("macs", args.output, overwrite=args.overwrite)  # before the work, not after it
     models = _models(args)
-    jobs = [(req, model, size, mode) for req, model in models for size in args.img_size for mode in modes]
+    jobs = []
+    for req, model in models:
+        sizes = args.img_size or [req.run_input_size or DEFAULT_SIZE]
+        if args.img_size is None and req.run_input_size:
+            print(f"macs: {req.label} at {sizes[0]} px, the size its checkpoint was trained at (--img-size: another)")
+        jobs += [(req, model, size, mode) for size in sizes for mode in modes]
     results = []
-    for req, model, size, mode in tqdm(jobs, desc="counting", unit="count", leave=False, disable=len(jobs) < 2):
-        results.append(count_macs(model, (_in_chans(model), size, size), mode=mode, name=req.label))
+    bar = Progress(len(jobs), "macs", progress_mode(args.progress) if len(jobs) > 1 else "none", 1, unit="count")
+    try:
+        for req, model, size, mode in jobs:
+            results.append(count_macs(model, (input_channels(model), size, size), mode=mode, name=req.label))
+            bar.update(1)
+    finally:
+        bar.close()
     _print(results)
-    paths = save_report(out, "macs", [_numbers(r) for r in results], plot_macs(results))
+    numbers = [_numbers(r) | {"weights": req.weights} for r, (req, *_) in zip(results, jobs)]
+    paths = save_report(out, "macs", numbers, plot_macs(results))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
@@ -55,11 +72,6 @@ def _models(args: argparse.Namespace):  # noqa: ANN202
     from hyenapixel.cli.model_args import build_models
 
     return build_models(args.models)
-
-
-def _in_chans(model) -> int:  # noqa: ANN001
-    """Input channels of a timm model (3 unless it says otherwise)."""
-    return int(getattr(model, "in_chans", None) or getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
 
 
 def _numbers(r) -> dict:  # noqa: ANN001

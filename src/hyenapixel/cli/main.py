@@ -18,7 +18,6 @@ import argparse
 import difflib
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -89,7 +88,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
+    from hyenapixel.train.launch import torchrun_env
+
+    rank = torchrun_env().rank
     logger = logging.getLogger("hyenapixel")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
@@ -126,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     names = [name for name, _ in SUBCOMMANDS]
+    if argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        command = next((a for a in argv if a in names), None)
+        example = f"hyenapixel {command} {argv[0]} ..." if command else "hyenapixel COMMAND --option ..."
+        parser.error(f"{argv[0]}: options go after the command ({example}); commands: {', '.join(names)}")
     if not argv[0].startswith("-") and argv[0] not in names:
         close = difflib.get_close_matches(argv[0], names, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""

@@ -26,6 +26,10 @@ class ModelRequest:
     checkpoint: str | None = None
     pretrained: bool = False
     suffix: str = ""  # set by build_models when two entries would share a label
+    weights: str = ""
+    """Set by :func:`build_models`: which weights the model got, for figure titles and reports."""
+    run_input_size: int | None = None
+    """Set by :func:`build_models`: the image side a checkpoint of ours was trained at (None for other weights)."""
 
     @property
     def label(self) -> str:
@@ -107,17 +111,33 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[st
 
 
 def build_models(requests: Sequence[ModelRequest], **kwargs: Any) -> list[tuple[ModelRequest, Any]]:
-    """Create each requested model (eval mode) with :func:`hyenapixel.models.load_model`; kwargs go to timm."""
-    from hyenapixel.models import load_model
+    """Create each requested model (eval mode) with :func:`hyenapixel.models.load_model`; kwargs go to timm. Each
+    request learns which weights its model got (:attr:`ModelRequest.weights`) and, for a checkpoint of ours, the
+    image size its run trained at (:attr:`ModelRequest.run_input_size`)."""
+    from hyenapixel.models import input_side, load_model, read_checkpoint
 
     models = []
     for req in requests:
-        model = load_model(req.name, checkpoint=req.checkpoint, pretrained=req.pretrained, **kwargs).eval()
+        checkpoint = read_checkpoint(req.checkpoint) if req.checkpoint else None
+        model = load_model(req.name, checkpoint=checkpoint, pretrained=req.pretrained, **kwargs).eval()
+        req.weights = _describe_weights(req, checkpoint)
+        if checkpoint is not None and checkpoint.spec is not None:
+            req.run_input_size = input_side(checkpoint.meta.get("input_size"))
         if req.name is None:
             req.name = getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
         models.append((req, model))
     _distinct_labels([req for req, _ in models])
     return models
+
+
+def _describe_weights(req: ModelRequest, checkpoint: Any) -> str:
+    """``checkpoint best.pt (epoch 6)``, ``pretrained hub weights`` or ``random initialisation``."""
+    from pathlib import Path
+
+    if checkpoint is None:
+        return "pretrained hub weights" if req.pretrained else "random initialisation"
+    epoch = checkpoint.meta.get("epoch")
+    return f"checkpoint {Path(checkpoint.path).name}" + (f" (epoch {epoch})" if epoch is not None else "")
 
 
 def _distinct_labels(requests: Sequence[ModelRequest]) -> None:

@@ -18,11 +18,12 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
 from hyenapixel.train.config import TrainConfig
+from hyenapixel.train.errors import flag_name
+from hyenapixel.train.launch import torchrun_env
 from hyenapixel.train.recipes import RECIPES
 
 USAGE = "%(prog)s [--recipe NAME|FILE] [--OPTION VALUE ...]   (--help lists every option)"
@@ -37,8 +38,8 @@ _TITLES = {
     "run": "run, checkpoints and devices",
 }
 
-#: Options that the resume command replaces: (flag, takes a value).
-_RESUME_REPLACES = (("--output", True), ("--resume", True), ("--overwrite", False), ("--no-overwrite", False))
+#: Options that place a run: the resume command gives its own ``--output DIR --resume auto`` instead.
+_PLACEMENT = ("output", "resume", "overwrite")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,41 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, TrainConfig, titles=_TITLES)
 
 
-def resume_command(argv: Sequence[str], out_dir: str | os.PathLike[str], options: Sequence[str]) -> str:
-    """The command line that continues a run: ``argv`` with ``--output OUT --resume auto`` instead of its own.
-
-    Args:
-        argv: the arguments of the command (``["train", ...]``).
-        out_dir: the run directory.
-        options: every option string of the train parser (abbreviations of the replaced flags are resolved
-            against them as argparse does).
-    """
-
-    def replaced(token: str) -> tuple[str, bool] | None:
-        name = token.split("=", 1)[0]
-        if not name.startswith("--"):
-            return None
-        full = [o for o in options if o.startswith(name)]
-        full = [name] if name in options else full
-        for flag, takes_value in _RESUME_REPLACES:
-            if full == [flag]:
-                return flag, takes_value and "=" not in token
-        return None
-
-    kept: list[str] = []
-    tokens = list(argv)
-    i = 0
-    while i < len(tokens):
-        hit = replaced(tokens[i])
-        if hit is None:
-            kept.append(tokens[i])
-        elif hit[1]:
-            i += 1  # skip the value too
-        i += 1
+def resume_command(args: argparse.Namespace, out_dir: str | os.PathLike[str], *, distributed: bool = False) -> str:
+    """The command line that continues a run: the options given (as argparse parsed them, in their order) with
+    ``--output OUT --resume auto`` instead of the run's own placement options."""
+    words = ["train"] + (["--recipe", args.recipe] if args.recipe else [])
+    for name, value in explicit_options(args, TrainConfig).items():
+        if name in _PLACEMENT:
+            continue
+        if isinstance(value, bool):
+            words.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            words += [flag_name(name), *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
     prog = "hyenapixel" if Path(sys.argv[0]).name == "hyenapixel" else "python -m hyenapixel"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if distributed:
         prog = "torchrun <same options> -m hyenapixel"
-    return f"{prog} {shlex.join([*kept, '--output', str(out_dir), '--resume', 'auto'])}"
+    return f"{prog} {shlex.join([*words, '--output', str(out_dir), '--resume', 'auto'])}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = explicit_options(args, TrainConfig)
     if "model" in options:  # an unknown name is reported before anything else is said about it
-        from hyenapixel.train.model import check_model_name
+        from hyenapixel.train.build import check_model_flag
 
-        check_model_name(str(options["model"]))
+        check_model_flag(str(options["model"]))
     cfg = resolve_train_config(args.recipe, options)
     if args.print_config:
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -111,29 +92,27 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.train.fit import fit
     from hyenapixel.train.summary import format_summary
 
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    argv = getattr(args, "_argv", None) or ["train"]
-    flags = [s for action in args._parser._actions for s in action.option_strings]
+    launch = torchrun_env()
     try:
         summary = fit(cfg)
     except RunTerminatedError as exc:
-        if main_rank:
+        if launch.is_main:
             print(
                 f"{args._parser.prog}: {exc.signal_name}: saved {exc.checkpoint} at step {exc.step}; continue with:\n"
-                f"  {resume_command(argv, exc.out_dir, flags)}",
+                f"  {resume_command(args, exc.out_dir, distributed=launch.world_size > 1)}",
                 file=sys.stderr,
             )
         return 143
     except RunInterrupted as exc:
-        if main_rank:
+        if launch.is_main:
             where = f"newest checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint yet: starts again"
             print(
                 f"{args._parser.prog}: interrupted ({where}); continue with:\n"
-                f"  {resume_command(argv, exc.out_dir, flags)}",
+                f"  {resume_command(args, exc.out_dir, distributed=launch.world_size > 1)}",
                 file=sys.stderr,
             )
         return 130
-    if main_rank:
+    if launch.is_main:
         print("\n" + format_summary(summary))
         sys.stdout.flush()
     return 0

@@ -59,7 +59,7 @@ def _check_writable(path: Path) -> None:
 
 def format_result(result: Any) -> str:
     """The table of a :class:`hyenapixel.train.validate.ValidationResult`: one row per crop, the best marked."""
-    from hyenapixel.train.loop import format_accuracy
+    from hyenapixel.models.evaluation import format_accuracy
     from hyenapixel.train.validate import format_crop
 
     members = ", ".join(f"{m.model} ({m.checkpoint or 'pretrained'})" for m in result.members)

@@ -27,6 +27,10 @@ IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pg
 SPLITS: tuple[str, str] = ("train", "val")
 """The split folders an image-folder root must hold."""
 
+#: Split folders with at most this many image files are opened file by file by :func:`check_split` (PIL reads only
+#: the header), so a folder without a single readable image is reported before training; larger ones are not.
+HEADER_CHECK_MAX_FILES = 20_000
+
 # what PIL raises for unreadable files: OSError (UnidentifiedImageError, truncated data), ValueError and
 # SyntaxError (malformed headers), DecompressionBombError (absurd sizes)
 _LOAD_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -55,7 +59,8 @@ def check_split(root: str | os.PathLike[str], split: str) -> list[str]:
     """Check one split folder ``root/split`` and return its sorted class names.
 
     Raises :class:`DataError`, naming the offending path, when the split folder is missing, holds no class
-    folders, or a class folder holds no image file. :func:`check_image_folder` runs this for both splits;
+    folders, a class folder holds no image file, or (for splits of at most :data:`HEADER_CHECK_MAX_FILES` images)
+    not one image file opens. :func:`check_image_folder` runs this for both splits;
     evaluation on a folder without ``train/`` runs it for ``val`` alone.
     """
     split_dir = Path(root) / split
@@ -64,9 +69,36 @@ def check_split(root: str | os.PathLike[str], split: str) -> list[str]:
     names = sorted(e.name for e in split_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
     if not names:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<images>)")
-    for name in names:
-        _class_images(split_dir / name)
+    files = [f for name in names for f in _class_images(split_dir / name)]
+    if len(files) <= HEADER_CHECK_MAX_FILES:
+        _check_some_readable(split_dir, files)
     return names
+
+
+def _open_problem(path: Path) -> str | None:
+    """Why PIL cannot identify ``path`` as an image (it reads the header only), or None."""
+    try:
+        with Image.open(path):
+            return None
+    except _LOAD_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _check_some_readable(split_dir: Path, files: list[Path]) -> None:
+    """Raise :class:`DataError` if not one of ``files`` opens as an image, with the counts and one example of each
+    kind of file that was passed over."""
+    first_problem = None
+    for f in files:
+        problem = _open_problem(f)
+        if problem is None:
+            return
+        first_problem = first_problem or f"{f}: {problem}"
+    others = [Path(d, n) for d, _, names in os.walk(split_dir, followlinks=True) for n in names]
+    others = sorted(f for f in others if not f.name.lower().endswith(IMG_EXTENSIONS))
+    message = f"{split_dir}: no readable images: all {len(files)} image file(s) fail to open (e.g. {first_problem})"
+    if others:
+        message += f"; {len(others)} other file(s) are not images by name (e.g. {others[0]})"
+    raise DataError(message + f"; expected {', '.join(IMG_EXTENSIONS)} files that PIL can read")
 
 
 def check_image_folder(root: str | os.PathLike[str]) -> list[str]:
@@ -76,7 +108,8 @@ def check_image_folder(root: str | os.PathLike[str]) -> list[str]:
     of a class folder. Raises :class:`DataError`, naming the offending path, when ``root`` or a split folder
     is missing, a split has no class folders, a class folder holds no image file (see
     :data:`IMG_EXTENSIONS`), or ``train`` and ``val`` have different class folders (the message lists the
-    classes found in only one of them). Files are not opened here; see :meth:`ImageFolderDataset.verify`.
+    classes found in only one of them), or a small split holds no image that opens (see :func:`check_split`);
+    files are not decoded here, see :meth:`ImageFolderDataset.verify`.
     """
     root = Path(root)
     if not root.exists():

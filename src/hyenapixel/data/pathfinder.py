@@ -297,8 +297,8 @@ class PathfinderDataset(GeneratedDataset[PathfinderDifficulty]):
 
     Sample ``i`` depends only on ``seed``, ``i`` and the generation parameters (``image_size``,
     ``difficulty``), never on access order or worker. Labels alternate with the index (``i % 2``), so any
-    even-length dataset is exactly balanced. Rendering takes roughly 0.5-1.5 ms per image on one CPU core
-    (``hard`` more); see :class:`~hyenapixel.data.generated.GeneratedDataset` for the arguments, caching and
+    even-length dataset is exactly balanced (rendering time: docs/benchmarks.md, "Generated datasets"); see
+    :class:`~hyenapixel.data.generated.GeneratedDataset` for the arguments, caching and
     :meth:`splits`. ``difficulty`` is a preset name of :data:`PATHFINDER_DIFFICULTIES` or a
     :class:`PathfinderDifficulty`; ``render(i, return_meta=True)`` returns a :class:`PathfinderSample`.
 

@@ -16,7 +16,6 @@ from hyenapixel.dense.backbone import (
     PaperKernels,
     StageNorm,
     backbone,
-    feature_sizes,
 )
 from hyenapixel.dense.detection import BackboneWithFPN, faster_rcnn, mask_rcnn
 from hyenapixel.dense.segmentation import upernet
@@ -32,7 +31,6 @@ __all__ = [
     "StageNorm",
     "backbone",
     "faster_rcnn",
-    "feature_sizes",
     "mask_rcnn",
     "upernet",
 ]

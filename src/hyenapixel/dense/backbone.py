@@ -24,10 +24,10 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 
+from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
-from hyenapixel.models import load_model, resample_hyenapixel_filters
-from hyenapixel.models.metaformer import MIN_INPUT_SIZE
+from hyenapixel.models import load_model, resample_hyenapixel_filters, stage_sizes
 
 __all__ = [
     "KERNEL_POLICIES",
@@ -38,7 +38,6 @@ __all__ = [
     "PaperKernels",
     "StageNorm",
     "backbone",
-    "feature_sizes",
     "hyenapixel_kernel_sizes",
     "padded_size",
 ]
@@ -58,29 +57,6 @@ def StageNorm(channels: int) -> nn.Module:  # noqa: N802 - a layer factory, used
         (B, C, H, W) -> (B, C, H, W)
     """
     return LayerNorm2d(channels, eps=1e-5)
-
-
-def _out_size(size: int, conv: nn.Conv2d, axis: int) -> int:
-    k, s, p, d = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis], conv.dilation[axis]
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def feature_sizes(model: nn.Module, height: int, width: int) -> list[tuple[int, int]]:
-    """The exact (h, w) of each stage output of a MetaFormer for an input of ``height x width``.
-
-    The 7x7 stride-4 stem gives ``floor((H - 3) / 4) + 1`` and each stride-2 downsampling ``ceil(h / 2)``, so sizes
-    that are not multiples of 32 give maps slightly larger than ``H / stride`` (e.g. 800x1333 -> 200x333, 100x167,
-    50x84, 25x42).
-    """
-    h = _out_size(height, model.stem.conv, 0)
-    w = _out_size(width, model.stem.conv, 1)
-    sizes = []
-    for stage in model.stages:
-        conv = getattr(stage.downsample, "conv", None)
-        if conv is not None:
-            h, w = _out_size(h, conv, 0), _out_size(w, conv, 1)
-        sizes.append((h, w))
-    return sizes
 
 
 class KernelPolicy:
@@ -118,7 +94,7 @@ class CoverKernels(KernelPolicy):
 
     def kernel_sizes(self, model: nn.Module) -> list[int]:
         """``2 * max(h, w) - 1`` for each stage's map at ``img_size`` (e.g. 665/333/167/83 at 800x1333)."""
-        return [2 * max(h, w) - 1 for h, w in feature_sizes(model, *self.img_size)]
+        return [2 * max(h, w) - 1 for h, w in stage_sizes(model, *self.img_size)]
 
     def apply(self, model: nn.Module) -> None:
         resample_hyenapixel_filters(model, self.kernel_sizes(model))
@@ -200,7 +176,7 @@ class DenseBackbone(nn.Module):
 
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(h, w) of each returned map for an input of ``height x width``."""
-        sizes = feature_sizes(self.metaformer, height, width)
+        sizes = stage_sizes(self.metaformer, height, width)
         return [sizes[i] for i in self.out_indices]
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
 """The built-in dense run: UPerNet (segmentation_models_pytorch) or Mask R-CNN (torchvision) with a HyenaPixel
-backbone, trained from scratch on the generated shapes task (:mod:`hyenapixel.data.shapes`) in a few CPU minutes: a
-small, checkable version of the paper's Section 4.3 setups. Writes a run folder: ``config.yaml``, ``metrics.csv``,
-``summary.json`` and ``predictions.png``.
+backbone, trained from scratch on the generated shapes task (:mod:`hyenapixel.data.shapes`) on a CPU (the default
+run's result and wall time: docs/dense.md): a small, checkable version of the paper's Section 4.3 setups. Writes a
+run folder: ``config.yaml``, ``metrics.csv``, ``summary.json`` and ``predictions.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.data.shapes import SHAPE_CLASSES, ShapesDataset, collate_detection
 from hyenapixel.dense.backbone import DenseInputError
 from hyenapixel.dense.detection import mask_rcnn
@@ -33,7 +34,7 @@ TASKS = ("segmentation", "detection")
 
 @dataclass
 class DenseRunConfig:
-    """Settings of the built-in dense run; the defaults learn in a few minutes on 2 CPU cores."""
+    """Settings of the built-in dense run; the defaults are sized for a 2-core CPU (docs/dense.md)."""
 
     task: str = "segmentation"
     """segmentation: UPerNet scored by mIoU; detection: Mask R-CNN scored by COCO mask/box AP."""
@@ -67,10 +68,10 @@ class DenseRunConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DenseInputError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        if self.image_size < 32 or self.image_size % 32:
+        if self.image_size < MIN_INPUT_SIZE or self.image_size % MIN_INPUT_SIZE:
             raise DenseInputError(
-                f"--image-size must be a multiple of 32 (UPerNet's input rule, the backbone's total stride), "
-                f"got {self.image_size}"
+                f"--image-size must be a multiple of {MIN_INPUT_SIZE} (UPerNet's input rule, the backbone's total "
+                f"stride), got {self.image_size}"
             )
         for name in ("train_samples", "val_samples", "epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
@@ -153,12 +154,21 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
 
 
 def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
-    """Train and evaluate as configured, write the run folder, return the summary."""
+    """Train and evaluate as configured, write the run folder, return the summary. Torch runs on ``cfg.threads``
+    intra-op threads during the run; the process's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DenseRunConfig) -> dict[str, Any]:
     import yaml
 
     out = _output_folder(cfg)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     record = dataclasses.asdict(cfg) | {"output": str(out)}
     if cfg.checkpoint is not None:
         record["dims"] = None  # the checkpoint's architecture is used, not --dims
@@ -207,19 +217,21 @@ def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
 @torch.no_grad()
 def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: Path, n: int = 4) -> Path:
     """A picture of ``n`` validation images: image, ground truth and prediction (segmentation maps, or the detected
-    instances' masks and boxes with score >= 0.5)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    instances' masks and boxes with score >= 0.5). Drawn on an off-screen Agg canvas: matplotlib's backend and
+    pyplot's figures are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     from hyenapixel.dense.engine import normalise
 
     cmap = ListedColormap(["black", "tab:red", "tab:green", "tab:blue"])
     n = min(n, len(dataset))
     model.eval()
-    fig, axes = plt.subplots(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
+    fig = Figure(figsize=(2.2 * n, 6.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, n, squeeze=False)
     for j in range(n):
         image, target = dataset[j]
         axes[0, j].imshow(image.permute(1, 2, 0).numpy())
@@ -233,7 +245,7 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
             for mask, label in zip(det["masks"][keep][:, 0].flip(0), det["labels"][keep].flip(0)):
                 pred[mask > 0.5] = label
             for (x0, y0, x1, y1), label in zip(det["boxes"][keep].tolist(), det["labels"][keep].tolist()):
-                axes[2, j].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, ec=cmap(label)))
+                axes[2, j].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, ec=cmap(label)))
         axes[2, j].imshow(pred.numpy(), cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
     for ax, title in zip(axes[:, 0], ("image", "ground truth", "prediction")):
         ax.set_ylabel(title)
@@ -243,5 +255,4 @@ def draw_predictions(model: nn.Module, dataset: ShapesDataset, task: str, path: 
     fig.suptitle("red: circle, green: square, blue: triangle", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hyenapixel.dense.backbone import DenseBackbone, DenseInputError, KernelPolicy, backbone, padded_size
+from hyenapixel.models import data_config
 
 __all__ = ["BackboneWithFPN", "faster_rcnn", "mask_rcnn"]
 
@@ -73,9 +74,8 @@ def _backbone_with_fpn(
 
 
 def _mean_std(body: DenseBackbone) -> tuple[list[float], list[float]]:
-    cfg = getattr(body.metaformer, "pretrained_cfg", None) or {}
-    mean = list(cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = list(cfg.get("std", (0.229, 0.224, 0.225)))
+    cfg = data_config(body.metaformer)
+    mean, std = list(cfg["mean"]), list(cfg["std"])
     if len(mean) != body.in_chans:
         mean, std = [sum(mean) / len(mean)] * body.in_chans, [sum(std) / len(std)] * body.in_chans
     return mean, std

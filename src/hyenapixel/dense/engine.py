@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,9 +30,6 @@ __all__ = [
     "train_segmenter",
     "warmup_cosine",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _need(module: str, what: str):  # noqa: ANN202 - returns a module
@@ -72,8 +70,8 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     Shape:
         (B, 3, H, W) -> (B, 3, H, W)
     """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=images.dtype).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

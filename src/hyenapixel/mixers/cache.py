@@ -4,6 +4,7 @@ parameters cannot change, a kernel and its spectrum are computed once per input 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
@@ -19,8 +20,12 @@ __all__ = ["ClearsCacheOnModeSwitch", "SpectrumCache", "clear_spectrum_caches"]
 
 
 #: Optimizer steps per parameter. Fused optimizer steps (``fused=True``) change the weights in place without bumping
-#: their version counters, so a step hook counts every optimizer's steps for its own parameters.
+#: their version counters, so a step hook counts every optimizer's steps for its own parameters. The hook is
+#: registered when a cache first stores a spectrum (no import-time hook): steps taken before that cannot make a
+#: stored spectrum stale, since none existed.
 _STEPS = WeakIdKeyDictionary()  # tensor (by identity) -> steps
+_hook_lock = threading.Lock()
+_hook_installed = False
 
 
 def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -29,7 +34,15 @@ def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             _STEPS[p] = _STEPS.get(p, 0) + 1
 
 
-register_optimizer_step_post_hook(_count_step)
+def _count_optimizer_steps() -> None:
+    """Register the step-counting hook on every ``torch.optim`` optimizer, once per process."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    with _hook_lock:
+        if not _hook_installed:
+            register_optimizer_step_post_hook(_count_step)
+            _hook_installed = True
 
 
 def _state_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
@@ -54,7 +67,8 @@ class SpectrumCache:
     and are dropped as soon as any filter parameter or buffer changes: the signature includes each one's storage
     pointer and version counter, which in-place updates, ``load_state_dict`` (``copy_``) and ``.to()`` (new
     storage) change, and the optimizer steps taken on it (counted by a step hook on every ``torch.optim``
-    optimizer, fused ones included, whose steps leave the version counters alone). The mixers also clear it on
+    optimizer, fused ones included, whose steps leave the version counters alone; the hook is registered when the
+    first spectrum is stored, not on import). The mixers also clear it on
     a switch between ``train()`` and ``eval()``. Only an in-place edit of ``.data`` while the model stays in one
     mode goes unseen: call :func:`clear_spectrum_caches` after one.
 
@@ -64,7 +78,7 @@ class SpectrumCache:
     """
 
     #: At most this many input sizes are kept, and at most ``max_bytes`` of spectra (the oldest go first; the newest
-    #: is always kept). One stage-1 spectrum of an S18 at 800 x 1333 px: 25 MiB (224-px kernels), 66 MiB (covering).
+    #: is always kept). The spectrum sizes at detection resolutions: docs/models.md, "Eval kernel cache".
     max_entries = 8
     max_bytes = 512 * 2**20
 
@@ -86,7 +100,9 @@ class SpectrumCache:
 
     @staticmethod
     def usable(filter_module: nn.Module) -> bool:
-        if torch.compiler.is_compiling():  # torch.compile / torch.export cannot trace the cache's bookkeeping
+        # torch.compile / torch.export cannot trace the bookkeeping. Not ops.tracing(): under torch.jit.trace the cache
+        # must stay in use, as fvcore's MAC count of the inference path (analysis.macs) reads the cached spectra.
+        if torch.compiler.is_compiling():
             return False
         if not torch.is_grad_enabled():
             return True
@@ -111,7 +127,7 @@ class SpectrumCache:
             )
             return apply_spectrum(u, k_f, plan)
         # The kernel MLP's activations do not depend on the batch; recomputing them in backward saves their memory
-        # (tens of MiB per block at 111 x 111) for a cost that is small against the convolution.
+        # for a cost that is small against the convolution.
         kernel = checkpoint(make_kernel, use_reentrant=False) if torch.is_grad_enabled() else make_kernel()
         return conv_with_plan(u, kernel, plan)
 
@@ -119,6 +135,7 @@ class SpectrumCache:
         """Return ``compute()``, from the cache when allowed and valid."""
         if not self.enabled or not self.usable(filter_module):
             return compute()
+        _count_optimizer_steps()  # before the signature: every later step is counted
         signature = tuple(
             (t.data_ptr(), t._version, _STEPS.get(t, 0), t.dtype, t.device) for t in _state_tensors(filter_module)
         )

@@ -1,6 +1,7 @@
 """MetaFormer models with HyenaPixel / Hyena token mixers, registered in timm (paper Sections 3 and 4)."""
 
 from hyenapixel.models.convert import checkpoint_filter_fn, rename_official_key, unwrap_state_dict
+from hyenapixel.models.evaluation import EvalMetrics, evaluate, predict, topk_from_probs
 from hyenapixel.models.families import (
     B_DIMS,
     FAMILIES,
@@ -22,6 +23,7 @@ from hyenapixel.models.families import (
     hpx_layout,
     hpx_mixer,
 )
+from hyenapixel.models.hub import HUB_FOLDER_FILES, save_hub_folder
 from hyenapixel.models.introspect import (
     LONG_CONV_MIXERS,
     data_config,
@@ -41,6 +43,7 @@ __all__ = [
     "FAMILIES",
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
+    "HUB_FOLDER_FILES",
     "KERNEL_SIZES",
     "LONG_CONV_MIXERS",
     "MIXER_NORM",
@@ -50,6 +53,7 @@ __all__ = [
     "S_DIMS",
     "TRAIN_SEQ_LENS",
     "Checkpoint",
+    "EvalMetrics",
     "MetaFormer",
     "MetaFormerBlock",
     "MetaFormerStage",
@@ -59,6 +63,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "data_config",
     "default_input_size",
+    "evaluate",
     "hb_a_layout",
     "hb_layout",
     "hb_mixer",
@@ -71,10 +76,13 @@ __all__ = [
     "load_model",
     "model_name",
     "module_inputs",
+    "predict",
     "read_checkpoint",
     "read_weights",
     "rename_official_key",
     "resample_hyenapixel_filters",
+    "save_hub_folder",
     "stage_sizes",
+    "topk_from_probs",
     "unwrap_state_dict",
 ]

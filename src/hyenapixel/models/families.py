@@ -19,8 +19,10 @@ Every model is one ``@register_model`` function below plus one entry in ``defaul
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -134,6 +136,8 @@ def _create(variant: str, pretrained: bool, size: ModelSize, mixers: list[MixerF
             f"feature_cls={feature_cls!r} is not supported: {variant} gives its feature maps (B, C, H, W) through "
             "forward_intermediates, timm's 'getter' extractor (the default; leave feature_cls out)"
         )
+    if pretrained:
+        _check_local_weights(kwargs)
     return build_model_with_cfg(
         MetaFormer,
         variant,
@@ -145,6 +149,21 @@ def _create(variant: str, pretrained: bool, size: ModelSize, mixers: list[MixerF
         token_mixers=mixers,
         **kwargs,
     )
+
+
+def _check_local_weights(kwargs: dict) -> None:
+    """A local weights file named by ``pretrained_cfg_overlay=dict(file=...)`` (or ``pretrained_cfg``) must exist:
+    timm raises a bare ``FileNotFoundError`` without the path otherwise."""
+    for key in ("pretrained_cfg_overlay", "pretrained_cfg"):
+        cfg = kwargs.get(key)
+        file = cfg.get("file") if isinstance(cfg, dict) else getattr(cfg, "file", None)
+        if file and not Path(file).exists():
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"pretrained weights file not found ({key} file={str(file)!r}, resolved {Path(file).resolve()}); "
+                "pass the path of an official .bin/.pth/.safetensors checkpoint or a run's .safetensors",
+                str(file),
+            )
 
 
 # ---- pretrained configurations: one entry per registered name ----------------------------------------------------

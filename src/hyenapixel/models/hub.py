@@ -6,6 +6,10 @@ happens, :func:`check_pretrained_available` answers in at most a few seconds: th
 state dict, or already in the hub / torch cache), or the hub can be reached (a TCP connect with a short
 timeout), or a :class:`~hyenapixel.models.weights.WeightsError` says what is missing and how to use a local file.
 ``HF_HUB_OFFLINE=1`` is respected: then only cached weights count.
+
+:func:`save_hub_folder` goes the other way: it writes a checkpoint of ours as a timm hub folder (``config.json``
+beside ``model.safetensors``), which ``timm.create_model("local-dir:FOLDER", pretrained=True)`` rebuilds and which
+``timm.models.push_to_hf_hub`` publishes.
 """
 
 from __future__ import annotations
@@ -17,9 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hyenapixel.models.weights import WeightsError
+from hyenapixel.errors import UserError
+from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint
 
-__all__ = ["CONNECT_TIMEOUT_S", "check_pretrained_available", "hub_offline", "reachable"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "HUB_FOLDER_FILES",
+    "check_pretrained_available",
+    "hub_offline",
+    "reachable",
+    "save_hub_folder",
+]
+
+#: The files of a timm hub folder that :func:`save_hub_folder` writes.
+HUB_FOLDER_FILES = ("config.json", "model.safetensors")
 
 #: Seconds a TCP connect to the hub (or proxy) may take before the hub counts as unreachable.
 CONNECT_TIMEOUT_S = 2.0
@@ -100,3 +115,46 @@ def check_pretrained_available(name: str, overlay: Mapping[str, Any] | None = No
             f"{name}: cannot download its pretrained weights, {urlparse(server).hostname} is unreachable (no "
             f"network?; checked with a {CONNECT_TIMEOUT_S:g} s connect). {_local_message(name)}"
         )
+
+
+def save_hub_folder(
+    checkpoint: str | os.PathLike | Checkpoint,
+    folder: str | os.PathLike,
+    *,
+    use_ema: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write the model of ``checkpoint`` as a timm hub folder and return the folder.
+
+    ``folder/config.json`` holds the architecture, ``model_args`` (custom ``dims``, ``kernel_sizes``, ``in_chans``,
+    ``num_classes`` ...), the label names of a run of ours and a ``pretrained_cfg`` with the input size, mean and std
+    the model was trained with; ``folder/model.safetensors`` holds the weights. After ``import hyenapixel``,
+    ``timm.create_model("local-dir:FOLDER", pretrained=True)`` rebuilds the model with bitwise-identical weights, and
+    ``timm.data.resolve_data_config(model=...)`` gives its data settings. Publish the folder's model with
+    ``timm.models.push_to_hf_hub`` (see docs/training.md).
+
+    Args:
+        checkpoint: a run's ``best.pt``/``last.pt``/``best.safetensors`` (or any file :func:`load_model` reads).
+        folder: created if missing; other files in it are left alone.
+        use_ema: a training state's EMA weights.
+        overwrite: replace the hub files of an earlier export in ``folder`` (without it they are refused).
+
+    Raises:
+        WeightsError: an unreadable checkpoint; UserError: ``folder`` is a file or holds a hub export already.
+    """
+    from timm.models import save_for_hf
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder for the hub files ({', '.join(HUB_FOLDER_FILES)})")
+    existing = [f for f in HUB_FOLDER_FILES if (folder / f).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{folder} holds {', '.join(existing)} already; choose another folder or pass overwrite")
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, use_ema=use_ema)
+    model = load_model(checkpoint=ck).eval()
+    model_args = {k: list(v) if isinstance(v, tuple) else v for k, v in ((ck.spec or {}).get("kwargs") or {}).items()}
+    model_config: dict[str, Any] = {}
+    if ck.meta.get("class_names"):
+        model_config["label_names"] = [str(c) for c in ck.meta["class_names"]]
+    save_for_hf(model, str(folder), model_config=model_config, model_args=model_args, safe_serialization=True)
+    return folder

@@ -32,8 +32,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _state = threading.local()
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[int, ThreadPoolExecutor] = {}  # created on first use, one per worker count
 _pools_lock = threading.Lock()
+_fork_handler_registered = False
 
 
 def _forget_pools_after_fork() -> None:
@@ -41,10 +42,6 @@ def _forget_pools_after_fork() -> None:
     global _pools_lock
     _pools.clear()
     _pools_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def block_workers(items: int) -> int:
@@ -64,7 +61,13 @@ def split_evenly(n: int, parts: int) -> list[range]:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """The pool of ``workers`` threads, created on first use; so is the at-fork handler that forgets the pools in a
+    forked child (nothing is registered or started on import)."""
+    global _fork_handler_registered
     with _pools_lock:
+        if not _fork_handler_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_pools_after_fork)
+            _fork_handler_registered = True
         if workers not in _pools:
             _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="hyenapixel-blocks")
         return _pools[workers]

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hyenapixel.constants import DEFAULT_BUILTIN, MIN_INPUT_SIZE
+from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.configio import build_config, flatten, to_plain
 from hyenapixel.train.errors import ConfigError
 
@@ -49,10 +51,6 @@ __all__ = [
 DEFAULT_MODEL = "hpx_former_s4"
 DEFAULT_DIMS = (16, 32, 64, 128)
 DEFAULT_KERNEL_SIZES = (15, 7, 3, 1)
-
-#: The smallest image side the models take: the MetaFormer stages downsample 32x in all. A torch-free copy of
-#: ``hyenapixel.models.metaformer.MIN_INPUT_SIZE`` (tests/train/test_config.py checks that they agree).
-MIN_INPUT_SIZE = 32
 
 #: Architecture overrides that belong to one model: when ``--model`` changes, they fall back to the new
 #: model's own values unless they are given on the command line too.
@@ -105,8 +103,6 @@ SCHEDULES = ("cosine", "constant")
 #: Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
 #: compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer).
 BUILTIN_DATASET_NAMES = ("balance", "pathfinder")
-#: The built-in dataset of ``hyenapixel train`` (and of ``validate`` for a file that does not name its data).
-DEFAULT_BUILTIN = "balance"
 
 
 @dataclass
@@ -350,7 +346,7 @@ class RunConfig(DeviceOptions):
     progress: str = option(
         "auto",
         "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
-        choices=("auto", "bar", "log", "none"),
+        choices=PROGRESS_MODES,
     )
     check_sync_every: int = option(
         0, "Distributed debugging: every N steps verify that all ranks hold identical weights; 0: off."
@@ -448,6 +444,11 @@ class ValidateConfig(ImageOptions, DeviceOptions):
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
     output_json: str | None = option(None, "Also write the results to this JSON file.")
+    progress: str = option(
+        "auto",
+        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
+        choices=PROGRESS_MODES,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,7 +2,7 @@
 
 Resolves input size, normalisation and crop from the model's pretrained cfg (paper Section 4.1 evaluates at the
 model's own settings), checks names and presets of the built-in datasets, and wraps datasets for the
-``--skip-corrupt`` count. Used by :mod:`hyenapixel.train.run` and :mod:`hyenapixel.train.validate`.
+``--skip-corrupt`` count. Used by :mod:`hyenapixel.train.build` and :mod:`hyenapixel.train.validate`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hyenapixel.models.introspect import data_config
 from hyenapixel.train.config import ConfigError
 from hyenapixel.train.loaders import CorruptFileReporter
 
-__all__ = ["BuiltData", "DataSettings", "build_data", "builtin_input_size", "default_workers", "model_data_defaults"]
+__all__ = ["BuiltData", "DataSettings", "build_data", "builtin_input_size", "default_workers"]
 
 #: DataLoader workers per process for image folders (the built-in data is generated in the main process).
 MAX_FOLDER_WORKERS = 8
@@ -69,21 +70,6 @@ class BuiltData(NamedTuple):
     settings: DataSettings
 
 
-def model_data_defaults(name: str) -> dict[str, Any]:
-    """input_size, mean, std, crop_pct and interpolation from the model's pretrained cfg (ImageNet fallbacks)."""
-    import timm
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    pcfg = timm.models.get_pretrained_cfg(name)
-    get = (lambda k, d: getattr(pcfg, k, None) or d) if pcfg is not None else (lambda k, d: d)
-    return {
-        "input_size": int(get("input_size", (3, 224, 224))[-1]),
-        "mean": tuple(get("mean", IMAGENET_DEFAULT_MEAN)),
-        "std": tuple(get("std", IMAGENET_DEFAULT_STD)),
-        "crop_pct": float(get("crop_pct", 0.875)),
-    }
-
-
 def builtin_input_size() -> int:
     """Image size of the built-in dataset when ``--input-size`` is not given (the data layer's default)."""
     import hyenapixel.data as hdata
@@ -127,7 +113,7 @@ def build_data(
         resolved: dict[str, Any] = dict(input_size=size, crop_pct=None, interpolation=None, mean=None, std=None)
         train_tf = val_tf = None
     else:
-        defaults = model_data_defaults(model_name)
+        defaults = data_config(model_name)
         size = input_size or defaults["input_size"]
         resolved = {
             "input_size": size,

@@ -1,6 +1,7 @@
 """torch.distributed set-up for ``torchrun`` (the paper trained on several GPUs with a global batch of 4096).
 
-``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is a single process. NCCL is
+``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (read by :func:`hyenapixel.train.launch.torchrun_env`);
+without them the run is a single process. NCCL is
 used on GPUs and gloo on CPUs. Only rank 0 writes files and prints; metrics are summed over ranks.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hyenapixel.train.errors import ConfigError
+from hyenapixel.train.launch import torchrun_env
 
 __all__ = [
     "DistInfo",
@@ -61,9 +62,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Initialise the process group from the ``torchrun`` environment (or return a single-process info)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = torchrun_env()
     dev = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"

@@ -1,14 +1,10 @@
 """``fit(cfg)``: a complete, resumable, optionally distributed training run (paper Section 4.1).
 
-``fit`` builds the run with :func:`hyenapixel.train.run.build_run` (datasets, model, optimizer, closed-form schedule,
-timm's losses, Mixup/CutMix and EMA; restored from its checkpoint when resuming), and drives the loop
-functions of :mod:`hyenapixel.train.loop` epoch by epoch. Only rank 0 writes files:
-
-``config.yaml`` (the resolved config plus derived values), ``train.log`` (the log, ending with the summary block),
-``metrics.csv`` (one row per epoch, drawn as ``curves.png`` when matplotlib is installed), ``last.pt`` (every
-epoch, and every ``--checkpoint-every-steps`` steps), ``best.pt`` and ``best.safetensors`` (best validation top-1;
-the safetensors metadata names the model), ``epoch_<N>.pt`` (every ``--checkpoint-every`` epochs) and
-``summary.json``.
+The run flows config -> parts -> loop -> summary: :func:`hyenapixel.train.rundir.place_run` picks the folder,
+:func:`hyenapixel.train.build.build` makes the parts, :class:`hyenapixel.train.state.RunState` holds (and
+restores) the position, every epoch is :func:`hyenapixel.train.loop.train_one_epoch` then
+:func:`hyenapixel.models.evaluate`, and rank 0 writes the folder's files through
+:class:`hyenapixel.train.rundir.RunFolder`.
 
 A run never loses work: a SIGTERM (a scheduler's preemption) saves ``last.pt`` at the current optimizer step and
 stops with :class:`~hyenapixel.train.errors.RunTerminatedError`; Ctrl-C stops with
@@ -18,34 +14,27 @@ stops with :class:`~hyenapixel.train.errors.RunTerminatedError`; Ctrl-C stops wi
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
+import functools
 import json
 import logging
-import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 
-from hyenapixel.train.checkpoint import (
-    atomic_write_text,
-    find_resume_checkpoint,
-    restore_rng_state,
-    save_safetensors,
-    save_training_state,
-)
+from hyenapixel.models.evaluation import evaluate
+from hyenapixel.progress import Progress, format_seconds, progress_mode
+from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
+from hyenapixel.train.checkpoint import restore_rng_state
 from hyenapixel.train.config import TrainConfig
 from hyenapixel.train.distributed import (
-    DistInfo,
+    all_reduce_sum,
     any_rank,
     assert_replicas_in_sync,
     cleanup_distributed,
@@ -59,69 +48,266 @@ from hyenapixel.train.loaders import (
     ShardSampler,
     make_loader,
 )
-from hyenapixel.train.loop import evaluate, train_one_epoch
-from hyenapixel.train.plots import plot_training_curves
-from hyenapixel.train.progress import Progress, format_seconds, progress_mode
-from hyenapixel.train.run import RUN_FILES, Best, EpochMetrics, Run, build_run, seed_all
-from hyenapixel.train.summary import format_summary
+from hyenapixel.train.loop import TrainStats, train_one_epoch
+from hyenapixel.train.rundir import RunFolder, place_run
+from hyenapixel.train.state import Best, EpochMetrics, RunState
+from hyenapixel.train.summary import banner, summarize
 
-__all__ = ["EMA_FIELDS", "METRIC_FIELDS", "MetricsCSV", "StopRequest", "fit", "metric_fields"]
+__all__ = ["StopRequest", "fit"]
 
 log = logging.getLogger("hyenapixel")
 
-METRIC_FIELDS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "ema_top1",
-    "ema_top5",
-    "epoch_time_s",
-    "images_per_s",
-)
 
-#: Columns that exist only when the run keeps an EMA of the weights.
-EMA_FIELDS = ("ema_top1", "ema_top5")
+def fit(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (evaluating every epoch) as configured; return the summary (also ``summary.json`` on rank 0).
 
-#: How each column is written: decimals to round to (None: 6 significant digits, for the learning rate).
-_DECIMALS: dict[str, int | None] = {
-    "lr": None,
-    "train_loss": 5,
-    "val_loss": 5,
-    "val_top1": 3,
-    "val_top5": 3,
-    "ema_top1": 3,
-    "ema_top5": 3,
-    "epoch_time_s": 2,
-    "images_per_s": 1,
-}
+    Raises:
+        ConfigError: nonsense options (before any work), including an --output that holds another run.
+        hyenapixel.data.DataError: bad datasets (before any training).
+        NonFiniteLossError: the loss diverged (the last checkpoint is left intact).
+        RunTerminatedError: SIGTERM; ``last.pt`` holds the state at the current optimizer step.
+        RunInterrupted: Ctrl-C; the newest checkpoint is where ``--resume auto`` continues.
+    """
+    t_start = time.time()
+    info = setup_distributed(cfg.run.device)
+    try:
+        with _process_settings(cfg.run.threads, cfg.run.deterministic), _stop_on_sigterm() as stop:
+            check_model_flag(cfg.model.model)
+            batching = resolve_batching(cfg, info.world_size)
+            out_dir, resume_path = place_run(cfg, info)
+            parts = build(cfg, info, batching, out_dir)
+            state = RunState.restore(parts, resume_path) if resume_path else RunState()
+            if resume_path and state.epoch >= cfg.sched.epochs and state.batch == 0:
+                summary = _already_complete(parts, state)
+                if summary is not None:
+                    return summary
+            folder = _open_folder(parts, state)
+            with folder or contextlib.nullcontext():
+                try:
+                    _train(parts, state, folder, stop)
+                except KeyboardInterrupt:
+                    newest = folder.newest_checkpoint() if folder else None
+                    raise RunInterrupted(out_dir, newest, parts.schedule.num_updates) from None
+                return _finish(parts, state, folder, time.time() - t_start)
+    finally:
+        cleanup_distributed()
 
 
-def metric_fields(ema: bool) -> tuple[str, ...]:
-    """The columns of ``metrics.csv`` (EMA columns only with ``--ema``)."""
-    return METRIC_FIELDS if ema else tuple(f for f in METRIC_FIELDS if f not in EMA_FIELDS)
+def _open_folder(parts: Components, state: RunState) -> RunFolder | None:
+    """Rank 0's run folder: a fresh run with --overwrite first removes the old run's files, a resumed one keeps
+    the rows of metrics.csv up to its epoch. None on the other ranks."""
+    if not parts.info.is_main:
+        return None
+    resumed = state.resumed_from is not None
+    return RunFolder(
+        parts.out_dir,
+        parts.record,
+        banner(parts),
+        replace=parts.cfg.run.overwrite and not resumed,
+        resumed_epoch=state.epoch if resumed else None,
+        ema=parts.ema is not None,
+    )
 
 
-def _cell(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if not isinstance(value, float) or name not in _DECIMALS:
-        return str(value)
-    decimals = _DECIMALS[name]
-    return f"{value:.6g}" if decimals is None else repr(round(value, decimals))
+def _finish(parts: Components, state: RunState, folder: RunFolder | None, wall_time_s: float) -> dict[str, Any]:
+    """The summary of the finished run; rank 0 draws curves.png and writes summary.json and the log's last block."""
+    corrupt = _skipped_files(parts)
+    s = parts.settings
+    curves = folder.draw_curves(f"{parts.cfg.model.model} on {s.dataset}", 100.0 / s.num_classes) if folder else None
+    summary = summarize(parts, state, wall_time_s=wall_time_s, corrupt=len(corrupt), curves=curves)
+    if folder:
+        _warn_corrupt(corrupt)
+        folder.write_summary(summary)
+    return summary
+
+
+def _train(parts: Components, state: RunState, folder: RunFolder | None, stop: StopRequest) -> None:
+    """Every remaining epoch: train, evaluate (model and EMA), checkpoint and log on rank 0."""
+    cfg, info = parts.cfg, parts.info
+    val_loader = make_loader(
+        parts.val_ds,
+        ShardSampler(len(parts.val_ds), info.world_size, info.rank),
+        batch_size=cfg.run.batch_size,
+        workers=parts.workers,
+        drop_last=False,
+        pin_memory=info.device.type == "cuda",
+        seed=cfg.run.seed,
+    )
+    sampler = ResumableDistributedSampler(parts.train_ds, info.world_size, info.rank, seed=cfg.run.seed)
+    if state.rng is not None:
+        restore_rng_state(state.rng)
+    else:
+        seed_all(cfg.run.seed + info.rank)  # dropout and drop path differ per rank
+    evaluate_kw = dict(
+        device=info.device,
+        amp_dtype=parts.amp_dtype,
+        channels_last=cfg.run.channels_last,
+        reduce=functools.partial(all_reduce_sum, info=info),
+    )
+    while state.epoch < cfg.sched.epochs:
+        epoch, t0 = state.epoch, time.time()
+        train = _train_epoch(parts, state, sampler, _after_step(parts, state, folder, stop))
+        train_time = time.time() - t0
+        val = evaluate(parts.model, val_loader, **evaluate_kw)
+        ema = evaluate(parts.ema.module, val_loader, **evaluate_kw) if parts.ema is not None else None
+        reported = ema if ema is not None else val  # the EMA weights are the deliverable when EMA is on
+        is_best = reported.top1 > state.best.top1
+        if is_best:
+            state.best = Best(reported.top1, epoch + 1)
+        step = parts.schedule.num_updates
+        state.last_metrics = metrics = EpochMetrics(
+            epoch=epoch + 1,
+            step=step,
+            lr=parts.schedule.lr_at(parts.schedule.epoch_of(max(step - 1, 0))),
+            train_loss=train.train_loss,
+            val_loss=val.loss,
+            val_top1=val.top1,
+            val_top5=val.top5,
+            val_count=val.count,
+            ema_top1=ema.top1 if ema else None,
+            ema_top5=ema.top5 if ema else None,
+            epoch_time_s=round(time.time() - t0, 3),
+            images_per_s=round(train.images / max(train_time, 1e-9), 1),
+        )
+        state.epoch, state.batch = epoch + 1, 0
+        checkpoint = state.checkpoint(parts)
+        if folder is not None:
+            keep = bool(cfg.run.checkpoint_every) and state.epoch % cfg.run.checkpoint_every == 0
+            folder.save_epoch(checkpoint, dataclasses.asdict(metrics), is_best=is_best, keep=keep)
+            log.info(
+                "epoch %d/%d: train loss %.4f | val loss %.4f top-1 %.2f%s%s | %s, %.0f img/s%s",
+                epoch + 1,
+                cfg.sched.epochs,
+                train.train_loss,
+                val.loss,
+                val.top1,
+                "" if val.top5 is None else f" top-5 {val.top5:.2f}",
+                f" | ema top-1 {ema.top1:.2f}" if ema else "",
+                format_seconds(time.time() - t0),
+                metrics.images_per_s,
+                " (best)" if is_best else "",
+            )
+        if state.epoch < cfg.sched.epochs and any_rank(stop.requested, info):
+            _stopped(parts, stop, f"end of epoch {state.epoch}")
+
+
+def _train_epoch(
+    parts: Components, state: RunState, sampler: ResumableDistributedSampler, on_update: Callable[[int], None]
+) -> TrainStats:
+    """The training part of epoch ``state.epoch``, from micro-batch ``state.batch`` on."""
+    cfg, epoch, accum = parts.cfg, state.epoch, parts.batching.accum_steps
+    progress = Progress(
+        parts.updates_per_epoch,
+        f"epoch {epoch + 1}/{cfg.sched.epochs}",
+        progress_mode(cfg.run.progress, parts.info.is_main),
+        cfg.run.log_interval,
+        initial=state.batch // accum,
+        run_remaining_steps=(cfg.sched.epochs - epoch - 1) * parts.updates_per_epoch,
+    )
+    try:
+        return train_one_epoch(
+            parts.ddp_model,
+            parts.train_loader(epoch, sampler, state.batch),
+            parts.optimizer,
+            parts.loss_fn,
+            parts.schedule,
+            info=parts.info,
+            epoch=epoch + 1,
+            num_batches=parts.num_batches,
+            accum_steps=accum,
+            start_batch=state.batch,
+            mixup=parts.mixup,
+            scaler=parts.scaler,
+            amp_dtype=parts.amp_dtype,
+            ema=parts.ema,
+            clip_grad=cfg.optim.clip_grad,
+            channels_last=cfg.run.channels_last,
+            progress=progress,
+            on_update=on_update,
+        )
+    finally:
+        progress.close()
+
+
+def _after_step(
+    parts: Components, state: RunState, folder: RunFolder | None, stop: StopRequest
+) -> Callable[[int], None]:
+    """After every optimizer step: optional replica check, mid-epoch checkpoint, and the stop on SIGTERM."""
+    run = parts.cfg.run
+
+    def hook(batch_done: int) -> None:
+        state.batch = batch_done
+        step = parts.schedule.num_updates
+        if run.check_sync_every and step % run.check_sync_every == 0:
+            assert_replicas_in_sync(parts.model, parts.info, step)
+        stopping = any_rank(stop.requested, parts.info)
+        every = run.checkpoint_every_steps
+        if stopping or (every and step % every == 0 and batch_done < parts.num_batches):
+            checkpoint = state.checkpoint(parts)
+            if folder is not None:
+                folder.save_step(checkpoint)
+        if stopping:
+            _stopped(parts, stop, f"epoch {state.epoch + 1}, micro-batch {batch_done} of {parts.num_batches}")
+
+    return hook
+
+
+def _stopped(parts: Components, stop: StopRequest, where: str) -> None:
+    """Report the stop after the checkpoint of the current step was saved, and end the run."""
+    step, signal_name, last = parts.schedule.num_updates, stop.signal_name or "SIGTERM", parts.out_dir / "last.pt"
+    log.warning("%s: saved %s at step %d (%s); continue with --resume auto", signal_name, last, step, where)
+    raise RunTerminatedError(parts.out_dir, last, step, signal_name)
+
+
+def _already_complete(parts: Components, state: RunState) -> dict[str, Any] | None:
+    """A resumed run whose checkpoint has trained every epoch: nothing is trained or written; the summary it
+    saved is returned (None if it has none: the run then only writes its summary). A checkpoint past ``--epochs``
+    is refused."""
+    done, epochs = state.epoch, parts.cfg.sched.epochs
+    if done > epochs:
+        raise ConfigError(
+            "epochs",
+            f"{state.resumed_from} has trained {done} epochs already, more than --epochs {epochs}; give --epochs "
+            f"{done} or more to continue it, or start a new run",
+        )
+    path = parts.out_dir / "summary.json"
+    if not path.is_file():
+        return None
+    log.info("%s has trained all %d epochs already: nothing to do (raise --epochs to train further)", path.parent, done)
+    return json.loads(path.read_text())
+
+
+def _skipped_files(parts: Components) -> set[str]:
+    """Corrupt files skipped by any worker of any rank (collective when distributed)."""
+    found: set[str] = set()
+    for ds in (parts.train_ds, parts.val_ds):
+        while isinstance(ds, SeededSamples):
+            ds = ds.dataset
+        if isinstance(ds, CorruptFileReporter):
+            found |= ds.collect()
+    if parts.info.distributed:
+        everyone: list[Any] = [None] * parts.info.world_size
+        dist.all_gather_object(everyone, found)
+        found = set().union(*everyone)
+    return found
+
+
+def _warn_corrupt(corrupt: set[str]) -> None:
+    if corrupt:
+        shown = sorted(corrupt)
+        listed = ", ".join(shown[:10]) + (f", ... ({len(shown) - 10} more)" if len(shown) > 10 else "")
+        log.warning("skipped %d corrupt image file(s) (--skip-corrupt): %s", len(shown), listed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Process settings and run files
+# Process settings for the duration of a run
 # ----------------------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _process_settings(threads: int | None, deterministic: bool) -> Iterator[None]:
-    """CPU threads and (non-)deterministic algorithms for the run; the previous settings are restored after."""
+    """CPU threads, (non-)deterministic algorithms and cuBLAS's workspace setting for the run; the previous
+    settings (and environment) are restored after."""
     saved = (
         torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
@@ -129,110 +315,23 @@ def _process_settings(threads: int | None, deterministic: bool) -> Iterator[None
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
     )
+    set_workspace = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     if threads is not None:
         torch.set_num_threads(threads)
+    if set_workspace:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS needs it (read at its first call)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    else:
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic or saved[4]
     try:
         yield
     finally:
+        if set_workspace:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
-
-
-class MetricsCSV:
-    """``metrics.csv`` with one row per epoch, rounded; on resume, rows of epochs that will be re-run are dropped."""
-
-    def __init__(self, path: Path, keep_before_epoch: int | None = None, fields: Sequence[str] = METRIC_FIELDS):
-        self.path = path
-        self.fields = tuple(fields)
-        rows: list[dict[str, str]] = []
-        if keep_before_epoch is not None and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_before_epoch]
-        self.rows = rows
-        self._write()
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append({k: _cell(k, row.get(k)) for k in self.fields})
-        self._write()
-
-    def _write(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore", restval="")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
-
-
-def _banner(run: Run) -> list[str]:
-    """The few lines that open a run: model, data, batching, lr, output (the full config is in config.yaml)."""
-    cfg, s, b = run.cfg, run.settings, run.batching
-    arch = ", ".join(
-        f"{k} {' '.join(map(str, v))}" for k, v in run.spec["kwargs"].items() if k != "res_scale_init_values"
-    )
-    sched = cfg.sched
-    lr_source = "--lr" if cfg.optim.lr else f"--base-lr {cfg.optim.base_lr:g} at {cfg.optim.base_batch}, scaled"
-    return [
-        f"model    {cfg.model.model} ({arch + ', ' if arch else ''}{run.num_params / 1e6:.2f}M parameters)",
-        f"data     {s.dataset}: {s.train_size} train / {s.val_size} val images, {s.num_classes} classes, "
-        f"{s.input_size} px",
-        f"batching {b.world_size} process(es) x batch {cfg.run.batch_size} x accum {b.accum_steps} = global batch "
-        f"{b.global_batch}; {run.updates_per_epoch} steps/epoch x {sched.epochs} epochs on {run.info.device}",
-        f"lr       peak {b.lr:.3g} ({lr_source}), {sched.warmup_epochs:g} warmup epoch(s), {sched.sched} to "
-        f"{sched.min_lr:g}; {cfg.optim.opt}, weight decay {cfg.optim.weight_decay:g}",
-        f"output   {run.out_dir} (full config: config.yaml there; --print-config shows it without training)",
-    ]
-
-
-class _RunFiles:
-    """Rank 0's files of a running run: ``train.log`` (a log handler), ``config.yaml`` and ``metrics.csv``."""
-
-    def __init__(self, run: Run) -> None:
-        out = run.out_dir
-        out.mkdir(parents=True, exist_ok=True)
-        if run.cfg.run.overwrite and run.resume_path is None:
-            for path in [*(out / f for f in RUN_FILES), *out.glob("epoch_*.pt")]:
-                path.unlink(missing_ok=True)
-        self.handler = logging.FileHandler(out / "train.log")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(self.handler)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(run.config_dict, sort_keys=False))
-        for line in _banner(run):
-            log.info("%s", line)
-        self.metrics = MetricsCSV(
-            out / "metrics.csv",
-            keep_before_epoch=run.start_epoch if run.resume_path else None,
-            fields=metric_fields(run.ema is not None),
-        )
-
-    def log_to_file(self, text: str) -> None:
-        """Append ``text`` to train.log only (the terminal shows it through the command's own output)."""
-        record = logging.makeLogRecord({"name": log.name, "levelno": logging.INFO, "levelname": "INFO", "msg": text})
-        self.handler.handle(record)
-
-    def close(self) -> None:
-        log.removeHandler(self.handler)
-        self.handler.close()
-
-
-@contextlib.contextmanager
-def _run_files(run: Run) -> Iterator[_RunFiles | None]:
-    """Rank 0: run directory, train.log, config.yaml and metrics.csv for the duration of the run."""
-    if not run.info.is_main:
-        yield None
-        return
-    files = _RunFiles(run)
-    try:
-        yield files
-    finally:
-        files.close()
 
 
 class StopRequest:
@@ -261,287 +360,3 @@ def _stop_on_sigterm() -> Iterator[StopRequest]:
         yield request
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# fit
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (evaluating every epoch) as configured; return the summary (also ``summary.json`` on rank 0).
-
-    Raises:
-        ConfigError: nonsense options (before any work), including an --output that holds another run.
-        hyenapixel.data.DataError: bad datasets (before any training).
-        NonFiniteLossError: the loss diverged (the last checkpoint is left intact).
-        RunTerminatedError: SIGTERM; ``last.pt`` holds the state at the current optimizer step.
-        RunInterrupted: Ctrl-C; the newest checkpoint is where ``--resume auto`` continues.
-    """
-    t_start = time.time()
-    info = setup_distributed(cfg.run.device)
-    try:
-        with _process_settings(cfg.run.threads, cfg.run.deterministic), _stop_on_sigterm() as stop:
-            return _fit(cfg, info, t_start, stop)
-    finally:
-        cleanup_distributed()
-
-
-def _fit(cfg: TrainConfig, info: DistInfo, t_start: float, stop: StopRequest) -> dict[str, Any]:
-    """Build, resume, train every remaining epoch, summarise."""
-    run = build_run(cfg, info)
-    if run.resume_path is not None and run.start_epoch >= cfg.sched.epochs and run.start_batch == 0:
-        summary = _already_complete(run)
-        if summary is not None:
-            return summary
-    with _run_files(run) as files:
-        try:
-            _train(run, files, stop)
-        except KeyboardInterrupt:
-            newest = find_resume_checkpoint(run.out_dir) if info.is_main else None
-            raise RunInterrupted(run.out_dir, newest, run.schedule.num_updates) from None
-        summary = _summarize(run, time.time() - t_start)
-        if files is not None:
-            files.log_to_file("\n" + format_summary(summary))
-    return summary
-
-
-def _already_complete(run: Run) -> dict[str, Any] | None:
-    """A resumed run whose checkpoint has trained every epoch: nothing is trained or written; the summary it
-    saved is returned (None if it has none: the run then only writes its summary). A checkpoint past ``--epochs``
-    is refused."""
-    done, epochs = run.start_epoch, run.cfg.sched.epochs
-    if done > epochs:
-        raise ConfigError(
-            "epochs",
-            f"{run.resume_path} has trained {done} epochs already, more than --epochs {epochs}; give --epochs "
-            f"{done} or more to continue it, or start a new run",
-        )
-    path = run.out_dir / "summary.json"
-    if not path.is_file():
-        return None
-    log.info("%s has trained all %d epochs already: nothing to do (raise --epochs to train further)", run.out_dir, done)
-    return json.loads(path.read_text())
-
-
-def _train(run: Run, files: _RunFiles | None, stop: StopRequest) -> None:
-    """Every remaining epoch of the run (stops early on a SIGTERM, after saving)."""
-    cfg, info = run.cfg, run.info
-    val_loader = make_loader(
-        run.val_ds,
-        ShardSampler(len(run.val_ds), info.world_size, info.rank),
-        batch_size=cfg.run.batch_size,
-        workers=run.workers,
-        drop_last=False,
-        pin_memory=info.device.type == "cuda",
-        seed=cfg.run.seed,
-    )
-    sampler = ResumableDistributedSampler(run.train_ds, info.world_size, info.rank, seed=cfg.run.seed)
-    if run.rng_state is not None:
-        restore_rng_state(run.rng_state)
-    else:
-        seed_all(cfg.run.seed + info.rank)  # dropout and drop path differ per rank
-    for epoch in range(run.start_epoch, cfg.sched.epochs):
-        _train_and_evaluate_epoch(run, epoch, sampler, val_loader, files, stop)
-        if epoch + 1 < cfg.sched.epochs and any_rank(stop.requested, info):
-            _stopped(run, stop, f"end of epoch {epoch + 1}")
-
-
-def _stopped(run: Run, stop: StopRequest, where: str) -> None:
-    """Report the stop after the checkpoint of the current step was saved, and end the run."""
-    step = run.schedule.num_updates
-    signal_name = stop.signal_name or "SIGTERM"
-    last = run.out_dir / "last.pt"
-    log.warning("%s: saved %s at step %d (%s); continue with --resume auto", signal_name, last, step, where)
-    raise RunTerminatedError(run.out_dir, run.out_dir / "last.pt", step, signal_name)
-
-
-def _step_hook(run: Run, epoch: int, stop: StopRequest) -> Callable[[int], None]:
-    """After every optimizer step: optional replica check, mid-epoch checkpoint, and the stop on SIGTERM."""
-
-    def hook(batch_done: int) -> None:
-        step = run.schedule.num_updates
-        if run.cfg.run.check_sync_every and step % run.cfg.run.check_sync_every == 0:
-            assert_replicas_in_sync(run.model, run.info, step)
-        every = run.cfg.run.checkpoint_every_steps
-        stopping = any_rank(stop.requested, run.info)
-        if stopping or (every and step % every == 0 and batch_done < run.num_batches):
-            state = run.state(epoch, batch_done)
-            if run.info.is_main:
-                save_training_state(run.out_dir / "last.pt", state)
-        if stopping:
-            _stopped(run, stop, f"epoch {epoch + 1}, micro-batch {batch_done} of {run.num_batches}")
-
-    return hook
-
-
-def _train_and_evaluate_epoch(
-    run: Run,
-    epoch: int,
-    sampler: ResumableDistributedSampler,
-    val_loader: Any,
-    files: _RunFiles | None,
-    stop: StopRequest,
-) -> None:
-    """One epoch: train, evaluate (model and EMA), checkpoint and log on rank 0."""
-    cfg, info = run.cfg, run.info
-    t0 = time.time()
-    desc = f"epoch {epoch + 1}/{cfg.sched.epochs}"
-    progress = Progress(
-        run.updates_per_epoch,
-        desc,
-        progress_mode(cfg.run.progress, info.is_main),
-        cfg.run.log_interval,
-        initial=run.start_batch // run.batching.accum_steps,
-        run_remaining_steps=(cfg.sched.epochs - epoch - 1) * run.updates_per_epoch,
-    )
-    try:
-        train = train_one_epoch(
-            run.ddp_model,
-            run.loader(epoch, sampler),
-            run.optimizer,
-            run.loss_fn,
-            run.schedule,
-            info=info,
-            epoch=epoch + 1,
-            num_batches=run.num_batches,
-            accum_steps=run.batching.accum_steps,
-            start_batch=run.start_batch,
-            mixup=run.mixup,
-            scaler=run.scaler,
-            amp_dtype=run.amp_dtype,
-            ema=run.ema,
-            clip_grad=cfg.optim.clip_grad,
-            channels_last=cfg.run.channels_last,
-            progress=progress,
-            on_update=_step_hook(run, epoch, stop),
-        )
-    finally:
-        progress.close()
-    train_time = time.time() - t0
-    run.start_batch = 0
-
-    kw = {"info": info, "amp_dtype": run.amp_dtype, "channels_last": cfg.run.channels_last}
-    val = evaluate(run.model, val_loader, **kw)
-    ema = evaluate(run.ema.module, val_loader, **kw) if run.ema is not None else None
-    reported = ema if ema is not None else val  # the EMA weights are the deliverable when EMA is on
-    is_best = reported.top1 > run.best.top1
-    if is_best:
-        run.best = Best(reported.top1, epoch + 1)
-    run.last_metrics = metrics = EpochMetrics(
-        epoch=epoch + 1,
-        step=run.schedule.num_updates,
-        lr=run.schedule.lr_at(run.schedule.epoch_of(max(run.schedule.num_updates - 1, 0))),
-        train_loss=train.train_loss,
-        val_loss=val.loss,
-        val_top1=val.top1,
-        val_top5=val.top5,
-        val_count=val.count,
-        ema_top1=ema.top1 if ema else None,
-        ema_top5=ema.top5 if ema else None,
-        epoch_time_s=round(time.time() - t0, 3),
-        images_per_s=round(train.images / max(train_time, 1e-9), 1),
-    )
-    state = run.state(epoch + 1, 0)
-    if not info.is_main:
-        return
-    out = run.out_dir
-    save_training_state(out / "last.pt", state)
-    if is_best:
-        save_training_state(out / "best.pt", state)
-        weights = state["ema"] if state["ema"] is not None else state["model"]
-        save_safetensors(out / "best.safetensors", weights, _safetensors_metadata(state))
-    if cfg.run.checkpoint_every and (epoch + 1) % cfg.run.checkpoint_every == 0:
-        save_training_state(out / f"epoch_{epoch + 1:04d}.pt", state)
-    assert files is not None
-    files.metrics.append(dataclasses.asdict(metrics))
-    log.info(
-        "%s: train loss %.4f | val loss %.4f top-1 %.2f%s%s | %s, %.0f img/s%s",
-        desc,
-        train.train_loss,
-        val.loss,
-        val.top1,
-        "" if val.top5 is None else f" top-5 {val.top5:.2f}",
-        f" | ema top-1 {ema.top1:.2f}" if ema else "",
-        format_seconds(time.time() - t0),
-        metrics.images_per_s,
-        " (best)" if is_best else "",
-    )
-
-
-def _safetensors_metadata(state: dict[str, Any]) -> dict[str, str]:
-    """What ``best.safetensors`` says about itself (JSON strings), so that it loads and validates on its own."""
-    keys = ("model_spec", "num_classes", "in_chans", "input_size", "class_names", "config", "epoch")
-    return {k: json.dumps(state[k]) for k in keys}
-
-
-def _skipped_files(run: Run) -> set[str]:
-    """Corrupt files skipped by any worker of any rank (collective when distributed)."""
-    found: set[str] = set()
-    for ds in (run.train_ds, run.val_ds):
-        while isinstance(ds, SeededSamples):
-            ds = ds.dataset
-        if isinstance(ds, CorruptFileReporter):
-            found |= ds.collect()
-    if run.info.distributed:
-        everyone: list[Any] = [None] * run.info.world_size
-        dist.all_gather_object(everyone, found)
-        found = set().union(*everyone)
-    return found
-
-
-def _summarize(run: Run, wall_time_s: float) -> dict[str, Any]:
-    """The run's summary; rank 0 writes it to summary.json."""
-    final, s = run.last_metrics, run.settings
-    use_ema = run.ema is not None and final is not None and final.ema_top1 is not None
-    corrupt = sorted(_skipped_files(run))
-    curves = None
-    if run.info.is_main:
-        try:
-            curves = plot_training_curves(
-                run.out_dir / "metrics.csv",
-                run.out_dir / "curves.png",
-                title=f"{run.cfg.model.model} on {s.dataset}",
-                chance=100.0 / s.num_classes,
-            )
-        except Exception as e:  # a picture must never cost the results of a finished run
-            log.warning("could not draw curves.png: %s", e)
-    summary = {
-        "model": run.cfg.model.model,
-        "model_spec": run.spec,
-        "dataset": s.dataset,
-        "num_classes": s.num_classes,
-        "chance_top1": 100.0 / s.num_classes,
-        "train_size": s.train_size,
-        "val_size": s.val_size,
-        "input_size": s.input_size,
-        "epochs": run.cfg.sched.epochs,
-        "steps": run.schedule.num_updates,
-        "global_batch": run.batching.global_batch,
-        "lr": run.batching.lr,
-        "world_size": run.info.world_size,
-        "device": str(run.info.device),
-        "num_params": run.num_params,
-        "evaluated": "ema" if use_ema else "model",
-        "val_top1": (final.ema_top1 if use_ema else final.val_top1) if final else None,
-        "val_top5": (final.ema_top5 if use_ema else final.val_top5) if final else None,
-        "val_loss": final.val_loss if final else None,
-        "val_count": final.val_count if final else None,
-        "best_top1": run.best.top1 if run.best.epoch is not None else None,
-        "best_epoch": run.best.epoch,
-        "corrupt_files_skipped": len(corrupt),
-        "wall_time_s": round(wall_time_s, 2),
-        "output": str(run.out_dir),
-        "checkpoints": {
-            "last": str(run.out_dir / "last.pt"),
-            "best": str(run.out_dir / "best.pt"),
-            "best_weights": str(run.out_dir / "best.safetensors"),
-        },
-        "curves": str(curves) if curves else None,
-    }
-    if run.info.is_main:
-        atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        if corrupt:
-            shown = ", ".join(corrupt[:10]) + (f", ... ({len(corrupt) - 10} more)" if len(corrupt) > 10 else "")
-            log.warning("skipped %d corrupt image file(s) (--skip-corrupt): %s", len(corrupt), shown)
-    return summary

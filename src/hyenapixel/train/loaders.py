@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ __all__ = [
     "ResumableDistributedSampler",
     "SeededSamples",
     "ShardSampler",
-    "batches",
     "make_loader",
 ]
 
@@ -160,22 +159,6 @@ def _init_worker(worker_id: int) -> None:
     np.random.seed(seed)
     random.seed(seed)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def batches(loader: Iterable[Any]) -> Iterator[Any]:
-    """Iterate ``loader``; its DataLoader workers are shut down as soon as the iteration ends, also when a batch
-    raises (a worker's error re-raised with a traceback that references the iterator).
-
-    Without this, the workers live until the iterator is garbage collected. They ignore SIGTERM (see
-    :func:`_init_worker`), so a process that ends before a full collection could wait for them forever at exit.
-    """
-    it = iter(loader)
-    try:
-        yield from it
-    finally:
-        shutdown = getattr(it, "_shutdown_workers", None)  # torch's multi-process iterator
-        if shutdown is not None:
-            shutdown()
 
 
 def make_loader(

@@ -1,7 +1,7 @@
-"""One training epoch and one evaluation pass (the recipes of paper Section 4.1).
+"""One training epoch (the recipes of paper Section 4.1); evaluation is :func:`hyenapixel.models.evaluate`.
 
-Both are plain functions with explicit arguments and no file side effects; :func:`hyenapixel.train.fit.fit`
-composes them and does the writing (on rank 0). Gradient accumulation skips the DDP all-reduce on every
+A plain function with explicit arguments and no file side effects; :func:`hyenapixel.train.fit.fit` calls it
+and does the writing (on rank 0). Gradient accumulation skips the DDP all-reduce on every
 micro-step but the last (``model.no_sync()``). A non-finite loss on any rank stops all ranks before the
 optimizer step, so no checkpoint ever holds weights from a diverged step.
 """
@@ -14,36 +14,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
-from timm.utils import accuracy
 from torch import nn
 
+from hyenapixel.models.evaluation import autocast, batches
+from hyenapixel.progress import Progress
 from hyenapixel.train.distributed import DistInfo, all_reduce_sum, any_rank
 from hyenapixel.train.errors import NonFiniteLossError
-from hyenapixel.train.loaders import batches
-from hyenapixel.train.progress import Progress
 from hyenapixel.train.schedule import LRSchedule
 
-__all__ = [
-    "EvalMetrics",
-    "NonFiniteLossError",
-    "TrainStats",
-    "amp_dtype_for",
-    "evaluate",
-    "format_accuracy",
-    "predict",
-    "topk_from_probs",
-    "train_one_epoch",
-]
-
-#: Top-5 accuracy is reported for models with at least this many classes (with five or fewer every image is in
-#: the top five, so it would always be 100 %).
-TOP5_MIN_CLASSES = 6
-
-
-def format_accuracy(value: float | None) -> str:
-    """An accuracy in percent with two decimals, ``n/a`` where it is not reported (top-5 of five classes or
-    fewer), as in the run summary."""
-    return "n/a" if value is None else f"{value:.2f}"
+__all__ = ["TrainStats", "amp_dtype_for", "train_one_epoch"]
 
 
 class TrainStats(NamedTuple):
@@ -51,16 +30,6 @@ class TrainStats(NamedTuple):
 
     train_loss: float
     images: float
-
-
-class EvalMetrics(NamedTuple):
-    """Top-1 / top-5 accuracy (percent) over ``count`` images, and the mean loss where known. ``top5`` is None for
-    models with at most five classes, where every image is in the top five."""
-
-    top1: float
-    top5: float | None
-    count: int
-    loss: float | None = None
 
 
 def amp_dtype_for(amp: bool | None, dtype: str, device: torch.device) -> torch.dtype | None:
@@ -71,12 +40,6 @@ def amp_dtype_for(amp: bool | None, dtype: str, device: torch.device) -> torch.d
     if not (amp if amp is not None else device.type == "cuda"):
         return None
     return {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-
-
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def train_one_epoch(
@@ -147,7 +110,7 @@ def train_one_epoch(
         last_micro = (batch_idx + 1) % accum_steps == 0
         sync = contextlib.nullcontext() if (last_micro or not info.distributed) else model.no_sync()
         with sync:
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 loss = loss_fn(model(images), targets)
             if any_rank(not bool(torch.isfinite(loss.detach())), info):
                 raise NonFiniteLossError(
@@ -184,87 +147,3 @@ def train_one_epoch(
     all_reduce_sum(loss_sum, info)
     mean = loss_sum.item() / max(run * info.world_size, 1)
     return TrainStats(mean if run else math.nan, float(seen))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    info: DistInfo,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    progress: Progress | None = None,
-) -> EvalMetrics:
-    """Loss, top-1 and top-5 accuracy (percent) summed exactly over all ranks' shards; top-5 is None for models
-    with at most five classes.
-
-    Shape:
-        images: (B, C, H, W) -> logits (B, num_classes); targets: (B,).
-    """
-    model.eval()
-    device = info.device
-    # loss sum, top-1 hits, top-5 hits, count, images scored by a model with more than five classes
-    totals = torch.zeros(5, dtype=torch.float64, device=device)
-    for images, targets in batches(loader):
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
-        n = targets.shape[0]
-        top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
-        totals += torch.stack(
-            [
-                nn.functional.cross_entropy(logits, targets, reduction="sum").double(),
-                top1.double() * n / 100.0,
-                top5.double() * n / 100.0,
-                torch.tensor(float(n), dtype=torch.float64, device=device),
-                torch.tensor(float(n * (logits.shape[1] >= TOP5_MIN_CLASSES)), dtype=torch.float64, device=device),
-            ]
-        )
-        if progress is not None:
-            progress.update(n * info.world_size)
-    all_reduce_sum(totals, info)
-    loss_sum, hits1, hits5, count, scored5 = totals.tolist()
-    count = max(count, 1.0)
-    top5 = 100.0 * round(hits5) / count if scored5 else None
-    return EvalMetrics(100.0 * round(hits1) / count, top5, int(count), loss_sum / count)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    progress: Progress | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities and targets over a loader, in loader order (single process; for ensembles).
-
-    Shape:
-        -> probs (N, num_classes) float32 on CPU, targets (N,) int64 on CPU.
-    """
-    model.eval()
-    probs, labels = [], []
-    for images, targets in batches(loader):
-        with _autocast(device, amp_dtype):
-            logits = model(images.to(device, non_blocking=True))
-        probs.append(logits.float().softmax(dim=-1).cpu())
-        labels.append(targets.cpu())
-        if progress is not None:
-            progress.update(targets.shape[0])
-    return torch.cat(probs), torch.cat(labels)
-
-
-def topk_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> EvalMetrics:
-    """Top-1 / top-5 (percent) of probabilities, e.g. an ensemble average; top-5 None for at most five classes.
-
-    Shape:
-        probs: (N, num_classes); targets: (N,).
-    """
-    top1, top5 = accuracy(probs, targets, topk=(1, min(5, probs.shape[1])))
-    return EvalMetrics(float(top1), float(top5) if probs.shape[1] >= TOP5_MIN_CLASSES else None, int(targets.shape[0]))

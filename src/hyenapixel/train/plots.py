@@ -26,20 +26,21 @@ def _column(rows: list[dict[str, str]], name: str) -> list[float | None]:
 
 
 def draw_training_curves(rows: list[dict[str, str]], *, title: str | None = None, chance: float | None = None) -> Any:
-    """A matplotlib figure of loss (train, val) and validation top-1 (and EMA top-1) per epoch of ``metrics.csv`` rows.
+    """A matplotlib figure (on an Agg canvas, unknown to pyplot) of loss (train, val) and validation top-1 (and EMA
+    top-1) per epoch of ``metrics.csv`` rows.
 
     The epoch axis reaches half an epoch beyond the first and last points and has integer ticks only (a one-epoch
     run is a dot in the middle of an axis ticked 1); the accuracy panel shows chance level as a dashed line and
     its axis includes it.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(r["epoch"]) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)  # drawn off-screen: matplotlib's global backend and figure list stay untouched
+    axes = fig.subplots(1, 2)
     if title:
         fig.suptitle(title)
     panels = (
@@ -85,11 +86,8 @@ def plot_training_curves(
     if not rows:
         return None
     fig = draw_training_curves(rows, title=title, chance=chance)
-    import matplotlib.pyplot as plt
-
     png = Path(png)
     tmp = png.with_name(png.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, png)
     return png

@@ -22,14 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.models import load_model, read_checkpoint
+from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
+from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
+from hyenapixel.progress import Progress, progress_mode
+from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
-from hyenapixel.train.datasets import DataSettings, build_data, default_workers, model_data_defaults
-from hyenapixel.train.distributed import DistInfo, resolve_device
+from hyenapixel.train.datasets import DataSettings, build_data, default_workers
+from hyenapixel.train.distributed import resolve_device
 from hyenapixel.train.loaders import ShardSampler, make_loader
-from hyenapixel.train.loop import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
-from hyenapixel.train.model import check_model_name
-from hyenapixel.train.progress import Progress, progress_mode
+from hyenapixel.train.loop import amp_dtype_for
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
@@ -123,13 +124,6 @@ class ValidationResult:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _input_side(value: Any) -> int | None:
-    """Image side from a stored ``input_size`` ((C, H, W), or a side length in older files)."""
-    if value is None:
-        return None
-    return int(value) if isinstance(value, int) else int(list(value)[-1])
-
-
 def load_members(cfg: ValidateConfig) -> list[Member]:
     """Build every ``--model`` / ``--checkpoint`` pair through :func:`hyenapixel.models.load_model` (CPU, eval)."""
     checkpoints: list[str | None] = list(cfg.checkpoint) if not cfg.pretrained else [None] * len(cfg.model)
@@ -137,7 +131,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
     members = []
     for name, path in zip(names, checkpoints):
         if name is not None:
-            check_model_name(name)
+            check_model_flag(name)
         if path is None:
             assert name is not None  # ValidateConfig requires --model with --pretrained
             model = load_model(name, pretrained=True)
@@ -154,7 +148,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
                 model=model,
                 run_config=ck.meta.get("config") or {},
                 num_classes=ck.meta.get("num_classes") or getattr(model, "num_classes", None),
-                input_size=_input_side(ck.meta.get("input_size")),
+                input_size=input_side(ck.meta.get("input_size")),
             )
         )
     return members
@@ -230,7 +224,7 @@ class ValidationSets:
         mean = tuple(res["mean"]) if res.get("mean") else None  # the run's normalisation, else the model's
         std = tuple(res["std"]) if res.get("std") else None
         if crop is None:
-            crop = res.get("crop_pct") or model_data_defaults(member.name)["crop_pct"]
+            crop = res.get("crop_pct") or data_config(member.name)["crop_pct"]
         key = (size, crop, mean, std, self.cfg.interpolation)
         if key not in self._cache:
             data = build_data(
@@ -284,7 +278,7 @@ def evaluate_crop(
     amp_dtype: torch.dtype | None,
 ) -> CropResult:
     """Accuracy of every member at ``crop`` (None: each model's default) and of their softmax average."""
-    mode = progress_mode("auto", True)
+    mode = progress_mode(cfg.progress)
     workers = cfg.workers if cfg.workers is not None else default_workers(sets.source.data)
     results: list[MemberResult] = []
     prob_sum: torch.Tensor | None = None
@@ -306,8 +300,7 @@ def evaluate_crop(
         progress = Progress(len(loader), label, mode, log_interval=max(len(loader) // 5, 1))
         try:
             if len(members) == 1:
-                info = DistInfo(device=device)
-                metrics = evaluate(m.model, loader, info=info, amp_dtype=amp_dtype, progress=progress)
+                metrics = evaluate(m.model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
             else:
                 probs, targets = predict(m.model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
                 metrics = topk_from_probs(probs, targets)

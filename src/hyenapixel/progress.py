@@ -1,8 +1,8 @@
-"""Progress display for long loops (training and evaluation of paper Section 4.1).
+"""Progress display for long loops: training and evaluation (paper Section 4.1) and the analysis tools.
 
-A tqdm bar on an interactive terminal, plain periodic log lines otherwise (batch jobs, CI, pipes), or nothing
-(non-zero ranks). Both show the loss, lr, images/s and the ETA of the whole run (the bar's own remaining time
-covers the current epoch only).
+A tqdm bar on an interactive terminal, plain periodic log lines otherwise (batch jobs, CI, pipes, log files), or
+nothing (non-zero ranks, ``--progress none``). Both show the step's metrics, the rate and the ETA of the whole run
+(the bar's own remaining time covers the current loop only). Torch-free, importable from every layer.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Progress", "format_seconds", "progress_mode"]
+__all__ = ["PROGRESS_MODES", "Progress", "format_seconds", "progress_mode"]
+
+#: The values of every command's ``--progress``: auto (a bar on a terminal, else log lines), bar, log, none.
+PROGRESS_MODES = ("auto", "bar", "log", "none")
 
 log = logging.getLogger("hyenapixel")
 
@@ -26,7 +29,7 @@ def format_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def progress_mode(requested: str, is_main: bool) -> str:
+def progress_mode(requested: str, is_main: bool = True) -> str:
     """Resolve ``auto`` to ``bar`` on a terminal and ``log`` otherwise; non-main ranks show nothing."""
     if not is_main:
         return "none"
@@ -46,6 +49,7 @@ class Progress:
         initial: Steps already done (mid-epoch resume).
         run_remaining_steps: Steps left in the whole run after this loop: the ETA covers the run (None: this loop).
         clock: Seconds as a float (``time.perf_counter``).
+        unit: What :meth:`update` counts, for the rate (``img/s``; the analysis tools count batches, iterations ...).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class Progress:
         initial: int = 0,
         run_remaining_steps: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        unit: str = "img",
     ) -> None:
         self.total = total
         self.desc = desc
@@ -66,8 +71,10 @@ class Progress:
         self.start_n = initial
         self.run_remaining_steps = run_remaining_steps
         self.clock = clock
+        self.unit = unit
         self.t0 = clock()
         self.images = 0
+        self.shown: dict[str, str] = {}  # what the bar's postfix (or the log line) shows after the latest step
         self._bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -96,17 +103,27 @@ class Progress:
         if self.mode == "none":
             return
         shown = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()}
-        shown["img/s"] = f"{self.images_per_s():.1f}"
+        shown[f"{self.unit}/s"] = f"{self.images_per_s():.1f}"
         eta = self.eta()
         eta_text = format_seconds(eta) if eta == eta else "?"
         if self._bar is not None:
             if self.run_remaining_steps is not None:
                 shown["run eta"] = eta_text
+            self.shown = shown
             self._bar.set_postfix(shown, refresh=False)
             self._bar.update(1)
-        elif self.n % self.log_interval == 0 or self.n == self.total:
+            return
+        self.shown = {**shown, "eta": eta_text}
+        if self.n % self.log_interval == 0 or self.n == self.total:
             parts = " ".join(f"{k} {v}" for k, v in shown.items())
             log.info("%s [%d/%d] %s eta %s", self.desc, self.n, self.total, parts, eta_text)
+
+    def set_total(self, total: int) -> None:
+        """Change the number of steps of this loop (a loop that learns as it goes that it ends early)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:
