@@ -3,8 +3,8 @@ against the default export round by round (docs/deploy.md, "Channel MLPs" and "S
 same function; they differ in the ONNX graph:
 
 * **default**: :func:`hyenapixel.export.to_onnx` as it is: the MLPs' StarReLU folded into their second layer
-  (:func:`hyenapixel.export.fold_star_relu`), the folded MLPs as two 1x1 convolutions on the NCHW view
-  (:class:`hyenapixel.export.PointwiseConvMlp`: ``Conv``, ``Relu``, ``Mul``, ``Conv``, which onnxruntime runs in its
+  (:meth:`hyenapixel.layers.Mlp.fold_star_relu`), the folded MLPs as two 1x1 convolutions on the NCHW view
+  (:class:`hyenapixel.layers.PointwiseConvMlp`: ``Conv``, ``Relu``, ``Mul``, ``Conv``, which onnxruntime runs in its
   blocked layout with the ReLU fused), the long convolutions of maps of 28 x 28 pixels or more image by image in a
   ``Scan``;
 * **unfolded**: ``to_onnx(..., fold_mlps=False)``: the StarReLU kept (``MatMul``, ``Relu``, ``Pow``, ``Mul``,
@@ -19,7 +19,7 @@ same function; they differ in the ONNX graph:
 
 The forms other than the first two are alternatives that did not pay off (docs/deploy.md); they stay here so that
 the measurement can be rerun. ``matmul_mlp``, ``gemm2d`` and ``qk_first`` replace a method of the exported MLP or
-frozen mixer class while the model is exported.
+mixer class while the model is exported.
 
 The model gets :func:`benchmarks.common.trained_like` weights (onnxruntime removes the StarReLU's ``Mul`` by 1 and
 ``Add`` of 0 of the initial weights). Each form is compared with PyTorch eval on the same input (max |diff|
@@ -46,9 +46,11 @@ import torch.nn.functional as F
 
 import hyenapixel  # noqa: F401 - registers the models in timm
 from benchmarks.common import interleaved_times, interval, machine_info, markdown_table, median_interval, trained_like
-from hyenapixel.export import PointwiseConvMlp, onnx_session, run_onnx, to_onnx
-from hyenapixel.export.frozen import FrozenHyenaPixelMixer
-from hyenapixel.layers import Mlp
+from hyenapixel.export import onnx_session, run_onnx, to_onnx
+from hyenapixel.layers import Mlp, PointwiseConvMlp
+from hyenapixel.mixers import HyenaPixelMixer
+
+_MIXER_FORWARD = HyenaPixelMixer.forward
 
 
 def gemm2d_mlp(self: Mlp, x: torch.Tensor) -> torch.Tensor:
@@ -62,12 +64,15 @@ def gemm2d_mlp(self: Mlp, x: torch.Tensor) -> torch.Tensor:
     return F.linear(h, self.fc2.weight, self.fc2.bias).reshape(shape[:-1] + (-1,))
 
 
-def qk_first(self: FrozenHyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
-    """:meth:`FrozenHyenaPixelMixer.forward` with ``q * k`` formed channels-first.
+def qk_first(self: HyenaPixelMixer, x: torch.Tensor) -> torch.Tensor:
+    """:meth:`HyenaPixelMixer.forward` of a frozen mixer (q/k/v branches, ``frozen_conv``) with ``q * k`` formed
+    channels-first; a mixer that is not frozen (the exporter's size probe) runs its own forward.
 
     Shape:
         (B, H, W, C) -> (B, H, W, C)
     """
+    if self.frozen_conv is None:
+        return _MIXER_FORWARD(self, x)
     x = x.permute(0, 3, 1, 2)
     q, k, v = (dw(pw(x)) for pw, dw in zip(self.in_proj, self.short_conv))
     y = v.permute(0, 2, 3, 1) * self.frozen_conv(self.qk_norm((q * k).permute(0, 2, 3, 1)))
@@ -98,7 +103,7 @@ FORMS: dict[str, Form] = {
     "unfolded": Form(kwargs={"fold_mlps": False}),
     "matmul_mlp": Form(((PointwiseConvMlp, "forward", Mlp.forward),)),
     "gemm2d": Form(((PointwiseConvMlp, "forward", gemm2d_mlp),)),
-    "qk_first": Form(((FrozenHyenaPixelMixer, "forward", qk_first),)),
+    "qk_first": Form(((HyenaPixelMixer, "forward", qk_first),)),
     "scan196": Form(kwargs={"per_image_min_pixels": 196}),
 }
 

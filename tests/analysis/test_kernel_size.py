@@ -22,6 +22,8 @@ from hyenapixel.analysis.kernel_size import (
 from hyenapixel.analysis.sites import long_conv_sites
 from hyenapixel.cli.main import main
 from hyenapixel.errors import UserError
+from hyenapixel.filters import ExplicitFilter2d
+from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
 from hyenapixel.models.weights import TRAIN_STATE_FORMAT
 
 TINY = dict(dims=(8, 8, 16, 16), num_classes=3, kernel_sizes=(15, 7, 3, 1))
@@ -179,24 +181,29 @@ def test_cli_folder_data_and_bad_folder(tmp_path, capsys):
     assert len(err) == 1 and "holds no image files" in err[0]
 
 
-class _RegionFilter(torch.nn.Module):
-    """A 9 x 7 kernel whose taps can be asked for by region, like filters that generate only reachable taps."""
-
-    kernel_size = (9, 7)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.k = torch.nn.Parameter(torch.rand(2, 9, 7) + 0.5)
-
-    def forward(self, region=None):  # noqa: ANN001, ANN201
-        return self.k if region is None else self.k[:, region[0], region[1]]
-
-
 def test_truncating_a_region_measures_offsets_from_the_full_kernel():
-    from hyenapixel.analysis.kernel_size import TruncatedFilter
-
-    wrapped = TruncatedFilter(_RegionFilter(), 0.5, limits=(1.5, 2.0))
-    full = wrapped()
+    # a 9 x 7 kernel truncated to half of an 8 x 10 map keeps |row offset| <= 1.5 and |col offset| <= 2 around the
+    # full kernel's center (4, 3), also when the mixer asks for a region of taps only
+    mixer = HyenaPixelMixer(2, (9, 7), filter_layer=ExplicitFilter2d)
+    with torch.no_grad():
+        mixer.filter.weight.uniform_(0.5, 1.5)
+    mixer.truncate(0.5, (8, 10))
+    full = mixer.kernel().detach()
     assert torch.nonzero(full[0]).tolist() == [[r, c] for r in range(3, 6) for c in range(1, 6)]
     region = (slice(2, 9), slice(0, 4))
-    torch.testing.assert_close(wrapped(region), full[:, region[0], region[1]])
+    torch.testing.assert_close(mixer.kernel(region), full[:, region[0], region[1]])
+    mixer.truncate(None)
+    assert torch.equal(mixer.kernel(), mixer.filter.weight)  # restored (the skip term starts at 0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_truncated_1d_kernel_keeps_the_lags_within_the_size(causal: bool):
+    # 12 tokens (a 3 x 4 map) at relative size 0.5: lags |j| <= 2.5 from the zero-lag tap, the skip term untouched
+    mixer = (CausalHyenaMixer if causal else BidirectionalHyenaMixer)(4, 12)
+    full = mixer.kernel(12).detach()
+    mixer.truncate(0.5, (3, 4))
+    got = mixer.kernel(12).detach()
+    zero_lag = 0 if causal else 11
+    lags = (torch.arange(full.shape[-1]) - zero_lag).abs()
+    torch.testing.assert_close(got, torch.where(lags <= 2, full, torch.zeros_like(full)), rtol=0, atol=0)
+    assert mixer.relative_kernel_size((3, 4)) == (1.0 if causal else 23 / 12)

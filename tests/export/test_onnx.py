@@ -19,20 +19,17 @@ from hyenapixel.export import (
     FrozenConv2d,
     FrozenDirectConv2d,
     PerImage,
-    PointwiseConvMlp,
-    fold_star_relu,
     freeze_long_convs,
     mlps_as_convolutions,
     onnx_session,
-    projection_branches,
     run_onnx,
     to_onnx,
     verify_onnx,
 )
 from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS, stage_matrices
-from hyenapixel.layers import Mlp, SquaredReLU, StarReLU
-from hyenapixel.mixers import HyenaPixelMixer
-from hyenapixel.mixers.hyena import HyenaMixer1d
+from hyenapixel.layers import Mlp, PointwiseConvMlp, SquaredReLU, StarReLU
+from hyenapixel.mixers import HyenaMixer1d, HyenaPixelMixer
+from hyenapixel.mixers.hyenapixel import projection_branches
 from hyenapixel.ops.dft import dft_axes2d, sequence_dft
 from hyenapixel.ops.reference import fftconv1d_ref, fftconv2d_ref
 
@@ -204,14 +201,15 @@ def test_direct_convolution_equals_reference(h: int, w: int, kh: int, kw: int) -
 
 @pytest.mark.parametrize("direct_max_pixels", [0, 10**6])
 def test_frozen_mixer_keeps_the_mixer_interface(direct_max_pixels: int) -> None:
-    # the frozen HyenaPixel mixer rewrites the forward (q/k/v branches, then channels-last); its forward and its
-    # channels-first long_conv equal the original mixer's, for the DFT and the direct form
+    # the frozen HyenaPixel mixer is the same class with its seams filled (q/k/v branches, a frozen channels-last
+    # long convolution); its forward and its channels-first long_conv equal the original mixer's, for the DFT and
+    # the direct form, and its parameters are those of the original
     torch.manual_seed(0)
     model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)).eval()
     frozen = freeze_long_convs(model, 64, direct_max_pixels=direct_max_pixels)
     mixer, twin = model.stages[0].blocks[0].token_mixer, frozen.stages[0].blocks[0].token_mixer
     kind = FrozenDirectConv2d if direct_max_pixels else FrozenConv2d
-    assert type(twin).__name__ == "FrozenHyenaPixelMixer" and isinstance(twin.frozen_conv, kind)
+    assert type(twin) is HyenaPixelMixer and isinstance(twin.frozen_conv, kind) and mixer.frozen_conv is None
     # the C -> 3C projection and the 3C depthwise convolution become one 1x1 + depthwise branch per q, k, v
     assert len(twin.in_proj) == len(twin.short_conv) == 3
     assert all(
@@ -316,30 +314,13 @@ def _trained_mlp() -> Mlp:
     return mlp
 
 
-def test_star_relu_folded_into_the_mlp() -> None:
-    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with a bias on fc2 to keep; an MLP with another
-    # activation is left alone
+def test_mlps_as_convolutions_swaps_the_folded_mlps() -> None:
     mlp = _trained_mlp()
-    mlp.fc2.bias = nn.Parameter(torch.randn(12))
-    x = torch.randn(2, 5, 4, 12)
-    want = mlp(x).detach()
-    folded = copy.deepcopy(mlp)
-    fold_star_relu(folded)
-    assert isinstance(folded.act, SquaredReLU)
-    assert (folded(x) - want).abs().max().item() < 1e-5
-    assert torch.equal(mlp(x), want)  # a copy was folded, the original is unchanged
-    other = Mlp(12, act_layer=nn.GELU)
-    state = {k: v.clone() for k, v in other.state_dict().items()}
-    fold_star_relu(other)
-    assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
-
-
-def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
-    mlp = _trained_mlp()
-    fold_star_relu(mlp)
-    conv = copy.deepcopy(mlp)
+    mlp.fold_star_relu()
     others = nn.ModuleList([Mlp(12), Mlp(12, act_layer=nn.GELU)])  # StarReLU and GELU MLPs stay as they are
-    assert mlps_as_convolutions(nn.ModuleList([conv, others])) == 1
+    model = nn.ModuleList([copy.deepcopy(mlp), others])
+    assert mlps_as_convolutions(model) == 1  # swapped in its parent: the same parameters in their 1x1-conv form
+    conv = model[0]
     assert type(conv) is PointwiseConvMlp and all(type(m) is Mlp for m in others)
     x = torch.randn(2, 5, 4, 12)
     with torch.no_grad():

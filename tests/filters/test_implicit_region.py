@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyenapixel.filters import ExplicitFilter2d, ImplicitFilter2d, SeparableFilter2d, implicit2d
+from hyenapixel.filters import ExplicitFilter2d, ImplicitFilter2d, SeparableFilter2d
+from hyenapixel.ops import implicit as fused
 
 
 def _straightforward(f: ImplicitFilter2d) -> torch.Tensor:
@@ -36,7 +37,7 @@ def test_region_equals_the_crop_of_the_straightforward_kernel(
     monkeypatch, region, num_inner: int, block_elements
 ) -> None:
     if block_elements is not None:
-        monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", block_elements)
+        monkeypatch.setattr(fused, "BLOCK_ELEMENTS", block_elements)
     torch.manual_seed(num_inner)
     f = ImplicitFilter2d(5, kernel_size=(9, 7), emb_dim=8, num_inner=num_inner).double()
     with torch.no_grad():  # non-trivial values for every parameter the kernel depends on
@@ -44,8 +45,6 @@ def test_region_equals_the_crop_of_the_straightforward_kernel(
         for p in f.mlp.parameters():
             p.add_(0.1 * torch.randn_like(p))
     rows, cols = region or (slice(None), slice(None))
-    if block_elements is not None:
-        assert len(implicit2d._row_blocks(f.pos_emb[:, rows, cols], 5)) > 1 or f.pos_emb[:, rows, cols].shape[1] == 1
     got = f(region)
     ref = _straightforward(f)[:, rows, cols]
     assert got.shape == ref.shape
@@ -96,33 +95,45 @@ def test_explicit_filters_give_regions_of_their_kernel(make) -> None:
 
 @pytest.mark.parametrize("region", [None, (slice(2, 7), slice(1, 6))])
 def test_compile_path_equals_the_straightforward_kernel(monkeypatch, region) -> None:
-    """While torch.compile traces, the filter takes its plain-op path; values and gradients equal the reference."""
+    """While torch.compile traces, the filter takes its plain-op path: values and gradients equal the reference, and
+    unlike the fused evaluation (not twice differentiable) it gives second derivatives."""
     torch.manual_seed(3)
     f = ImplicitFilter2d(5, kernel_size=(9, 7), emb_dim=8, num_inner=1).double()
     with torch.no_grad():
         f.shift.uniform_(-0.5, 0.5)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    monkeypatch.setattr(implicit2d._ImplicitKernel, "apply", None)  # the fused function must not run
     rows, cols = region or (slice(None), slice(None))
     got = f(region)
     ref = _straightforward(f)[:, rows, cols]
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)
     params = [p for n, p in f.named_parameters() if n != "skip"]
     up = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((got * up).sum(), params), torch.autograd.grad((ref * up).sum(), params)):
+    g_got = torch.autograd.grad((got * up).sum(), params, create_graph=True)
+    for a, b in zip(g_got, torch.autograd.grad((ref * up).sum(), params, create_graph=True)):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    (g_ref,) = torch.autograd.grad((ref * up).sum(), params[0], create_graph=True)
+    g2_got = torch.autograd.grad(g_got[0].square().sum(), f.decay)
+    g2_ref = torch.autograd.grad(g_ref.square().sum(), f.decay)
+    torch.testing.assert_close(g2_got, g2_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_eager_kernel_is_not_twice_differentiable() -> None:
+    """The eager (fused) evaluation keeps no activations for a second derivative, and says so."""
+    f = ImplicitFilter2d(3, kernel_size=5, emb_dim=4).double()
+    (g,) = torch.autograd.grad(f().sum(), f.decay, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), f.shift)
 
 
 @pytest.mark.parametrize("region", [None, (slice(2, 9), slice(1, 6))])
 def test_row_blocks_on_several_threads_equal_the_straightforward_kernel(monkeypatch, block_threads, region) -> None:
     # blocks of one kernel row; with two threads each worker sums its own share of the parameter gradients
-    monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", 8)
+    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", 8)
     torch.manual_seed(5)
     f = ImplicitFilter2d(6, kernel_size=(9, 7), emb_dim=8, num_inner=1).double()
     with torch.no_grad():
         f.shift.uniform_(-0.5, 0.5)
     rows, cols = region or (slice(None), slice(None))
-    assert len(implicit2d._row_blocks(f.pos_emb[:, rows, cols], 16)) == len(range(9)[rows])
     got = f(region)
     ref = _straightforward(f)[:, rows, cols]
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from torch import nn
 
-from hyenapixel.layers import Attention, LayerNormNoBias, Mlp, MlpHead, Scale, SepConv, StarReLU
+from hyenapixel.layers import (
+    Attention,
+    LayerNormNoBias,
+    Mlp,
+    MlpHead,
+    PointwiseConvMlp,
+    Scale,
+    SepConv,
+    SquaredReLU,
+    StarReLU,
+)
 
 
 def test_attention_is_softmax_attention_over_all_positions():
@@ -47,3 +59,46 @@ def test_misspelled_keyword_is_an_error(make):
     make()
     with pytest.raises(TypeError, match="head_dims"):
         make(head_dims=8)
+
+
+def _trained_mlp() -> Mlp:
+    """A StarReLU MLP (12 channels, 36 hidden) with its scale and shift away from their initial 1 and 0."""
+    torch.manual_seed(0)
+    mlp = Mlp(12, mlp_ratio=3.0).eval()
+    with torch.no_grad():
+        mlp.act.scale.fill_(1.7)
+        mlp.act.bias.fill_(-0.3)
+    return mlp
+
+
+def test_star_relu_folded_into_the_mlp() -> None:
+    # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with a bias on fc2 to keep; an MLP with another
+    # activation is left alone
+    mlp = _trained_mlp()
+    mlp.fc2.bias = nn.Parameter(torch.randn(12))
+    x = torch.randn(2, 5, 4, 12)
+    want = mlp(x).detach()
+    folded = copy.deepcopy(mlp)
+    assert folded.fold_star_relu()
+    assert isinstance(folded.act, SquaredReLU)
+    assert (folded(x) - want).abs().max().item() < 1e-5
+    assert torch.equal(mlp(x), want)  # a copy was folded, the original is unchanged
+    other = Mlp(12, act_layer=nn.GELU)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    assert not other.fold_star_relu()
+    assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+
+
+def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
+    # the 1x1-convolution form runs the same modules: the folded MLP's function on maps, its layers as they are on
+    # other shapes, the same state dict
+    mlp = _trained_mlp()
+    assert mlp.fold_star_relu()
+    conv = PointwiseConvMlp(mlp)
+    assert conv.fc1 is mlp.fc1 and conv.fc2 is mlp.fc2 and not conv.training
+    x = torch.randn(2, 5, 4, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), mlp(x), rtol=1e-5, atol=1e-6)
+        seq = torch.randn(2, 7, 12)  # not a map: the linear layers as they are
+        assert torch.equal(conv(seq), mlp(seq))
+    assert conv.state_dict().keys() == mlp.state_dict().keys()

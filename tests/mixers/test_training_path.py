@@ -11,10 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyenapixel.filters import implicit2d
 from hyenapixel.mixers import HyenaPixelMixer
 from hyenapixel.models import MIXER_NORM
-from hyenapixel.ops import fftconv, fftconv2d_ref
+from hyenapixel.ops import fftconv, fftconv2d_ref, implicit
 
 
 def _full_kernel(m: HyenaPixelMixer) -> torch.Tensor:
@@ -61,7 +60,7 @@ def _check_training_path(monkeypatch, size, kernel_size, norm, blocked: bool) ->
     if blocked:  # what large maps get on a CPU: FFTs in (sample, channel) blocks, the kernel MLP in row blocks
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
-        monkeypatch.setattr(implicit2d, "BLOCK_ELEMENTS", 64)
+        monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 64)
     torch.manual_seed(0)
     m = HyenaPixelMixer(8, kernel_size, filter_emb_dim=8, qk_norm_layer=norm, out_norm_layer=norm).double().train()
     with torch.no_grad():

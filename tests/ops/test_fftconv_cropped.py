@@ -9,6 +9,7 @@ import torch
 
 from hyenapixel.ops import (
     ConvPlan,
+    conv_fresh_kernel,
     conv_saving_spectrum,
     conv_with_plan,
     fftconv,
@@ -94,6 +95,26 @@ def test_conv_saving_spectrum_equals_the_direct_convolution(monkeypatch, x_grad:
         monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
     x, k, up, plan = _problem(2, 2, 3, 7, 11, 15, 21, x_grad, k_grad)
     _check_against_direct(conv_saving_spectrum, x, k, up, plan)
+
+
+@pytest.mark.parametrize(("nh", "nw", "kh", "kw", "covering"), [(7, 11, 15, 21, True), (20, 24, 5, 5, False)])
+def test_conv_fresh_kernel_equals_the_direct_convolution(nh: int, nw: int, kh: int, kw: int, covering: bool) -> None:
+    # a covering kernel (its spectrum about its size) keeps the spectrum in the graph, not twice differentiable; a
+    # kernel much smaller than its spectrum keeps the kernel, twice differentiable; the same values either way
+    x, k, up, plan = _problem(4, 2, 3, nh, nw, kh, kw)
+
+    def fresh(x: torch.Tensor, k: torch.Tensor, plan) -> torch.Tensor:  # noqa: ANN001 - as the mixer calls it
+        return conv_fresh_kernel(x, k[(slice(None), *plan.taps)], plan.cropped())
+
+    _check_against_direct(fresh, x, k, up, plan)
+    (g,) = torch.autograd.grad((fresh(x, k, plan) * up).sum(), k, create_graph=True)
+    if covering:
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(g.square().sum(), x)
+    else:
+        (gg,) = torch.autograd.grad(g.square().sum(), x)
+        (ref_g,) = torch.autograd.grad((fftconv2d_ref(x, k) * up).sum(), k, create_graph=True)
+        _close(gg, torch.autograd.grad(ref_g.square().sum(), x)[0])
 
 
 @pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (True, False), (False, True)])

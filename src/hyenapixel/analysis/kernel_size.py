@@ -27,18 +27,11 @@ import torch
 from torch import nn
 
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import (
-    MixerSite,
-    default_input_size,
-    feature_sizes,
-    long_conv_sites,
-    mixer_sites,
-    model_name,
-)
+from hyenapixel.analysis.sites import MixerSite, feature_sizes, long_conv_sites, mixer_sites
 from hyenapixel.errors import UserError
-from hyenapixel.filters import ImplicitFilter1d, ImplicitFilter2d
+from hyenapixel.filters import bbox_sides
 from hyenapixel.layers import Attention
-from hyenapixel.mixers import HyenaMixer1d, HyenaPixelMixer
+from hyenapixel.models import LONG_CONV_MIXERS, data_config, default_input_size, input_side, model_name
 
 __all__ = [
     "ATTENTION_COVERAGE",
@@ -90,27 +83,6 @@ class FilterSizeResult:
     blocks: list[BlockSize]
 
 
-def _extent(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the distance from the first to the last true entry plus one (0 if none).
-
-    Shape:
-        (C, n) -> (C,)
-    """
-    idx = torch.arange(mask.shape[1])
-    first = torch.where(mask, idx, mask.shape[1]).min(1).values
-    last = torch.where(mask, idx, -1).max(1).values
-    return (last - first + 1).clamp_min(0)
-
-
-def bbox_sides(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel, the height and width of the bounding box of the true entries (0 if none).
-
-    Shape:
-        (C, kh, kw) -> (C,), (C,)
-    """
-    return _extent(mask.any(2)), _extent(mask.any(1))
-
-
 def _conv_kernel(mixer: nn.Module) -> int | None:
     sizes = [max(m.kernel_size) for m in mixer.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     return max(sizes) if sizes else None
@@ -135,22 +107,20 @@ def learned_filter_sizes(
     blocks = []
     for s in sites:
         h, w = sizes.get(s.name, (0, 0))
-        mixer, filt = s.module, getattr(s.module, "filter", None)
-        if isinstance(mixer, HyenaPixelMixer) and isinstance(filt, ImplicitFilter2d):
-            kept = filt.window().float() >= threshold  # the window zeroed below the threshold
-            heights, widths = bbox_sides(kept)
+        mixer = s.module
+        support = mixer.kernel_support(threshold, (h, w)) if isinstance(mixer, LONG_CONV_MIXERS) else None
+        if support is not None and support.shape[1] == 2:  # HyenaPixel: the window's bounding box
+            heights, widths = support.unbind(1)
             cov = torch.maximum(heights / max(h, 1), widths / max(w, 1))
             diam = torch.maximum(heights, widths)
             blocks.append(BlockSize(s.stage, s.block, "hyenapixel", (h, w), float(cov.mean()), diam.tolist()))
-        elif isinstance(mixer, HyenaPixelMixer):  # explicit or separable long kernel: its size
-            kh, kw = filt.kernel_size
+        elif support is not None:  # Hyena: the taps of the 1D window
+            taps = support[:, 0]
+            blocks.append(BlockSize(s.stage, s.block, "hyena", (h, w), float((taps / (h * w)).mean()), taps.tolist()))
+        elif isinstance(mixer, LONG_CONV_MIXERS):  # explicit or separable long kernel: its size
+            kh, kw = mixer.filter.kernel_size
             cov = max(kh / max(h, 1), kw / max(w, 1))
             blocks.append(BlockSize(s.stage, s.block, "conv", (h, w), cov, [max(kh, kw)] * mixer.dim))
-        elif isinstance(mixer, HyenaMixer1d) and isinstance(filt, ImplicitFilter1d):
-            _, t_norm = filt.embedding(mixer.kernel_len(h * w))
-            window = torch.exp(-t_norm[None, :] * filt.decay.abs()[:, None])  # (C, length)
-            taps = (window >= threshold).sum(1)
-            blocks.append(BlockSize(s.stage, s.block, "hyena", (h, w), float((taps / (h * w)).mean()), taps.tolist()))
         elif isinstance(mixer, Attention):
             blocks.append(BlockSize(s.stage, s.block, "attention", (h, w), ATTENTION_COVERAGE))
         else:
@@ -178,47 +148,6 @@ def truncation_mask(shape: Sequence[int], limits: Sequence[float]) -> torch.Tens
     return axes[0][:, None] & axes[1][None, :]
 
 
-class TruncatedFilter(nn.Module):
-    """Wraps a long-convolution filter and zeroes the kernel taps outside a centred window.
-
-    For a 2D filter the window is fixed at construction (``limits``: half-widths in taps, measured from the full
-    kernel's centre also when only a region of taps is asked for); for a 1D filter it is
-    ``|lag| <= (size * L - 1) / 2`` of the sequence length ``L`` the kernel is generated for. Every other
-    attribute (``skip``, ``kernel_size`` ...) is the wrapped filter's.
-
-    Shape:
-        forward(*args) -> the wrapped filter's kernel, masked
-    """
-
-    def __init__(self, inner: nn.Module, size: float, limits: Sequence[float] | None = None) -> None:
-        super().__init__()
-        self.inner = inner
-        self.size = float(size)
-        self.limits = None if limits is None else tuple(limits)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("inner"), name)
-
-    def forward(self, *args: Any) -> torch.Tensor:
-        k = self.inner(*args)
-        if self.limits is not None:  # 2D: offsets from the full kernel's centre, also for a region of its taps
-            region = args[0] if args and args[0] is not None else (slice(None), slice(None))
-            axes = []
-            for n, part, lim in zip(self.inner.kernel_size, region, self.limits):
-                offset = torch.arange(*part.indices(n)) - n // 2
-                axes.append(offset.abs().double() <= lim)
-            mask = axes[0][:, None] & axes[1][None, :]
-        elif getattr(self.inner, "causal", False):  # causal 1D kernel of an L-token sequence: lags 0..L-1
-            mask = torch.arange(k.shape[-1]) <= (self.size * k.shape[-1] - 1) / 2
-        else:  # centred 1D kernel (length 2L - 1) of an L-token sequence
-            length = (k.shape[-1] + 1) // 2
-            mask = truncation_mask(k.shape[1:], ((self.size * length - 1) / 2,))
-        return k * mask.to(k.device)
-
-
 def _caches(sites: Iterable[MixerSite]) -> Iterator[Any]:
     for s in sites:
         cache = getattr(s.module, "spectrum_cache", None)
@@ -231,25 +160,23 @@ def truncated(
     model: nn.Module, stage: int, size: float, sizes: dict[str, tuple[int, int]] | None = None
 ) -> Iterator[list[MixerSite]]:
     """Within the block, the long kernels of ``stage`` keep only the taps inside relative size ``size`` (see the
-    module docstring); ``sizes`` are the feature sizes per site (default: measured at the model's input size).
-    Kernel caches are cleared on entry and exit."""
+    module docstring and the mixers' ``truncate``); ``sizes`` are the feature sizes per site (default: measured at
+    the model's input size). Kernel caches are cleared on entry and exit."""
     sites = [s for s in long_conv_sites(model, "kernel-size") if s.stage == stage]
     if not sites:
         raise UserError(f"stage {stage + 1} of {model_name(model)} has no HyenaPixel or Hyena mixer to truncate")
     sizes = sizes or feature_sizes(model, sites)
-    originals = []
+    truncated_sites = []
     try:
         for s in sites:
-            h, w = sizes[s.name]
-            limits = None if isinstance(s.module, HyenaMixer1d) else ((size * h - 1) / 2, (size * w - 1) / 2)
-            originals.append((s.module, s.module.filter))
-            s.module.filter = TruncatedFilter(s.module.filter, size, limits)
+            s.module.truncate(size, sizes[s.name])
+            truncated_sites.append(s)
         for cache in _caches(sites):
             cache.clear()
         yield sites
     finally:
-        for mixer, filt in originals:
-            mixer.filter = filt
+        for s in truncated_sites:
+            s.module.truncate(None)
         for cache in _caches(sites):
             cache.clear()
 
@@ -338,13 +265,7 @@ def truncation_curve(
     coverage = {}
     for st in stages:
         first = next(s for s in sites if s.stage == st)
-        h, w = fsizes[first.name]
-        mixer = first.module
-        if isinstance(mixer, HyenaMixer1d):
-            coverage[st] = mixer.kernel_len(h * w) / (h * w)
-        else:
-            kh, kw = mixer.filter.kernel_size
-            coverage[st] = max(kh / h, kw / w)
+        coverage[st] = first.module.relative_kernel_size(fsizes[first.name])
     from tqdm import tqdm
 
     total = (1 + len(stages) * len(sizes)) * len(loader) if hasattr(loader, "__len__") else None
@@ -427,25 +348,6 @@ class EvalData:
     img_size: int
 
 
-def _data_config(model: nn.Module) -> dict[str, Any]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return {
-        "input_size": int((cfg.get("input_size") or (3, 224, 224))[-1]),
-        "mean": tuple(cfg.get("mean") or (0.485, 0.456, 0.406)),
-        "std": tuple(cfg.get("std") or (0.229, 0.224, 0.225)),
-        "crop_pct": float(cfg.get("crop_pct") or 0.875),
-        "interpolation": cfg.get("interpolation") or "bicubic",
-    }
-
-
-def _meta_size(meta: dict[str, Any]) -> int | None:
-    """A checkpoint's input size: stored as an int or as (C, H, W)."""
-    size = meta.get("input_size")
-    if size is None:
-        return None
-    return int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
-
-
 def evaluation_data(
     model: nn.Module,
     *,
@@ -474,7 +376,7 @@ def evaluation_data(
     run_data = run.get("data") or {}
     resolved = run.get("resolved") or {}
     folder = data or run_data.get("data")
-    settings = _data_config(model)
+    settings = data_config(model)
     if folder is not None:
         root = Path(folder)
         if not root.is_dir():
@@ -497,7 +399,7 @@ def evaluation_data(
                 model_name(model),
                 outputs,
             )
-        size = img_size or _meta_size(meta) or settings["input_size"]
+        size = img_size or input_side(meta.get("input_size")) or settings["input_size"]
         transform = hdata.build_transforms(
             False,
             size,
@@ -510,7 +412,7 @@ def evaluation_data(
         label = str(split_dir)
     elif run:
         builtin = run_data.get("builtin") or hdata.DEFAULT_BUILTIN
-        size = _meta_size(meta) or int(run_data.get("input_size") or hdata.BUILTIN_IMAGE_SIZE)
+        size = input_side(meta.get("input_size")) or int(run_data.get("input_size") or hdata.BUILTIN_IMAGE_SIZE)
         if img_size is not None and img_size != size:
             raise UserError(
                 f"the built-in {builtin} data of this checkpoint is generated at {size} px; drop --img-size"

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.analysis.sites import feature_sizes, long_conv_sites, model_name
+from hyenapixel.analysis.sites import feature_sizes, long_conv_sites
 from hyenapixel.errors import UserError
-from hyenapixel.mixers import HyenaMixer1d
+from hyenapixel.models import model_name
 
 __all__ = ["STATISTICS", "KernelMap", "KernelsResult", "learned_kernels", "plot_kernels", "reshape_1d_kernel"]
 
@@ -116,13 +116,11 @@ def learned_kernels(model: nn.Module, *, statistic: str = "mean", name: str | No
     maps = []
     for s in sites:
         h, w = sizes.get(s.name, (0, 0))
-        mixer = s.module
-        if isinstance(mixer, HyenaMixer1d):
-            k = mixer.filter(mixer.kernel_len(h * w)).float().cpu()  # (C, 2L - 1) or (C, L)
+        k = s.module.filter_kernel((h, w)).float().cpu()  # (C, kh, kw), or (C, 2L - 1) / (C, L) in 1D
+        if k.dim() == 2:
             image = reshape_1d_kernel(_normalise(reduce(k)), w)
             maps.append(KernelMap(s.stage, s.block, "1d", (h, w), tuple(k.shape[1:]), image))
         else:
-            k = mixer.filter().float().cpu()  # (C, kh, kw)
             maps.append(KernelMap(s.stage, s.block, "2d", (h, w), tuple(k.shape[1:]), _normalise(reduce(k))))
     return KernelsResult(name or model_name(model), statistic, maps)
 

@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import model_name
 from hyenapixel.errors import UserError
 from hyenapixel.mixers import SpectrumCache
+from hyenapixel.models import model_name
+from hyenapixel.ops import FFTConv
 
 __all__ = ["OFFICIAL_GMACS_224", "MacsMode", "MacsResult", "count_macs", "fft_macs", "plot_macs"]
 
@@ -139,8 +140,9 @@ def _sdpa_handle(inputs: list, outputs: list) -> Counter:
 
 
 def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
-    """``_FFTConv`` (a differentiable :func:`~hyenapixel.ops.fftconv2d` / ``fftconv1d`` call traced as one
-    Python op): the forward's transforms, assuming a centered kernel (exact for the 2D and bidirectional ops)."""
+    """:class:`~hyenapixel.ops.FFTConv` (a differentiable :func:`~hyenapixel.ops.fftconv2d` / ``fftconv1d`` call,
+    traced as one Python op): the forward's transforms, assuming a centered kernel (exact for the 2D and
+    bidirectional ops)."""
     from hyenapixel.ops import next_fast_len
 
     x, k = _shape(inputs[0]), _shape(inputs[1])
@@ -164,14 +166,12 @@ def _fftconv_function_handle(inputs: list, outputs: list) -> Counter:
     return Counter({"fft": total})
 
 
-def _implicit_kernel_handle(inputs: list, outputs: list) -> Counter:
-    """A fused implicit-filter evaluation traced as one Python op (``_ImplicitKernel(z, dist, decay, shift, w_out,
-    *weights)``, weights with their bias folded in as a last column): counted as the unfused filter MLP would be,
-    ``P * H_i * H_{i-1}`` per hidden layer (``linear``) and ``P * C * H_n`` for the output layer (``mm``)."""
-    z, w_out = _shape(inputs[0]), _shape(inputs[4])
-    positions = math.prod(z[1:])
-    hidden = sum(math.prod(_shape(w)[:1]) * (_shape(w)[1] - 1) for w in inputs[5:])
-    return Counter({"linear": float(positions * hidden), "mm": float(positions * w_out[0] * w_out[1])})
+def _addmm_handle(inputs: list, outputs: list) -> Counter:
+    """``addmm(bias, a, b)``: a linear layer with its bias as one product, ``M * N * K``, counted as ``linear``.
+    Traced models meet it in the implicit filters' MLP (its hidden layers, each bias folded in; see
+    :func:`~hyenapixel.ops.implicit_kernel`), which a graph trace gets in plain operations."""
+    a, b = _shape(inputs[1]), _shape(inputs[2])
+    return Counter({"linear": float(a[0] * a[1] * b[1])})
 
 
 def _handles() -> dict[str, Any]:
@@ -179,8 +179,8 @@ def _handles() -> dict[str, Any]:
     handles.update({f"aten::{n}": _fft_handle(2) for n in _FFT_2D})
     handles.update({f"aten::{n}": _fft_handle(None) for n in _FFT_ND})
     handles["aten::scaled_dot_product_attention"] = _sdpa_handle
-    handles["prim::PythonOp._FFTConv"] = _fftconv_function_handle
-    handles["prim::PythonOp._ImplicitKernel"] = _implicit_kernel_handle
+    handles[f"prim::PythonOp.{FFTConv.__name__}"] = _fftconv_function_handle
+    handles["aten::addmm"] = _addmm_handle
     return handles
 
 

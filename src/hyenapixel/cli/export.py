@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
     from hyenapixel.export.inputs import builtin_images, image_files, load_images, random_images
     from hyenapixel.export.onnx import check_opset, check_output_path
+    from hyenapixel.models import default_input_size, input_channels
 
     if len(args.models) != 1:
         raise UserError(
@@ -94,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot load the weights of {args.models[0].label}: {first}") from None
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    in_chans, *default_size = cfg.get("input_size", (3, 224, 224))
-    in_chans = _stem_in_chans(model, in_chans)
+    in_chans, default_size = input_channels(model), list(default_input_size(model))
     given = args.img_size or default_size
     size = check_input_size(given[0] if len(given) == 1 else tuple(given))
     path = to_onnx(
@@ -132,12 +131,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"verification {'passed' if ok else 'FAILED'} (tolerance {args.tolerance:g})")
     sys.stdout.flush()
     return 0 if ok else 1
-
-
-def _stem_in_chans(model, default: int) -> int:  # noqa: ANN001 - any nn.Module
-    import torch.nn as nn
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return int(default)

@@ -3,35 +3,31 @@ paper's Section 3 operators).
 
 In eval the kernels of HyenaPixel and (bidirectional / causal) Hyena depend only on the weights and on the size of
 the feature map. :func:`freeze_long_convs` therefore precomputes, for one input size, every kernel's spectrum
-and the DFT matrices of its stage, and replaces each mixer's FFT convolution by the matrix products of
-:mod:`hyenapixel.ops.dft` (real ``MatMul``/``Mul``/``Add`` only). The result computes the same function as the
-original in eval (to float32 rounding), exports to ONNX without FFT or complex operators, and is specialised to
-that spatial size; the batch size stays free.
+and the DFT matrices of its stage, and puts a module with the matrix products of :mod:`hyenapixel.ops.dft` (real
+``MatMul``/``Mul``/``Add`` only) into each mixer's ``frozen_conv`` seam, which replaces the mixer's FFT
+convolution. The result computes the same function as the original in eval (to float32 rounding), exports to ONNX
+without FFT or complex operators, and is specialised to that spatial size; the batch size stays free.
 
-Each frozen mixer becomes an instance of a subclass (:class:`FrozenHyenaPixelMixer`,
-:class:`FrozenBidirectionalHyenaMixer`, :class:`FrozenCausalHyenaMixer`) whose ``long_conv`` calls the frozen
-convolution. Every frozen mixer computes its three gated inputs in branches of a 1x1 and a depthwise convolution
-(:func:`projection_branches`) instead of one 3C projection and a split; the HyenaPixel mixer's forward then stays
-channels-last (the same function with fewer layout changes, see :class:`FrozenHyenaPixelMixer`). The StarReLU
-of each channel MLP is folded into the MLP's second linear layer (:func:`fold_star_relu`); the ONNX export then
-writes the folded MLPs as 1x1 convolutions (:class:`PointwiseConvMlp`, :func:`mlps_as_convolutions`).
+Only the mixers' own seams are used: ``frozen_conv``, ``split_projections`` (the three gated inputs as branches
+of a 1x1 and a depthwise convolution, the form that deploys best) and ``kernel``; the channel MLPs fold their
+StarReLU (:meth:`~hyenapixel.layers.Mlp.fold_star_relu`), and :func:`mlps_as_convolutions` swaps each folded MLP for
+its 1x1-convolution form (:class:`~hyenapixel.layers.PointwiseConvMlp`). The measurements behind the defaults are
+in docs/deploy.md.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyenapixel.constants import MIN_INPUT_SIZE
 from hyenapixel.errors import UserError
-from hyenapixel.layers import Mlp, SquaredReLU, StarReLU
+from hyenapixel.layers import Mlp, PointwiseConvMlp, SquaredReLU
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
-from hyenapixel.mixers.hyena import HyenaMixer1d
-from hyenapixel.models.metaformer import MIN_INPUT_SIZE
+from hyenapixel.models import LONG_CONV_MIXERS, input_channels, module_inputs
 from hyenapixel.ops.dft import (
     DFTAxis,
     SequenceDFT,
@@ -45,35 +41,29 @@ from hyenapixel.ops.dft import (
 )
 
 __all__ = [
+    "DIRECT_MAX_PIXELS",
+    "PER_IMAGE_MIN_PIXELS",
     "ExportError",
-    "FrozenBidirectionalHyenaMixer",
-    "FrozenCausalHyenaMixer",
     "FrozenConv1d",
     "FrozenConv2d",
     "FrozenDirectConv2d",
-    "FrozenHyenaPixelMixer",
     "PerImage",
-    "PointwiseConvMlp",
     "check_input_size",
-    "fold_star_relu",
     "freeze_long_convs",
     "mlps_as_convolutions",
-    "projection_branches",
 ]
 
-#: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products.
-#: One long convolution in onnxruntime (``benchmarks/bench_onnx_longconv.py``, 2-core EPYC), DFT products vs direct,
-#: batch 1 / 16: 7 x 7 (512 ch, kernel 13) 0.52 / 2.1 vs 0.44 / 1.3 ms; 14 x 14 (320 ch, kernel 27) 0.67 / 5.8 vs
-#: 0.97 / 7.6 ms; 28 x 28 (128 ch, kernel 55) 0.95 / 13 vs 3.4 / 44 ms.
+#: HyenaPixel maps of at most this many pixels are frozen as a direct convolution, larger ones as DFT products
+#: (onnxruntime timings of both forms: docs/deploy.md, ``benchmarks/bench_onnx_longconv.py``).
 DIRECT_MAX_PIXELS = 7 * 7
 #: :func:`~hyenapixel.export.to_onnx` runs the long convolutions of maps (2D) and sequences (1D) of at least this
-#: many pixels image by image (:class:`PerImage`): stages 1-2 at 224 px. Whole S18 models in onnxruntime at batch 16,
-#: 2-core EPYC (``benchmarks/bench_export.py``, docs/deploy.md): hpx 32.6-37.0 ms per image with it against
-#: 36.7-38.5 without (four runs), hb 49.5 against 55.5; with the 14 x 14 maps of stage 3 as well, hpx 37.0 and hb
-#: 50.0 against 35.9 and 49.3 (one run each). Batch 1 is unchanged.
+#: many pixels image by image (:class:`PerImage`): stages 1-2 at 224 px (whole-model timings with and without it:
+#: docs/deploy.md, ``benchmarks/bench_export.py``).
 PER_IMAGE_MIN_PIXELS = 28 * 28
+#: The mixers whose forward the exporter knows to stay the same function with a frozen long convolution.
+FREEZABLE = (HyenaPixelMixer, BidirectionalHyenaMixer, CausalHyenaMixer)
 
-try:  # torch's scan higher-order operator (exports to ONNX Scan)
+try:  # torch's scan higher-order operator: the only traceable loop that torch.export turns into an ONNX Scan
     from torch._higher_order_ops.scan import scan as _scan
 except ImportError:  # pragma: no cover - older torch: PerImage is not used
     _scan = None
@@ -203,123 +193,6 @@ def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> Non
         )
 
 
-def projection_branches(
-    linear: nn.Linear, conv: nn.Conv1d | nn.Conv2d, dim: int
-) -> tuple[nn.ModuleList, nn.ModuleList]:
-    """A ``C -> 3C`` input projection and the depthwise convolution over its ``3C`` channels as one branch per q, k
-    and v (x0, x1, v for Hyena): ``pointwise[i]`` a 1x1 convolution ``C -> C`` (the rows of the projection that make
-    that part, with their bias), ``depthwise[i]`` a depthwise convolution over its ``C`` channels (same kernel size
-    and padding). Applied to the channels-first map, branch ``i`` computes channels ``[i C, (i + 1) C)`` of
-    ``conv(linear(x))``. 1D or 2D after ``conv``.
-
-    onnxruntime runs a branch's two convolutions with the bias fused (in its blocked layout for 2D) and needs no
-    split of a 3C tensor; see docs/deploy.md.
-    """
-    conv_cls = nn.Conv2d if conv.weight.dim() == 4 else nn.Conv1d
-    ones = (1,) * (conv.weight.dim() - 2)
-    pointwise, depthwise = nn.ModuleList(), nn.ModuleList()
-    for i in range(3):
-        part = slice(i * dim, (i + 1) * dim)
-        pw = conv_cls(dim, dim, 1, bias=linear.bias is not None).to(linear.weight)
-        dw = conv_cls(dim, dim, conv.kernel_size, padding=conv.padding, groups=dim, bias=conv.bias is not None)
-        dw = dw.to(conv.weight)
-        with torch.no_grad():
-            pw.weight.copy_(linear.weight[part].reshape(dim, dim, *ones))
-            dw.weight.copy_(conv.weight[part])
-            for module, bias in ((pw, linear.bias), (dw, conv.bias)):
-                if bias is not None:
-                    module.bias.copy_(bias[part])
-        pointwise.append(pw.eval())
-        depthwise.append(dw.eval())
-    return pointwise, depthwise
-
-
-class _FrozenProjections:
-    """Mixin: :meth:`split_projections` turns ``in_proj``/``short_conv`` into the q/k/v branches of
-    :func:`projection_branches` (called by :func:`freeze_long_convs`)."""
-
-    dim: int
-    in_proj: nn.Module
-    short_conv: nn.Module
-
-    def split_projections(self) -> None:
-        """Replace ``in_proj`` and ``short_conv`` by three branches (``nn.ModuleList`` each); same function."""
-        self.in_proj, self.short_conv = projection_branches(self.in_proj, self.short_conv, self.dim)
-
-
-class _FrozenLongConv(_FrozenProjections):
-    """Mixin for the 1D mixers: ``long_conv`` applies the precomputed ``frozen_conv`` instead of the FFT
-    convolution, and ``projections`` runs the q/k/v branches."""
-
-    frozen_conv: nn.Module
-
-    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
-        return self.frozen_conv(u)
-
-    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """As :meth:`~hyenapixel.mixers.hyena.HyenaMixer1d.projections`, from the branches.
-
-        Shape:
-            (B, H, W, C) -> three (B, C, H * W)
-        """
-        B, H, W, C = x.shape
-        L = H * W
-        x = x.reshape(B, L, C).transpose(1, 2)
-        return tuple(dw(pw(x))[..., :L] for pw, dw in zip(self.in_proj, self.short_conv))
-
-
-class FrozenHyenaPixelMixer(_FrozenProjections, HyenaPixelMixer):
-    """A :class:`~hyenapixel.mixers.HyenaPixelMixer` whose long convolution is frozen for one map size.
-
-    The forward computes the mixer's function in the layout that deploys best:
-
-    * the input projection and the 5 x 5 depthwise convolution run as three branches, one for each of q, k and v
-      (:func:`projection_branches`): a 1x1 convolution with its bias and the branch's depthwise convolution,
-      channels-first. onnxruntime runs both convolutions of a branch in its blocked layout with the bias fused, and
-      q * k without a layout change; the single 3C projection needed a separate bias addition, a layout change of
-      3C channels and a split (7 % of the exported S18 model's time, docs/deploy.md);
-    * every step after the branches runs on the channels-last map: the frozen convolution works channels-last,
-      which gives large matrix products.
-
-    Shape:
-        (B, H, W, C) -> (B, H, W, C)
-    """
-
-    frozen_conv: nn.Module
-    in_proj: nn.ModuleList  # type: ignore[assignment] - the q, k, v 1x1 convolutions after split_projections
-    short_conv: nn.ModuleList  # type: ignore[assignment] - their depthwise convolutions
-
-    def long_conv(self, u: torch.Tensor) -> torch.Tensor:
-        """The frozen long convolution on a channels-first map, as :meth:`HyenaPixelMixer.long_conv`.
-
-        Shape:
-            (B, C, H, W) -> (B, C, H, W)
-        """
-        return self.frozen_conv(u.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)
-        q, k, v = (dw(pw(x)).permute(0, 2, 3, 1) for pw, dw in zip(self.in_proj, self.short_conv))  # (B, H, W, C)
-        y = v * self.frozen_conv(self.qk_norm(q * k))
-        return self.drop(self.out_proj(self.out_norm(y)))
-
-
-class FrozenBidirectionalHyenaMixer(_FrozenLongConv, BidirectionalHyenaMixer):
-    """A :class:`~hyenapixel.mixers.BidirectionalHyenaMixer` frozen for one sequence length."""
-
-
-class FrozenCausalHyenaMixer(_FrozenLongConv, CausalHyenaMixer):
-    """A :class:`~hyenapixel.mixers.CausalHyenaMixer` frozen for one sequence length."""
-
-
-_FROZEN_CLASSES: dict[type, type] = {
-    HyenaPixelMixer: FrozenHyenaPixelMixer,
-    BidirectionalHyenaMixer: FrozenBidirectionalHyenaMixer,
-    CausalHyenaMixer: FrozenCausalHyenaMixer,
-}
-LONG_CONV_MIXERS = (HyenaPixelMixer, HyenaMixer1d)
-
-
 def check_input_size(input_size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
     """``(H, W)`` from an int or a pair, checked against what the MetaFormer can take.
 
@@ -337,47 +210,27 @@ def check_input_size(input_size: tuple[int, int] | list[int] | int) -> tuple[int
     return size[0], size[1]
 
 
-@dataclass(frozen=True)
-class _MixerSite:
-    name: str
-    mixer: nn.Module
-    shape: tuple[int, ...]  # (B, H, W, C) input of the mixer
+def _check_unknown_mixers(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, LONG_CONV_MIXERS) and type(module) not in FREEZABLE:
+            raise ExportError(
+                f"{name} is a {type(module).__name__}, a long-convolution mixer the exporter does not know; only "
+                f"{', '.join(c.__name__ for c in FREEZABLE)} can be frozen for export"
+            )
 
 
-def _mixer_sites(model: nn.Module, x: torch.Tensor) -> list[_MixerSite]:
-    """Every long-convolution mixer of ``model`` with the input shape it sees for ``x`` (one eval forward)."""
-    mixers = [(n, m) for n, m in model.named_modules() if isinstance(m, LONG_CONV_MIXERS)]
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def hook(name: str) -> Callable:
-        def record(module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(name, tuple(args[0].shape))
-
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in mixers]
+def _mixer_inputs(model: nn.Module, size: tuple[int, int], in_chans: int) -> list[tuple[nn.Module, torch.Size]]:
+    """Every long-convolution mixer of ``model`` with the (B, H, W, C) input it sees for ``size`` images."""
+    mixers = {n: m for n, m in model.named_modules() if isinstance(m, LONG_CONV_MIXERS)}
     try:
-        with torch.no_grad():
-            model(x)
+        shapes = module_inputs(model, mixers, size, in_chans)
     except (RuntimeError, ValueError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ExportError(
-            f"{type(model).__name__} cannot take {x.shape[-2]}x{x.shape[-1]} images ({first}); export at an image "
+            f"{type(model).__name__} cannot take {size[0]}x{size[1]} images ({first}); export at an image "
             "size the model accepts (for fixed-size models such as ViTs, their training size)"
         ) from None
-    finally:
-        for h in handles:
-            h.remove()
-    return [_MixerSite(n, m, shapes[n]) for n, m in mixers if n in shapes]
-
-
-def _check_unknown_mixers(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        if isinstance(module, LONG_CONV_MIXERS) and type(module) not in _FROZEN_CLASSES:
-            raise ExportError(
-                f"{name} is a {type(module).__name__}, a long-convolution mixer the exporter does not know; only "
-                f"{', '.join(c.__name__ for c in _FROZEN_CLASSES)} can be frozen for export"
-            )
+    return [(m, shapes[n]) for n, m in mixers.items() if n in shapes]
 
 
 def freeze_long_convs(
@@ -389,11 +242,12 @@ def freeze_long_convs(
     fold_mlps: bool = True,
 ) -> nn.Module:
     """An eval copy of ``model`` whose long convolutions are frozen for ``input_size``: DFT matrix products, and
-    direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never). The long
-    DFT-product convolutions of maps (or Hyena sequences) of at least ``per_image_min_pixels`` pixels are
+    direct depthwise convolutions on HyenaPixel maps of at most ``direct_max_pixels`` pixels (0: never), in each
+    mixer's ``frozen_conv``; each mixer's projections are split into q/k/v branches (``split_projections``). The
+    long DFT-product convolutions of maps (or Hyena sequences) of at least ``per_image_min_pixels`` pixels are
     wrapped in :class:`PerImage` (0, the default: none), which runs them image by image in exported graphs
     (:func:`~hyenapixel.export.to_onnx` uses :data:`PER_IMAGE_MIN_PIXELS`). With ``fold_mlps`` (the default) the
-    channel MLPs' StarReLUs are folded into their second layers (:func:`fold_star_relu`).
+    channel MLPs' StarReLUs are folded into their second layers (:meth:`~hyenapixel.layers.Mlp.fold_star_relu`).
 
     ``model`` itself is not changed. Models without long-convolution mixers (any other timm model) come back as a
     plain eval copy. The copy lives on ``model``'s device and is float32 whatever ``model``'s dtype (a float64 or
@@ -410,101 +264,48 @@ def freeze_long_convs(
     frozen = copy.deepcopy(model).eval().float()
     param = next(frozen.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    chans = in_chans or _in_chans(frozen)
-    sites = _mixer_sites(frozen, torch.zeros(1, chans, h, w, device=device))
     axes: dict[tuple, SequenceDFT | tuple[DFTAxis, DFTAxis]] = {}  # one set of DFT axes per stage geometry
     matrices: dict[tuple, dict[str, torch.Tensor]] = {}  # and of 2D DFT matrices, built where a DFT form uses them
-    for site in sites:
-        mixer = site.mixer
+    for mixer, shape in _mixer_inputs(frozen, (h, w), in_chans or input_channels(frozen)):
+        pixels = shape[1] * shape[2]
         with torch.no_grad():
             if isinstance(mixer, HyenaPixelMixer):
                 kernel = mixer.kernel()
-                key = (site.shape[1], site.shape[2], *kernel.shape[1:])
+                key = (shape[1], shape[2], *kernel.shape[1:])
                 if key not in axes:
                     axes[key] = dft_axes2d(*key)
                 rows, cols = axes[key]
-                if site.shape[1] * site.shape[2] <= direct_max_pixels:
+                if pixels <= direct_max_pixels:
                     conv: nn.Module = FrozenDirectConv2d(kernel, rows, cols)
                 else:
                     if key not in matrices:
                         matrices[key] = stage_matrices(rows, cols)
                     conv = FrozenConv2d(kernel, rows, cols, matrices[key])
             else:
-                length = site.shape[1] * site.shape[2]
-                kernel = mixer.kernel(length)
-                key = (length, kernel.shape[-1], mixer.causal)
+                kernel = mixer.kernel(pixels)
+                key = (pixels, kernel.shape[-1], mixer.causal)
                 if key not in axes:
                     axes[key] = sequence_dft(*key, dtype=torch.float32)
                 conv = FrozenConv1d(kernel, axes[key])
-        large = 0 < per_image_min_pixels <= site.shape[1] * site.shape[2]
-        if _scan is not None and large and isinstance(conv, (FrozenConv2d, FrozenConv1d)):
+        if _scan is not None and 0 < per_image_min_pixels <= pixels and isinstance(conv, (FrozenConv2d, FrozenConv1d)):
             conv = PerImage(conv)
-        mixer.__class__ = _FROZEN_CLASSES[type(mixer)]
         mixer.frozen_conv = conv.to(device)
         mixer.split_projections()
     if fold_mlps:
         for module in frozen.modules():
             if isinstance(module, Mlp):
-                fold_star_relu(module)
+                module.fold_star_relu()
     return frozen
 
 
-def fold_star_relu(mlp: Mlp) -> None:
-    """Fold the StarReLU ``s * relu(h) ** 2 + b`` of a MetaFormer channel MLP into its second layer, in place:
-    ``W2 (s r + b 1) = (s W2) r + b W2 1`` with ``r = relu(h) ** 2``, so ``fc2`` gets the weight ``s W2`` and the
-    bias ``b W2 1`` and the activation becomes a plain squared ReLU. The same function to float32 rounding, without
-    the scale and shift passes over the hidden map (four times the channels), which onnxruntime keeps for trained
-    weights (it drops them only for the initial ``s = 1, b = 0``). An MLP with another activation is left as it is.
-
-    Shape:
-        the MLP: (..., C) -> (..., C), unchanged
-    """
-    if type(mlp.act) is not StarReLU:
-        return
-    with torch.no_grad():
-        scale, shift, weight = mlp.act.scale, mlp.act.bias, mlp.fc2.weight
-        bias = shift * weight.sum(1)
-        if mlp.fc2.bias is not None:
-            bias = bias + mlp.fc2.bias
-        mlp.fc2.weight = nn.Parameter(weight * scale, requires_grad=weight.requires_grad)
-        mlp.fc2.bias = nn.Parameter(bias, requires_grad=weight.requires_grad)
-    mlp.act = SquaredReLU()
-
-
-class PointwiseConvMlp(Mlp):
-    """A channel MLP with a squared ReLU (a folded one, :func:`fold_star_relu`) whose two layers run as 1x1
-    convolutions on the channels-first view of its (B, H, W, C) map, the square written as a product; other inputs
-    and activations go through :meth:`Mlp.forward`. The same function to float32 rounding. In onnxruntime the two
-    convolutions run in its blocked (NCHWc) layout with the ReLU fused into the first: about 2 % of the exported
-    S18 model's time at batch 1 and 16 against the two ``MatMul`` of the channels-last map (docs/deploy.md).
-
-    Shape:
-        (B, H, W, C) -> (B, H, W, C); other shapes (..., C) as :class:`Mlp`
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or type(self.act) is not SquaredReLU:
-            return super().forward(x)
-        h = F.relu(F.conv2d(x.permute(0, 3, 1, 2), self.fc1.weight[:, :, None, None], self.fc1.bias))
-        y = F.conv2d(self.drop1(h * h), self.fc2.weight[:, :, None, None], self.fc2.bias)
-        return self.drop2(y.permute(0, 2, 3, 1))
-
-
 def mlps_as_convolutions(model: nn.Module) -> int:
-    """Turn every channel MLP of ``model`` with a squared ReLU (those :func:`fold_star_relu` folded) into a
-    :class:`PointwiseConvMlp`, in place (the parameters stay the same); returns how many."""
+    """Swap every channel MLP of ``model`` with a squared ReLU (those :meth:`~hyenapixel.layers.Mlp.fold_star_relu`
+    folded) for its :class:`~hyenapixel.layers.PointwiseConvMlp` form, in place (the same parameters); returns how
+    many."""
     count = 0
-    for module in model.modules():
-        if type(module) is Mlp and type(module.act) is SquaredReLU:
-            module.__class__ = PointwiseConvMlp
-            count += 1
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is Mlp and type(child.act) is SquaredReLU:
+                setattr(parent, name, PointwiseConvMlp(child))
+                count += 1
     return count
-
-
-def _in_chans(model: nn.Module) -> int:
-    """Input channels: those of the first 2D convolution (the stem), else the pretrained config's."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return int(cfg.get("input_size", (3,))[0])

@@ -29,6 +29,7 @@ from hyenapixel.export.frozen import (
     freeze_long_convs,
     mlps_as_convolutions,
 )
+from hyenapixel.models import input_channels
 from hyenapixel.paths import file_target_problem
 
 __all__ = ["MIN_OPSET", "OnnxCheck", "check_opset", "check_output_path", "onnx_session", "run_onnx", "to_onnx",
@@ -68,8 +69,8 @@ def to_onnx(
     direct convolutions, larger ones as DFT products (see :func:`~hyenapixel.export.freeze_long_convs`); those of
     maps (Hyena: sequences) of at least ``per_image_min_pixels`` pixels run image by image in an ONNX ``Scan``
     (0, and always with a static batch of 1: none, every operator runs on the whole batch); ``fold_mlps`` folds the
-    channel MLPs' StarReLUs into their second layers (:func:`~hyenapixel.export.fold_star_relu`), which are then
-    written as 1x1 convolutions (:class:`~hyenapixel.export.PointwiseConvMlp`). ``model`` itself
+    channel MLPs' StarReLUs into their second layers (:meth:`~hyenapixel.layers.Mlp.fold_star_relu`), which are then
+    written as 1x1 convolutions (:class:`~hyenapixel.layers.PointwiseConvMlp`). ``model`` itself
     is not changed. Models without long convolutions (any timm model the exporter handles) are exported as they
     are. An existing file at ``path`` is replaced only if it is an ``.onnx`` file.
 
@@ -88,7 +89,7 @@ def to_onnx(
     per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
     frozen = freeze_long_convs(model, (h, w), in_chans, direct_max_pixels, per_image, fold_mlps).cpu()  # float32
     mlps_as_convolutions(frozen)  # the folded MLPs as 1x1 convolutions: onnxruntime's blocked layout, ReLU fused
-    chans = in_chans or _first_conv_in_chans(frozen)
+    chans = in_chans or input_channels(frozen)
     # a dynamic batch is traced at 2 (torch.export specialises a size of 1); a static batch is 1
     x = torch.randn(2 if dynamic_batch else 1, chans, h, w)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
@@ -145,13 +146,6 @@ def check_output_path(path: str | os.PathLike) -> Path:
             "another path"
         )
     return path
-
-
-def _first_conv_in_chans(model: nn.Module) -> int:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return 3
 
 
 def _forward_arg_name(model: nn.Module) -> str:

@@ -26,6 +26,11 @@ class DirectFilter2d(nn.Module):
         self.channels, self.kernel_size = channels, pair(kernel_size)
         self.skip = nn.Parameter(torch.zeros(channels))
 
+    def support(self, threshold: float) -> None:
+        """``None``: a directly learned kernel has no decay window, all of its :attr:`kernel_size` taps count (the
+        ``support`` of :class:`~hyenapixel.filters.ImplicitFilter2d` is where its window reaches ``threshold``)."""
+        return None
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"
 

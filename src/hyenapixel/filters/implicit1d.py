@@ -108,7 +108,31 @@ class ImplicitFilter1d(nn.Module):
         t_norm = _time_axis(length, self.causal).to(self.t_norm)
         return z, t_norm if self.causal else 1 - t_norm
 
+    def window(self, length: int | None = None) -> torch.Tensor:
+        """The decay window ``exp(-|alpha| t_norm)`` of a kernel of ``length`` taps (default: :attr:`kernel_len`).
+
+        Shape:
+            -> (channels, length)
+        """
+        _, t_norm = self.embedding(length or self.kernel_len)
+        return torch.exp(-t_norm[None, :] * self.decay.abs()[:, None])
+
+    @torch.no_grad()
+    def support(self, threshold: float, length: int | None = None) -> torch.Tensor:
+        """Per channel, the number of taps of a ``length``-tap kernel where the window is at least ``threshold``
+        (the learned filter size of paper Section 5 in 1D).
+
+        Shape:
+            -> (channels, 1)
+        """
+        return (self.window(length) >= threshold).sum(1, keepdim=True)
+
     def forward(self, length: int | None = None) -> torch.Tensor:
+        """The kernel for ``length`` taps (default: :attr:`kernel_len`).
+
+        Shape:
+            -> (channels, length or kernel_len)
+        """
         z, t_norm = self.embedding(length or self.kernel_len)
         k = self.mlp(z)  # (channels, length)
         return k * torch.exp(-t_norm[None, :] * self.decay.abs()[:, None])

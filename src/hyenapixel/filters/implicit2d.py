@@ -8,26 +8,22 @@ here with the filter; mixers add it to the kernel's center tap.
 
 The filter can evaluate any rectangular region of taps alone (``filter(region)``): a convolution never uses the taps
 that cannot reach its output (at 800 x 1333 px a 667 x 667 stage-1 kernel meets a 200 x 333 map through 399 x 665
-of them), so the mixers ask only for those. The kernel is computed by one autograd function that folds the sine
-frequencies into the linear layers and recomputes its activations in backward instead of storing them
-(:class:`_ImplicitKernel`); it equals the module-by-module evaluation ``mlp(pos_emb) * window()`` up to float
-rounding.
+of them), so the mixers ask only for those. The sine frequencies are folded into the linear layers and the kernel is
+evaluated by :func:`hyenapixel.ops.implicit.implicit_kernel` (fused, activations recomputed in backward);
+it equals the module-by-module evaluation ``mlp(pos_emb) * window()`` up to float rounding.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from hyenapixel.filters.decay import decay_rates
 from hyenapixel.filters.mlp import SineMLP
-from hyenapixel.ops.parallel import block_workers, parallel_map, split_evenly
+from hyenapixel.ops.implicit import implicit_kernel
 
 
 def sincos_positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -84,161 +80,25 @@ def pair(v: int | tuple[int, int]) -> tuple[int, int]:
 Region = tuple[slice, slice]
 
 
-def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-    """An uninitialised ``(rows + 1, cols)`` matrix whose last row is ones: an input that carries its layer's bias.
+def _extent(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the distance from the first to the last true entry plus one (0 if none).
 
     Shape:
-        -> (rows + 1, cols)
+        (C, n) -> (C,)
     """
-    out = like.new_empty(rows + 1, cols)
-    out[rows] = 1
-    return out
+    idx = torch.arange(mask.shape[1], device=mask.device)
+    first = torch.where(mask, idx, mask.shape[1]).min(1).values
+    last = torch.where(mask, idx, -1).max(1).values
+    return (last - first + 1).clamp_min(0)
 
 
-def _sine_layers(
-    z: torch.Tensor, weights: tuple[torch.Tensor, ...], pre: list[torch.Tensor] | None = None
-) -> list[torch.Tensor]:
-    """Hidden sine layers ``h <- sin(W h + b)``, channels-first, each bias stored as the last column of its weight
-    and each input with a ones row (so a layer is one matrix product, without a pass that adds the bias). With a
-    list ``pre``, the pre-activations ``W h + b`` are kept in it (the backward needs their cosines).
+def bbox_sides(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel, the height and width of the bounding box of the true entries (0 if none).
 
     Shape:
-        z: (E, *spatial), weights: (H_i, H_{i-1} + 1) -> inputs of every layer and the last output, each with its
-        ones row: [(E + 1, P), (H_1 + 1, P), ..., (H_n + 1, P)]; pre: [(H_i, P)]
+        (C, kh, kw) -> (C,), (C,)
     """
-    e = z.shape[0]
-    h = _with_ones_row(e, z[0].numel(), z)
-    h[:e].view_as(z).copy_(z)
-    hs = [h]
-    for w in weights:
-        out = _with_ones_row(w.shape[0], h.shape[1], h)
-        if pre is None:  # forward: no out= argument, which torch.export refuses while parameters require grad
-            out[:-1] = torch.mm(w, h).sin_()
-        else:  # backward only
-            pre.append(torch.mm(w, h))
-            torch.sin(pre[-1], out=out[:-1])
-        hs.append(out)
-        h = out
-    return hs
-
-
-def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """``exp(-|decay_c| * dist_p)``.
-
-    Shape:
-        decay (C,), dist (P,) -> (C, P)
-    """
-    return torch.outer(decay.abs(), dist).neg_().exp_()
-
-
-# Positions per block of the fused kernel evaluation: about this many elements in its widest activation (512 KiB
-# in float32), so the whole MLP chain of a block runs in cache. On the 2-core EPYC the stage-1 kernel of an
-# 800 x 1333 input (64 channels, 399 x 665 taps) evaluates in 118 ms in blocks against 271 ms in one piece.
-BLOCK_ELEMENTS = 1 << 17
-
-
-def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
-    """Blocks of whole kernel rows with about ``BLOCK_ELEMENTS / widest`` positions each (CPU; one block elsewhere).
-
-    Shape:
-        z: (E, h, w)
-    """
-    rows, width = z.shape[1], z.shape[2]
-    if z.device.type != "cpu":  # GPUs want one large product per layer
-        return [slice(0, rows)]
-    step = max(1, BLOCK_ELEMENTS // (widest * width))
-    return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
-
-
-def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[slice]:
-    """:func:`_row_blocks` sized for the widest layer of the filter MLP (the same blocks in forward and backward)."""
-    return _row_blocks(z, max(w_out.shape[0], *(w.shape[0] for w in weights)))
-
-
-class _ImplicitKernel(torch.autograd.Function):
-    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
-
-    The caller folds the sine frequencies and biases into ``weights``: ``[f_i W_i | f_i b_i]`` per hidden layer,
-    since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
-    (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
-    recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
-    is 114 MiB, a block's 512 KiB). Not twice differentiable.
-
-    Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
-    """
-
-    @staticmethod
-    def forward(ctx, z, dist, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
-        ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
-        width = z.shape[2]
-        out = z.new_empty(w_out.shape[0], z.shape[1] * width)
-
-        def block(rows: slice) -> None:
-            h = _sine_layers(z[:, rows], weights)[-1][:-1]
-            window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
-            out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
-
-        parallel_map(block, _mlp_row_blocks(z, w_out, weights))
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
-        z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
-        grad = grad.contiguous()
-        width = z.shape[2]
-        g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        blocks = _mlp_row_blocks(z, w_out, weights)
-
-        def run(group: range) -> list[torch.Tensor]:
-            """The parameter gradients from the row blocks ``group`` (g_z is written in place, rows disjoint)."""
-            g_shift, g_decay = torch.zeros_like(shift), torch.zeros_like(decay)
-            g_out = torch.zeros_like(w_out)
-            g_weights = [torch.zeros_like(w) for w in weights]
-            for rows in (blocks[i] for i in group):
-                pre: list[torch.Tensor] = []
-                hs = _sine_layers(z[:, rows], tuple(weights), pre)
-                h = hs.pop()[:-1]
-                g = grad[:, rows.start * width : rows.stop * width]
-                d = dist[rows].reshape(-1)
-                e = _decay(decay, d)
-                t = torch.mm(w_out, h).mul_(g)  # grad * raw kernel
-                g_shift += t.sum(1)
-                g_decay.addmv_(t.mul_(e), d)
-                g_raw = torch.mul(g, e.add_(shift[:, None]), out=t)  # gradient of the raw MLP output
-                g_out.addmm_(g_raw, h.t())
-                g_h = torch.mm(w_out.t(), g_raw)
-                for i in range(len(weights) - 1, -1, -1):
-                    w, x = weights[i], hs[i]
-                    g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
-                    g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
-                    g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
-                if g_z is not None:
-                    g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
-            return [g_shift, g_decay, g_out, *g_weights]
-
-        # each worker sums its own contiguous share of the blocks; the shares are added in a fixed order
-        groups = split_evenly(len(blocks), block_workers(len(blocks)))
-        partials = parallel_map(run, groups)
-        g_shift, g_decay, g_out, *g_weights = (functools.reduce(torch.add, p) for p in zip(*partials))
-        return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
-
-
-def implicit_kernel_plain(
-    z: torch.Tensor, dist: torch.Tensor, decay: torch.Tensor, shift: torch.Tensor, w_out: torch.Tensor, *weights
-) -> torch.Tensor:
-    """What :class:`_ImplicitKernel` computes, in plain differentiable ops: the path taken while ``torch.compile``
-    traces the model (dynamo cannot trace the fused function's saved tensors) and a second implementation for tests.
-
-    Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
-    """
-    h = z.reshape(z.shape[0], -1)
-    for w in weights:
-        h = torch.sin(torch.addmm(w[:, -1:], w[:, :-1], h))
-    window = torch.exp(-torch.outer(decay.abs(), dist.reshape(-1))) + shift[:, None]
-    return torch.mm(w_out, h) * window
+    return _extent(mask.any(2)), _extent(mask.any(1))
 
 
 class ImplicitFilter2d(nn.Module):
@@ -284,6 +144,16 @@ class ImplicitFilter2d(nn.Module):
         """
         return torch.exp(-self.distance * self.decay.abs()[:, None, None]) + self.shift[:, None, None]
 
+    @torch.no_grad()
+    def support(self, threshold: float) -> torch.Tensor:
+        """Per channel, the sides (rows, cols) of the bounding box of the taps where the window (Eq. 4) is at least
+        ``threshold``: the filter size the training learned (paper Section 5, Fig. 5).
+
+        Shape:
+            -> (channels, 2)
+        """
+        return torch.stack(bbox_sides(self.window().float() >= threshold), 1)
+
     def forward(self, region: Region | None = None) -> torch.Tensor:
         """The kernel, or only its taps ``[rows, cols]`` for ``region = (rows, cols)`` (two unit-step slices).
 
@@ -299,8 +169,7 @@ class ImplicitFilter2d(nn.Module):
             for linear, sine in zip(body[0::2], body[1::2])
         ]
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            kernel = implicit_kernel_plain if torch.compiler.is_compiling() else _ImplicitKernel.apply
-            k = kernel(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
+            k = implicit_kernel(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
         size = pos_emb.shape[1:]
         return k.view(self.channels, *size)
 

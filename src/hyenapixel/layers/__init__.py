@@ -2,7 +2,7 @@
 
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
 from hyenapixel.layers.attention import Attention
-from hyenapixel.layers.blocks import DepthwiseConv2d, Mlp, MlpHead, PixelLinear, Scale, SepConv
+from hyenapixel.layers.blocks import DepthwiseConv2d, Mlp, MlpHead, PixelLinear, PointwiseConvMlp, Scale, SepConv
 from hyenapixel.layers.norms import LayerNormNoBias
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Mlp",
     "MlpHead",
     "PixelLinear",
+    "PointwiseConvMlp",
     "Scale",
     "SepConv",
     "SquaredReLU",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
@@ -80,6 +81,51 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+    def fold_star_relu(self) -> bool:
+        """Fold a StarReLU ``s * relu(h) ** 2 + b`` into the second layer, in place, for inference:
+        ``W2 (s r + b 1) = (s W2) r + b W2 1`` with ``r = relu(h) ** 2``, so ``fc2`` gets the weight ``s W2`` and
+        the bias ``b W2 1`` and the activation becomes a plain :class:`SquaredReLU`. The same function to float32
+        rounding, without the scale and shift passes over the hidden map (four times the channels; see
+        docs/deploy.md). Returns whether it folded: an MLP with another activation is left as it is.
+        """
+        if type(self.act) is not StarReLU:
+            return False
+        with torch.no_grad():
+            scale, shift, weight = self.act.scale, self.act.bias, self.fc2.weight
+            bias = shift * weight.sum(1)
+            if self.fc2.bias is not None:
+                bias = bias + self.fc2.bias
+            self.fc2.weight = nn.Parameter(weight * scale, requires_grad=weight.requires_grad)
+            self.fc2.bias = nn.Parameter(bias, requires_grad=weight.requires_grad)
+        self.act = SquaredReLU()
+        return True
+
+
+class PointwiseConvMlp(Mlp):
+    """The layers of a channel MLP with a squared ReLU (a folded one, :meth:`Mlp.fold_star_relu`) run as two 1x1
+    convolutions on the channels-first view of its (B, H, W, C) map, the square written as a product; other inputs
+    and activations go through :meth:`Mlp.forward`. The same function to float32 rounding, for deployment: ONNX
+    runtimes run the two convolutions in a blocked layout with the ReLU fused into the first (docs/deploy.md).
+
+    Args:
+        mlp: the MLP whose layers (the same modules and parameters) this one runs.
+
+    Shape:
+        (B, H, W, C) -> (B, H, W, C); other shapes (..., C) as :class:`Mlp`
+    """
+
+    def __init__(self, mlp: Mlp) -> None:
+        nn.Module.__init__(self)  # the parts come from ``mlp``, not from Mlp's constructor
+        self.fc1, self.act, self.drop1, self.fc2, self.drop2 = mlp.fc1, mlp.act, mlp.drop1, mlp.fc2, mlp.drop2
+        self.train(mlp.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or type(self.act) is not SquaredReLU:
+            return super().forward(x)
+        h = F.relu(F.conv2d(x.permute(0, 3, 1, 2), self.fc1.weight[:, :, None, None], self.fc1.bias))
+        y = F.conv2d(self.drop1(h * h), self.fc2.weight[:, :, None, None], self.fc2.bias)
+        return self.drop2(y.permute(0, 2, 3, 1))
 
 
 class MlpHead(nn.Module):

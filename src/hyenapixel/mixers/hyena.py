@@ -16,9 +16,12 @@ import torch
 from torch import nn
 
 from hyenapixel.filters import ImplicitFilter1d
+from hyenapixel.layers import PixelLinear
 from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
-from hyenapixel.mixers.hyenapixel import with_skip
+from hyenapixel.mixers.hyenapixel import projection_branches, tap_mask, with_skip
 from hyenapixel.ops import plan_conv1d
+
+__all__ = ["BidirectionalHyenaMixer", "CausalHyenaMixer", "HyenaMixer1d"]
 
 
 class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
@@ -31,11 +34,18 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         filter_hidden: FFN width of the filter (paper: 64/64/96/128).
         qk_norm_layer / out_norm_layer: channels-last norms after the first gating and before the projection.
 
+    Seams as :class:`~hyenapixel.mixers.HyenaPixelMixer`: :attr:`frozen_conv` (``None`` or a module replacing the
+    long convolution, ``(B, C, L) -> (B, C, L)``), :meth:`split_projections`, :meth:`truncate`,
+    :meth:`kernel_support`, :meth:`filter_kernel`.
+
     Shape:
         (B, H, W, C) -> (B, H, W, C)
     """
 
     causal: bool
+    frozen_conv: nn.Module | None
+    in_proj: nn.Module
+    short_conv: nn.Module
 
     def __init__(
         self,
@@ -50,7 +60,7 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
     ) -> None:
         super().__init__()
         self.dim, self.seq_len = dim, seq_len
-        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.in_proj = PixelLinear(dim, 3 * dim)  # nn.Linear (a sequence is not a map: F.linear)
         pad = short_kernel_size - 1 if self.causal else short_kernel_size // 2
         self.short_conv = nn.Conv1d(3 * dim, 3 * dim, short_kernel_size, padding=pad, groups=3 * dim)
         self.filter = ImplicitFilter1d(
@@ -58,22 +68,66 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         )
         self.qk_norm = qk_norm_layer(dim) if qk_norm_layer else nn.Identity()
         self.out_norm = out_norm_layer(dim) if out_norm_layer else nn.Identity()
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = PixelLinear(dim, dim)
         self.drop = nn.Dropout(drop)
+        self.frozen_conv = None  # no module, no state: the repr and the state dict stay as they were
         self.spectrum_cache = SpectrumCache()
+        self.tap_limits: tuple[float] | None = None
 
     def kernel_len(self, length: int) -> int:
         """Filter length covering a sequence of ``length`` tokens."""
         return length if self.causal else 2 * length - 1
 
     def kernel(self, length: int | None = None) -> torch.Tensor:
-        """The long kernel for a sequence of ``length`` tokens, with the skip term at lag 0.
+        """The long kernel for a sequence of ``length`` tokens, with the skip term at lag 0 (truncated if
+        :meth:`truncate` says so).
 
         Shape:
             -> (C, kernel_len(length))
         """
         k = self.filter(self.kernel_len(length or self.seq_len))
-        return with_skip(k, self.filter.skip, (0 if self.causal else k.shape[-1] // 2,))
+        center = 0 if self.causal else k.shape[-1] // 2
+        if self.tap_limits is not None:
+            k = k * tap_mask((center,), self.tap_limits, (range(k.shape[-1]),), k.device)
+        return with_skip(k, self.filter.skip, (center,))
+
+    def truncate(self, size: float | None, map_size: tuple[int, int] = (0, 0)) -> None:
+        """Keep only the kernel taps within relative size ``size`` of the ``L = H * W`` tokens of a ``map_size =
+        (H, W)`` map: lags of at most ``(size * L - 1) / 2`` (paper Section 5, kernel truncation; the skip term
+        stays). ``size=None`` restores the whole kernel. Cached spectra are dropped."""
+        length = map_size[0] * map_size[1]
+        self.tap_limits = None if size is None else ((size * length - 1) / 2,)
+        self.spectrum_cache.clear()
+
+    def filter_kernel(self, map_size: tuple[int, int]) -> torch.Tensor:
+        """The filter's kernel for the ``H * W`` tokens of a ``map_size = (H, W)`` map, as it learned it: no skip
+        term, never truncated.
+
+        Shape:
+            -> (C, kernel_len(H * W))
+        """
+        return self.filter(self.kernel_len(map_size[0] * map_size[1]))
+
+    def relative_kernel_size(self, map_size: tuple[int, int]) -> float:
+        """The kernel's length over the sequence's (``H * W`` tokens): truncating to a relative size at or above it
+        changes nothing."""
+        length = map_size[0] * map_size[1]
+        return self.kernel_len(length) / length
+
+    def kernel_support(self, threshold: float, map_size: tuple[int, int]) -> torch.Tensor:
+        """Per channel, the taps of the kernel for a ``map_size = (H, W)`` map (``H * W`` tokens) where the
+        filter's window reaches ``threshold`` (:meth:`~hyenapixel.filters.ImplicitFilter1d.support`).
+
+        Shape:
+            -> (C, 1)
+        """
+        return self.filter.support(threshold, self.kernel_len(map_size[0] * map_size[1]))
+
+    def split_projections(self) -> None:
+        """Replace ``in_proj`` and ``short_conv`` by the three x0/x1/v branches of
+        :func:`~hyenapixel.mixers.hyenapixel.projection_branches` (1x1 and depthwise 1D convolutions, eval mode):
+        the same function without a 3C tensor to split."""
+        self.in_proj, self.short_conv = projection_branches(self.in_proj, self.short_conv, self.dim)
 
     def long_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Apply the long convolution (with skip term) along the last axis.
@@ -81,6 +135,8 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         Shape:
             (B, C, L) -> (B, C, L)
         """
+        if self.frozen_conv is not None:
+            return self.frozen_conv(u)
         length = u.shape[-1]
         plan = plan_conv1d(length, self.kernel_len(length), self.causal)
         return self.spectrum_cache.convolve(self.filter, u, plan, lambda: self.kernel(length))
@@ -93,6 +149,10 @@ class HyenaMixer1d(ClearsCacheOnModeSwitch, nn.Module):
         """
         B, H, W, C = x.shape
         L = H * W
+        if isinstance(self.in_proj, nn.ModuleList):  # the branches of split_projections
+            u = x.reshape(B, L, C).transpose(1, 2)
+            x0, x1, v = (dw(pw(u))[..., :L] for pw, dw in zip(self.in_proj, self.short_conv))
+            return x0, x1, v
         u = self.in_proj(x.reshape(B, L, C)).transpose(1, 2)  # (B, 3C, L)
         u = self.short_conv(u)[..., :L]
         return u.chunk(3, dim=1)  # type: ignore[return-value]

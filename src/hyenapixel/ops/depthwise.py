@@ -1,9 +1,9 @@
 """Depthwise 2D convolution with a faster CPU backward: the short convolution of the HyenaPixel operator (paper
 Section 3, Fig. 3: the depthwise 5 x 5 convolution on the 3C projections).
 
-On CPU, torch's depthwise convolution backward spends most of its time on the weight gradient (at 800 x 1333 px,
-192 channels of 200 x 333: about 270 of 300 ms on one core, while the forward takes 30 ms). Both gradients are
-convolutions themselves, which the forward kernels compute fast:
+On CPU, torch's depthwise convolution backward spends most of its time on the weight gradient, several times what
+the forward takes (timings in docs/benchmarks.md). Both gradients are convolutions themselves, which the forward
+kernels compute fast:
 
 * ``grad_x = conv(grad_y, flip(w))`` with padding ``k - 1 - p`` (a depthwise convolution like the forward);
 * ``grad_w[c] = sum_n conv(pad(x)[n, c], grad_y[n, c])``: per sample and channel, a "valid" correlation of the
@@ -25,8 +25,8 @@ __all__ = ["depthwise_conv2d"]
 
 def _weight_grad(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
     """``grad_w[c, 0, a, b] = sum_{n,i,j} grad_y[n, c, i, j] * pad(x)[n, c, i + a, j + b]``, one sample at a time
-    (on the 2-core EPYC with one thread 1.4-4x faster than torch's weight gradient from batch 1 at 200 x 333 to
-    batch 64 at 56 x 56; stacking the samples as a group's input channels was slower than either).
+    (with one thread faster than torch's weight gradient and than stacking the samples as a group's input channels;
+    see docs/benchmarks.md).
 
     Shape:
         x: (B, C, H, W), grad_y: (B, C, H', W') -> (C, 1, H + 2p - H' + 1, W + 2p - W' + 1)
@@ -66,7 +66,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding, groups=C)`` (stride 1, no dilation, zero padding), with the
     backward above on CPU when a gradient is needed, for one sample or with one torch thread (with several threads
-    the per-sample weight gradient of a batch was slower than torch's: batch 16 at 56 x 56, 2.5x); everywhere else
+    the per-sample weight gradient of a batch was slower than torch's, docs/benchmarks.md); everywhere else
     (batches with several threads, GPUs, no gradient, ``torch.compile`` or ``torch.jit`` tracing) exactly
     ``F.conv2d``.
 

@@ -32,11 +32,14 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hyenapixel.ops.parallel import parallel_map
+from hyenapixel.ops.tracing import tracing
 
 __all__ = [
     "AxisPlan",
     "ConvPlan",
+    "FFTConv",
     "apply_spectrum",
+    "conv_fresh_kernel",
     "conv_saving_spectrum",
     "conv_with_plan",
     "fftconv1d",
@@ -50,9 +53,8 @@ __all__ = [
 
 # CPU only: when a batch's complex spectra exceed SPECTRUM_CHUNK_ABOVE bytes, the FFT path runs in blocks of samples
 # and channels (the convolution is depthwise, so both are independent) whose spectra take at most about
-# SPECTRUM_CHUNK_BYTES, so that transform, product and inverse transform of a block run in cache. Tuned on a 2-core
-# EPYC (docs/benchmarks.md): a 64-channel 200 x 333 map with a 399 x 665 kernel convolves
-# in 83 ms in one-channel blocks against 335 ms in one piece; 0.5-2 MiB blocks are best from 224 px to 512 x 2048.
+# SPECTRUM_CHUNK_BYTES, so that transform, product and inverse transform of a block run in cache (the tuning is in
+# docs/benchmarks.md).
 SPECTRUM_CHUNK_BYTES = 3 << 19
 SPECTRUM_CHUNK_ABOVE = 12 << 20
 # Padded elements per transformed plane from which the forward transform is one multi-dimensional FFT.
@@ -105,8 +107,8 @@ class AxisPlan:
         start = max(0, center - (length - 1))
         stop = min(kernel_len, center + length)
         unsized = AxisPlan(length, start, stop, center - start, 0)
-        # torch.compile traces the plain function (it would warn that it skips the cache wrapper)
-        fast_len = next_fast_len.__wrapped__ if torch.compiler.is_compiling() else next_fast_len
+        # a traced graph gets the plain function (torch.compile would warn that it skips the cache wrapper)
+        fast_len = next_fast_len.__wrapped__ if tracing() else next_fast_len
         return dataclasses.replace(unsized, fft_len=fast_len(unsized.min_len, even=even))
 
 
@@ -160,8 +162,7 @@ def _forward_transform(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
     Small planes go one axis at a time, last axis first: the other axes are still unpadded then, so that pass touches
     only the input's rows. From ``MULTIDIM_FFT_ABOVE`` padded elements per plane on, one multi-dimensional
     transform is faster: it reads the strided axes in place, where the per-axis pass along a non-last axis pads and
-    transposes a copy (on the 2-core EPYC: 152 -> 90 ms for a 64 x 200 x 333 map padded to 400 x 672, 1.3-2x for
-    every plane from 64 x 64 on; within +-1 ms below).
+    transposes a copy (timings in docs/benchmarks.md).
     """
     nd = len(plan.axes)
     if math.prod(plan.fft_shape) >= MULTIDIM_FFT_ABOVE:
@@ -334,11 +335,12 @@ def _conv_backward(
     return grad_x, grad_k
 
 
-class _FFTConv(torch.autograd.Function):
+class FFTConv(torch.autograd.Function):
     """Centered linear FFT convolution with a hand-written backward (:func:`_conv_backward`) that saves the real
     input instead of its (about four times larger, complex) spectrum, and only when the kernel needs a gradient.
     The backward recomputes the kernel spectrum from the saved kernel with differentiable operations, so
-    higher-order gradients work.
+    higher-order gradients work. :func:`conv_with_plan` applies it; it is public so that tools reading traced
+    graphs can name it (a ``torch.jit`` trace shows it as one op, ``prim::PythonOp.FFTConv``).
     """
 
     @staticmethod
@@ -356,7 +358,7 @@ class _FFTConv(torch.autograd.Function):
 
 
 class _FFTConvSavedSpectrum(torch.autograd.Function):
-    """:class:`_FFTConv` that saves the kernel's spectrum (made in forward anyway, about the kernel's size) instead
+    """:class:`FFTConv` that saves the kernel's spectrum (made in forward anyway, about the kernel's size) instead
     of the kernel, so the backward does not transform the kernel again. Not twice differentiable."""
 
     @staticmethod
@@ -393,15 +395,14 @@ def conv_with_plan(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Te
     ctype = _compute_dtype(x.dtype)
     if x.numel() == 0:  # no image or no channel: nothing to transform (MKL rejects empty FFT batches)
         return x.clone()
-    y = _FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
+    y = FFTConv.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
 
 
 def conv_saving_spectrum(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
     """:func:`conv_with_plan` with the same values and gradients, whose graph keeps the kernel's spectrum instead of
     the kernel (about the same memory), so backward skips one kernel transform; not twice differentiable. For
-    kernels that are regenerated every step, like the HyenaPixel mixer's (at 800 x 1333 px, 90 of the 290 ms of a
-    stage-1 convolution's forward + backward on one core).
+    kernels that are regenerated every step, like the HyenaPixel mixer's (see :func:`conv_fresh_kernel`).
 
     Shape:
         x: (B, C, *spatial), k: (C, *kernel) -> (B, C, *spatial)
@@ -412,6 +413,22 @@ def conv_saving_spectrum(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> to
         return x.clone()
     y = _FFTConvSavedSpectrum.apply(x.to(ctype), k.to(ctype)[(slice(None), *plan.taps)], plan)
     return y.to(out_dtype)
+
+
+def conv_fresh_kernel(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
+    """Differentiable convolution with a kernel made for this call (a filter's kernel while it trains): the same
+    values and gradients as :func:`conv_with_plan`. Where the kernel's spectrum is about the kernel's size (a kernel
+    that covers the map), the graph keeps the spectrum instead of the kernel at no cost in memory
+    (:func:`conv_saving_spectrum`, not twice differentiable); a kernel much smaller than its spectrum (224-px kernels
+    on larger maps) is kept itself (:func:`conv_with_plan`).
+
+    Shape:
+        x: (B, C, *spatial), k: (C, *kernel) -> (B, C, *spatial)
+    """
+    *rows, last = plan.fft_shape
+    if 2 * math.prod(rows) * (last // 2 + 1) <= 1.5 * k[0].numel():
+        return conv_saving_spectrum(x, k, plan)
+    return conv_with_plan(x, k, plan)
 
 
 def kernel_spectrum(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None = None) -> torch.Tensor:

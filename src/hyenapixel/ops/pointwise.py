@@ -2,9 +2,8 @@
 paper Section 3, Fig. 3) through the convolution kernels on multi-threaded CPUs.
 
 On CPU, ``F.linear`` runs on the BLAS GEMM (MKL), while a 1 x 1 convolution of a channels-last map can run on
-oneDNN. On the 2-core EPYC of docs/benchmarks.md oneDNN is 1.4-2x faster for the dense-size maps of the HyenaPixel
-backbones, forward and backward (64 -> 256 channels of 200 x 333: 43 against 60 ms with two threads, 78 against
-108 ms with one); with several threads this is the speed ConvFormer's 1 x 1 convolutions get.
+oneDNN, which was faster for the dense-size maps of the HyenaPixel backbones, forward and backward (timings in
+docs/benchmarks.md); with several threads this is the speed ConvFormer's 1 x 1 convolutions get.
 """
 
 from __future__ import annotations
