@@ -231,9 +231,10 @@ def test_onnx_forms_compute_the_model() -> None:
     # every exported form against PyTorch eval of the same weights; the patched classes are restored afterwards
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from hyenapixel.export import FrozenHyenaPixelMixer, PointwiseConvMlp
+    from hyenapixel.layers import PointwiseConvMlp
+    from hyenapixel.mixers import HyenaPixelMixer
 
-    forward = PointwiseConvMlp.forward, FrozenHyenaPixelMixer.forward
+    forward = PointwiseConvMlp.forward, HyenaPixelMixer.forward
     others = [f for f in bench_onnx_forms.FORMS if f != "default"]
     argv = ["--model", "hpx_former_s4", "--img", "64", "--batches", "2", "--warmup", "0", "--repeats", "2"]
     res = bench_onnx_forms.main([*argv, "--forms", ",".join(others)])
@@ -241,6 +242,6 @@ def test_onnx_forms_compute_the_model() -> None:
     assert all(d < 1e-4 for d in res["max_abs_diff"].values()), res["max_abs_diff"]
     assert all(r["ms_per_image"] > 0 for r in res["2"].values())
     assert res["2"]["default"]["vs_default"] == (1.0, 1.0, 1.0)
-    assert (PointwiseConvMlp.forward, FrozenHyenaPixelMixer.forward) == forward
+    assert (PointwiseConvMlp.forward, HyenaPixelMixer.forward) == forward
     with pytest.raises(SystemExit):
         bench_onnx_forms.parse_args(["--forms", "unfolded,nope"])
