@@ -13,7 +13,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from hyenapixel.analysis.kernel_size import (
-    evaluate_top1,
     learned_filter_sizes,
     truncated,
     truncation_curve,
@@ -24,6 +23,7 @@ from hyenapixel.cli.main import main
 from hyenapixel.errors import UserError
 from hyenapixel.filters import ExplicitFilter2d
 from hyenapixel.mixers import BidirectionalHyenaMixer, CausalHyenaMixer, HyenaPixelMixer
+from hyenapixel.models import evaluate
 from hyenapixel.models.weights import TRAIN_STATE_FORMAT
 
 TINY = dict(dims=(8, 8, 16, 16), num_classes=3, kernel_sizes=(15, 7, 3, 1))
@@ -103,7 +103,7 @@ def test_curve_matches_direct_evaluation():
     loader = DataLoader(TensorDataset(x, y), batch_size=10)
     with torch.inference_mode():
         direct = 100 * (model(x).argmax(1) == y).float().mean().item()
-    assert evaluate_top1(model, loader) == pytest.approx(direct)
+    assert evaluate(model, loader).top1 == pytest.approx(direct)
     t = truncation_curve(model, loader, 32, sizes=[0.0, 1.0, 2.0], stages=[0, 2])
     assert t.baseline == pytest.approx(direct)
     assert set(t.top1) == {1, 3} and all(len(v) == 3 for v in t.top1.values())
@@ -160,7 +160,7 @@ def test_cli_truncation_on_the_runs_builtin_data(tmp_path, capsys):
     _, val, _ = build_datasets(None, input_size=32, builtin="balance", builtin_val_samples=40, builtin_train_samples=8,
                                seed=3)  # fmt: skip
     loader = DataLoader(val, batch_size=64)
-    assert t["baseline"] == pytest.approx(evaluate_top1(model, loader))
+    assert t["baseline"] == pytest.approx(evaluate(model, loader).top1)
     assert t["top1"]["1"][1] == t["baseline"] and t["sizes"] == [0.0, 2.0]
     assert data["filter_sizes"][0]["img_size"] == [32, 32]
 

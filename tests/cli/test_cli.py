@@ -95,3 +95,17 @@ def test_nonsense_values_exit_2_naming_the_flag(capsys, argv: list[str], expecte
 def test_choice_errors_list_the_choices(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--sched", "linear"]) == 2
     assert "--sched: invalid choice 'linear'; choose from cosine, constant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["erf", "macs", "explain", "kernel-size", "export", "bench", "train", "dense-train"])
+def test_one_word_for_the_image_size(command: str) -> None:
+    """Every command takes --input-size (the word the docs use) and the other spellings as aliases."""
+    parser = build_parser()
+    required = ["--output", "model.onnx"] if command == "export" else []
+    values = set()
+    for flag in ("--input-size", "--img-size", "--image-size"):
+        args = parser.parse_args([command, flag, "96", *required])
+        value = getattr(args, "img_size", None) if hasattr(args, "img_size") else getattr(args, "input_size", None)
+        values.add(str(value))
+    assert len(values) == 1 and "96" in values.pop()
+    assert "--input-size" in parser.parse_args([command, *required])._parser.format_help()

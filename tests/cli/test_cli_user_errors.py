@@ -94,7 +94,7 @@ def test_analysis_output_is_checked_before_the_work(tmp_path: Path, capsys: pyte
     [
         (["bench", "--device", "tpu0", "--sizes", "32"], "--device tpu0: not a device name"),
         (["bench", "--batch-size", "0", "--sizes", "32"], "--batch-size must be at least 1"),
-        (["kernel-size", "--model", "hpx_former_s4", "--img-size", "0"], "--img-size must be positive"),
+        (["kernel-size", "--model", "hpx_former_s4", "--img-size", "0"], "--input-size must be positive"),
         (["bench", "--mode", "models", "--sizes", "64"], "--sizes is an option of --mode mixers; this is"),
         (["bench", "--model", "hpx_former_s4", "--sizes", "64"], "--model is an option of --mode models"),
         (["kernel-size", "--model", "hpx_former_s4", "--workers", "-1"], "--workers must be >= 0"),

@@ -94,7 +94,7 @@ def test_no_scan(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["--model", "hpx_formr_s18"], "unknown model 'hpx_formr_s18'; close matches: hpx_former_s18"),
         (["--model", "hpx_former_s4", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
         (["--model", "hpx_former_s4", "--img-size", "16", "64"], "at least 32 pixels; export at 32 x 32 or more"),
-        (["--model", "hpx_former_s4", "--img-size", "64", "64", "64"], "--img-size takes H or H W"),
+        (["--model", "hpx_former_s4", "--img-size", "64", "64", "64"], "--input-size takes H or H W"),
         (["--model", "hpx_former_s4", "--model", "hb_former_s4"], "exactly one --model"),
         (["--model", "hpx_former_s4", "--images", "x"], "--images is used by --verify"),
         (

@@ -31,7 +31,8 @@ from hyenapixel.analysis.sites import MixerSite, feature_sizes, long_conv_sites,
 from hyenapixel.errors import UserError
 from hyenapixel.filters import bbox_sides
 from hyenapixel.layers import Attention
-from hyenapixel.models import LONG_CONV_MIXERS, data_config, default_input_size, input_side, model_name
+from hyenapixel.models import LONG_CONV_MIXERS, data_config, default_input_size, evaluate, input_side, model_name
+from hyenapixel.progress import Progress, progress_mode
 
 __all__ = [
     "ATTENTION_COVERAGE",
@@ -41,7 +42,6 @@ __all__ = [
     "bbox_sides",
     "FilterSizeResult",
     "TruncationResult",
-    "evaluate_top1",
     "learned_filter_sizes",
     "plot_kernel_size",
     "truncated",
@@ -181,28 +181,6 @@ def truncated(
             cache.clear()
 
 
-@torch.inference_mode()
-def evaluate_top1(model: nn.Module, loader: Iterable, *, progress: Any = None) -> float:
-    """Top-1 accuracy in percent of ``model`` (eval mode) over ``(images, labels)`` batches."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for images, labels in loader:
-            logits = model(images.to(device))
-            correct += int((logits.argmax(1).cpu() == torch.as_tensor(labels)).sum())
-            total += len(labels)
-            if progress is not None:
-                progress.update(1)
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise UserError("the evaluation dataset is empty")
-    return 100.0 * correct / total
-
-
 @dataclass
 class TruncationResult:
     """Top-1 accuracy against relative filter size, per truncated stage.
@@ -252,12 +230,14 @@ def truncation_curve(
     stages: Sequence[int] | None = None,
     dataset: str = "",
     name: str | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> TruncationResult:
-    """Evaluate top-1 on ``loader`` with the long kernels of each stage truncated to each relative size.
+    """Evaluate top-1 on ``loader`` (:func:`hyenapixel.models.evaluate`) with the long kernels of each stage
+    truncated to each relative size.
 
     ``stages`` are 0-based (default: every stage with a long-convolution mixer); ``img_size`` is the size of the
-    loader's images (it sets the feature-map sides).
+    loader's images (it sets the feature-map sides). ``progress``: a mode of :func:`hyenapixel.progress.progress_mode`
+    (``True`` is ``"auto"``).
     """
     sites = long_conv_sites(model, "kernel-size")
     stages = truncation_stages(model, stages, name)
@@ -266,18 +246,17 @@ def truncation_curve(
     for st in stages:
         first = next(s for s in sites if s.stage == st)
         coverage[st] = first.module.relative_kernel_size(fsizes[first.name])
-    from tqdm import tqdm
-
-    total = (1 + len(stages) * len(sizes)) * len(loader) if hasattr(loader, "__len__") else None
-    bar = tqdm(total=total, desc=f"truncation {name or model_name(model)}", unit="batch", disable=not progress)
+    total = (1 + len(stages) * len(sizes)) * len(loader) if hasattr(loader, "__len__") else 0
+    mode = progress_mode({True: "auto", False: "none"}.get(progress, progress))  # type: ignore[call-overload]
+    bar = Progress(total, f"truncation {name or model_name(model)}", mode, max(total // 20, 1), unit="img")
     try:
-        baseline = evaluate_top1(model, loader, progress=bar)
+        baseline = evaluate(model, loader, progress=bar).top1
         top1: dict[int, list[float]] = {}
         for st in stages:
             top1[st + 1] = []
             for size in sizes:
                 with truncated(model, st, size, fsizes):
-                    top1[st + 1].append(evaluate_top1(model, loader, progress=bar))
+                    top1[st + 1].append(evaluate(model, loader, progress=bar).top1)
     finally:
         bar.close()
     hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -415,7 +394,7 @@ def evaluation_data(
         size = input_side(meta.get("input_size")) or int(run_data.get("input_size") or hdata.BUILTIN_IMAGE_SIZE)
         if img_size is not None and img_size != size:
             raise UserError(
-                f"the built-in {builtin} data of this checkpoint is generated at {size} px; drop --img-size"
+                f"the built-in {builtin} data of this checkpoint is generated at {size} px; drop --input-size"
             )
         difficulty = run_data.get("difficulty") or "default"
         _, dataset, _ = hdata.build_datasets(

@@ -181,12 +181,12 @@ def check_image_size(model: nn.Module, size: int | Sequence[int]) -> tuple[int, 
     name = getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
     if rule.fixed is not None and (h, w) != rule.fixed:
         raise UserError(
-            f"{name} takes only {rule.fixed[0]}x{rule.fixed[1]} px input, got {h}x{w}; use --img-size {rule.fixed[0]}"
+            f"{name} takes only {rule.fixed[0]}x{rule.fixed[1]} px input, got {h}x{w}; use --input-size {rule.fixed[0]}"
         )
     if min(h, w) < rule.min_size:
         raise UserError(
             f"{name} needs images of at least {rule.min_size} px per side (its total stride), got {h}x{w}; "
-            f"use --img-size {rule.min_size} or larger"
+            f"use --input-size {rule.min_size} or larger"
         )
     if rule.multiple > 1 and (h % rule.multiple or w % rule.multiple):
         raise UserError(

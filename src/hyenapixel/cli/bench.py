@@ -2,13 +2,13 @@
 
   hyenapixel bench                                   # mixers at the stage-1 shape, 224 px up, until a budget ends
   hyenapixel bench --mixer attention --mixer H_px --time-budget 0.5 --memory-budget 4 --device cuda
-  hyenapixel bench --mode models --model hpx_former_s18 --model convformer_s18 --img-size 224 384 512
+  hyenapixel bench --mode models --model hpx_former_s18 --model convformer_s18 --input-size 224 384 512
 
 Mixer mode: attention, H_b, H_px, H_px SC and a 7x7 depthwise convolution on the (size/4) x (size/4) x 64 token map
 of a size x size image; forward (inference) and forward+backward time (median of --repeats interleaved calls) and
 peak extra memory for each size of --sizes until a call exceeds --time-budget seconds (its fastest repeat) or
 --memory-budget GiB; each series stops on its own. Model mode: inference images/s of each --model at each
---img-size. Writes DIR/bench.png, DIR/bench.json and DIR/bench.csv; the device is named in all three.
+--input-size. Writes DIR/bench.png, DIR/bench.json and DIR/bench.csv; the device is named in all three.
 """
 
 from __future__ import annotations
@@ -55,7 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to time (default: both)",
     )
     add_model_arguments(parser, default=("hpx_former_s18", "hb_former_s18", "convformer_s18"))
-    parser.add_argument("--img-size", type=int, nargs="+", default=[224], help="model mode: image sizes (224)")
+    parser.add_argument(
+        "--input-size",
+        "--img-size",
+        "--image-size",
+        dest="img_size",
+        type=int,
+        nargs="+",
+        default=[224],
+        help="model mode: image sizes (224)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +161,7 @@ def _check_mode_options(args: argparse.Namespace) -> None:
 
     given = set(getattr(args, "_argv", None) or ())
     other = {
-        "mixers": ["--model", "--checkpoint", "--pretrained", "--img-size"],
+        "mixers": ["--model", "--checkpoint", "--pretrained", "--input-size", "--img-size", "--image-size"],
         "models": ["--mixer", "--sizes", "--time-budget", "--memory-budget", "--modes"],
     }[args.mode]
     wrong = [flag for flag in other if flag in given or any(a.startswith(flag + "=") for a in given)]

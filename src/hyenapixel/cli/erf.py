@@ -1,7 +1,7 @@
 """Effective receptive field of one or more models (paper Section 5, Fig. 4; Appendix B, Fig. 8).
 
   hyenapixel erf --model hpx_former_s18 --pretrained --model convformer_s18 --pretrained
-  hyenapixel erf --model hpx_former_s18 --checkpoint runs/x/best.pt --images ~/val_subset --img-size 1024
+  hyenapixel erf --model hpx_former_s18 --checkpoint runs/x/best.pt --images ~/val_subset --input-size 1024
 
 Without --images the built-in scikit-image photos are used (cycled up to --num-images). Writes erf.png (the maps
 side by side), erf.json (area ratios and the plotted maps) and erf.npz (the full-resolution accumulated gradients).
@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=50, metavar="N", help="images summed (default: 50)")
     parser.add_argument(
+        "--input-size",
         "--img-size",
+        "--image-size",
+        dest="img_size",
         type=int,
         metavar="PX",
         help=f"square image size (default: the size a checkpoint of ours was trained at, else {DEFAULT_SIZE})",
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for (req, model), size in zip(models, sizes):
         check_image_size(model, size)
         if args.img_size is None and req.run_input_size:
-            print(f"erf: {req.label} at {size} px, the size its checkpoint was trained at (--img-size sets another)")
+            print(f"erf: {req.label} at {size} px, the size its checkpoint was trained at (--input-size sets another)")
     results, used = [], []
     cache: dict = {}
     for (req, model), size in zip(models, sizes):

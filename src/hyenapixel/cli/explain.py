@@ -1,7 +1,7 @@
 """FGVis visual explanations (paper Appendix C, Fig. 9/10): which pixels the predicted class needs.
 
   hyenapixel explain --model hpx_former_s18 --checkpoint hpx.pth --model convformer_s18 --pretrained
-  hyenapixel explain --model resnet18 --images photos/ --num-images 4 --img-size 224
+  hyenapixel explain --model resnet18 --images photos/ --num-images 4 --input-size 224
 
 For each image and model, a mask (initialised to 1) is optimised with SGD (lr 0.1) to delete the pixels the
 predicted class needs, with the loss y_e - lambda * ||m||_1, until the top class changes (at most --max-iter
@@ -25,7 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=1, help="images to explain (default: 1)")
-    parser.add_argument("--img-size", type=int, default=224, help="image side in px (default: 224)")
+    parser.add_argument(
+        "--input-size",
+        "--img-size",
+        "--image-size",
+        dest="img_size",
+        type=int,
+        default=224,
+        help="image side in px (default: 224)",
+    )
     parser.add_argument("--target", type=int, help="class to explain (default: each image's top class)")
     parser.add_argument("--lam", type=float, default=1e-4, help="first sparsity weight lambda (default: 1e-4)")
     parser.add_argument(

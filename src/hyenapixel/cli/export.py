@@ -1,8 +1,8 @@
 """Export a model to ONNX for onnxruntime and other runtimes (deployment of the paper's Section 3 models).
 
-  hyenapixel export --model hpx_former_s18 --checkpoint hpx_s18.pth --img-size 224 --output hpx.onnx --verify
-  hyenapixel export --checkpoint runs/<run>/best.pt --img-size 32 --output run.onnx --verify --images photos/
-  hyenapixel export --model hb_former_s18 --pretrained --img-size 192 256 --output hb.onnx
+  hyenapixel export --model hpx_former_s18 --checkpoint hpx_s18.pth --input-size 224 --output hpx.onnx --verify
+  hyenapixel export --checkpoint runs/<run>/best.pt --input-size 32 --output run.onnx --verify --images photos/
+  hyenapixel export --model hb_former_s18 --pretrained --input-size 192 256 --output hb.onnx
 
 The image size is fixed at export (each long convolution's kernel spectrum is a constant for it); the batch size
 stays dynamic. --verify runs the file in onnxruntime (CPU) and prints the largest difference from PyTorch eval on
@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, several=False)
     g = parser.add_argument_group("export")
     g.add_argument(
+        "--input-size",
         "--img-size",
+        "--image-size",
+        dest="img_size",
         type=int,
         nargs="+",
         metavar=("H", "W"),
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images and not args.verify:
         raise UserError("--images is used by --verify; add --verify")
     if args.img_size is not None and len(args.img_size) > 2:
-        raise UserError(f"--img-size takes H or H W, got {len(args.img_size)} values")
+        raise UserError(f"--input-size takes H or H W, got {len(args.img_size)} values")
     if not args.tolerance >= 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance:g}")
     # everything that can be checked before the model is built and exported

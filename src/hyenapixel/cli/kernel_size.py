@@ -2,7 +2,7 @@
 
   hyenapixel kernel-size --model hpx_former_s18 --pretrained --data /imagenet --max-images 5000
   hyenapixel kernel-size --checkpoint runs/balance/best.pt         # truncation on the run's built-in data
-  hyenapixel kernel-size --model hpx_former_s18 --model hpx_a_former_s18 --img-size 224   # sizes only
+  hyenapixel kernel-size --model hpx_former_s18 --model hpx_a_former_s18 --input-size 224   # sizes only
 
 (a) is measured for every model. (b), the truncation curve, needs labelled data: --data DIR (``val/<class>/...``
 or the class folders) or a training checkpoint of ours (its run's folder or built-in data); without either it is
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments
+from hyenapixel.cli.args import add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation (Fig. 6)"
@@ -21,7 +21,15 @@ HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
-    parser.add_argument("--img-size", type=int, metavar="PX", help="input size (default: the model's / the data's)")
+    parser.add_argument(
+        "--input-size",
+        "--img-size",
+        "--image-size",
+        dest="img_size",
+        type=int,
+        metavar="PX",
+        help="input size (default: the model's / the data's)",
+    )
     parser.add_argument("--data", metavar="DIR", help="labelled images for the truncation curve")
     parser.add_argument(
         "--sizes",
@@ -34,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-images", type=int, metavar="N", help="evaluate on the first N images only")
     parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="evaluation batch size (default: 64)")
     parser.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers (default: 0)")
+    add_progress_argument(parser)
     add_output_arguments(parser, "kernel-size")
 
 
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.img_size is not None and args.img_size < 1:
-        raise UserError(f"--img-size must be positive, got {args.img_size}")
+        raise UserError(f"--input-size must be positive, got {args.img_size}")
     if stages is not None and min(stages) < 0:
         raise UserError(f"--stages are 1-based, got {args.stages}")
     out = output_dir("kernel-size", args.output, overwrite=args.overwrite)  # before the work, not after it
@@ -89,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         loader = DataLoader(evaluation.dataset, batch_size=args.batch_size, num_workers=args.workers)
         t = truncation_curve(
             model, loader, evaluation.img_size, sizes=sizes, stages=stages, dataset=evaluation.name,
-            name=req.label, progress=True,
+            name=req.label, progress=args.progress,
         )  # fmt: skip
         truncations.append(t)
         print(f"{req.label:<24} top-1 {t.baseline:.2f} without truncation on {t.dataset}")

@@ -1,6 +1,6 @@
 """Parameters and MACs with fvcore, counting FFTs as the official code does (paper Table 1).
 
-  hyenapixel macs --model hpx_former_s18 --model convformer_s18 --img-size 224 512
+  hyenapixel macs --model hpx_former_s18 --model convformer_s18 --input-size 224 512
   hyenapixel macs --model hb_former_s18 --mode inference          # with the kernel cache: no filter MLPs
 
 Prints a table (total, FFT share, the official figure where the paper or the model card gives one) and writes
@@ -21,7 +21,10 @@ DEFAULT_SIZE = 224  # the paper's Table 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument(
+        "--input-size",
         "--img-size",
+        "--image-size",
+        dest="img_size",
         type=int,
         nargs="+",
         metavar="PX",
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for req, model in models:
         sizes = args.img_size or [req.run_input_size or DEFAULT_SIZE]
         if args.img_size is None and req.run_input_size:
-            print(f"macs: {req.label} at {sizes[0]} px, the size its checkpoint was trained at (--img-size: another)")
+            print(f"macs: {req.label} at {sizes[0]} px, the size its checkpoint was trained at (--input-size: another)")
         jobs += [(req, model, size, mode) for size in sizes for mode in modes]
     results = []
     bar = Progress(len(jobs), "macs", progress_mode(args.progress) if len(jobs) > 1 else "none", 1, unit="count")
