@@ -97,7 +97,9 @@ def test_choice_errors_list_the_choices(capsys: pytest.CaptureFixture) -> None:
     assert "--sched: invalid choice 'linear'; choose from cosine, constant" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["erf", "macs", "explain", "kernel-size", "export", "bench", "train", "dense-train"])
+@pytest.mark.parametrize(
+    "command", ["erf", "macs", "explain", "kernel-size", "export", "bench", "train", "dense-train"]
+)
 def test_one_word_for_the_image_size(command: str) -> None:
     """Every command takes --input-size (the word the docs use) and the other spellings as aliases."""
     parser = build_parser()

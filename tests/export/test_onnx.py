@@ -20,6 +20,7 @@ from hyenapixel.export import (
     FrozenDirectConv2d,
     PerImage,
     freeze_long_convs,
+    image_shape,
     mlps_as_convolutions,
     onnx_session,
     run_onnx,
@@ -260,6 +261,8 @@ def test_input_sizes_the_model_cannot_take_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="at least 32 pixels"):
         to_onnx(model, tmp_path / "m.onnx", (24, 64))
     with pytest.raises(ExportError, match="H or"):
+        freeze_long_convs(model, (1, 64, 64, 3))
+    with pytest.raises(ExportError, match="64x3 is too small"):  # (H, W, C) read as timm's (C, H, W)
         freeze_long_convs(model, (64, 64, 3))
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     with pytest.raises(ExportError, match="notes.txt is a file, not a folder"):
@@ -267,6 +270,18 @@ def test_input_sizes_the_model_cannot_take_are_refused(tmp_path: Path) -> None:
     vit = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1).eval()  # position embedding: 64 px only
     with pytest.raises(ExportError, match="VisionTransformer cannot take 96x96 images"):
         to_onnx(vit, tmp_path / "vit.onnx", 96)
+
+
+def test_timms_input_size_tuple_is_accepted() -> None:
+    """``model.pretrained_cfg["input_size"]``, timm's (C, H, W), works as the export size; its C must agree with an
+    explicit in_chans."""
+    model = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), in_chans=1).eval()
+    x = torch.randn(2, 1, 32, 48)
+    torch.testing.assert_close(freeze_long_convs(model, (1, 32, 48))(x), freeze_long_convs(model, (32, 48))(x))
+    with pytest.raises(ExportError, match="has 1 channels, but in_chans=3"):
+        freeze_long_convs(model, (1, 32, 48), in_chans=3)
+    rgb = timm.create_model("hpx_former_s4", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))
+    assert image_shape(rgb.pretrained_cfg["input_size"]) == ((224, 224), 3)
 
 
 class _SubclassedMixer(HyenaPixelMixer):

@@ -23,6 +23,7 @@ from hyenapixel.export.frozen import (
     PerImage,
     check_input_size,
     freeze_long_convs,
+    image_shape,
     mlps_as_convolutions,
 )
 from hyenapixel.export.onnx import OnnxCheck, onnx_session, run_onnx, to_onnx, verify_onnx
@@ -35,6 +36,7 @@ __all__ = [
     "OnnxCheck",
     "PerImage",
     "check_input_size",
+    "image_shape",
     "freeze_long_convs",
     "mlps_as_convolutions",
     "onnx_session",

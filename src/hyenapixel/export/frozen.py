@@ -49,6 +49,7 @@ __all__ = [
     "FrozenDirectConv2d",
     "PerImage",
     "check_input_size",
+    "image_shape",
     "freeze_long_convs",
     "mlps_as_convolutions",
 ]
@@ -193,6 +194,23 @@ def _check_frozen(got: tuple[int, ...], want: tuple[int, ...], what: str) -> Non
         )
 
 
+def image_shape(
+    input_size: tuple[int, ...] | list[int] | int, in_chans: int | None = None
+) -> tuple[tuple[int, int], int | None]:
+    """``((H, W), channels)`` from ``H``, ``(H, W)`` or timm's ``(C, H, W)`` (``model.pretrained_cfg["input_size"]``);
+    the channels are ``in_chans`` unless the size names them.
+
+    Raises:
+        ExportError: a size :func:`check_input_size` refuses, or a ``C`` that contradicts ``in_chans``.
+    """
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 3:
+        chans, *hw = input_size
+        if in_chans is not None and in_chans != chans:
+            raise ExportError(f"input size {tuple(input_size)} has {chans} channels, but in_chans={in_chans}")
+        return check_input_size(tuple(hw)), int(chans)
+    return check_input_size(input_size), in_chans
+
+
 def check_input_size(input_size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
     """``(H, W)`` from an int or a pair, checked against what the MetaFormer can take.
 
@@ -235,7 +253,7 @@ def _mixer_inputs(model: nn.Module, size: tuple[int, int], in_chans: int) -> lis
 
 def freeze_long_convs(
     model: nn.Module,
-    input_size: tuple[int, int] | int,
+    input_size: tuple[int, ...] | int,
     in_chans: int | None = None,
     direct_max_pixels: int = DIRECT_MAX_PIXELS,
     per_image_min_pixels: int = 0,
@@ -259,7 +277,7 @@ def freeze_long_convs(
     Shape:
         the copy: (B, in_chans, H, W) with (H, W) = input_size -> as ``model``
     """
-    h, w = check_input_size(input_size)
+    (h, w), in_chans = image_shape(input_size, in_chans)
     _check_unknown_mixers(model)
     frozen = copy.deepcopy(model).eval().float()
     param = next(frozen.parameters(), None)

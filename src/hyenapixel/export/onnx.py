@@ -25,8 +25,8 @@ from hyenapixel.export.frozen import (
     DIRECT_MAX_PIXELS,
     PER_IMAGE_MIN_PIXELS,
     ExportError,
-    check_input_size,
     freeze_long_convs,
+    image_shape,
     mlps_as_convolutions,
 )
 from hyenapixel.models import input_channels
@@ -53,7 +53,7 @@ def _require(module: str) -> None:
 def to_onnx(
     model: nn.Module,
     path: str | os.PathLike,
-    input_size: tuple[int, int] | int,
+    input_size: tuple[int, ...] | int,
     *,
     in_chans: int | None = None,
     opset: int = 18,
@@ -62,7 +62,8 @@ def to_onnx(
     per_image_min_pixels: int = PER_IMAGE_MIN_PIXELS,
     fold_mlps: bool = True,
 ) -> Path:
-    """Export ``model`` (eval) to an ONNX file for ``input_size`` images; returns the path written.
+    """Export ``model`` (eval) to an ONNX file for ``input_size`` images (``H``, ``(H, W)`` or timm's ``(C, H, W)``,
+    e.g. ``model.pretrained_cfg["input_size"]``); returns the path written.
 
     The spatial size is fixed (the kernel spectra are constants for it), the batch size is dynamic unless
     ``dynamic_batch=False`` (then 1). HyenaPixel maps of at most ``direct_max_pixels`` pixels are exported as
@@ -83,7 +84,7 @@ def to_onnx(
     """
     _require("onnxscript")
     _require("onnx")
-    h, w = check_input_size(input_size)
+    (h, w), in_chans = image_shape(input_size, in_chans)
     check_opset(opset)
     path = check_output_path(path)
     per_image = per_image_min_pixels if dynamic_batch else 0  # a Scan over one image only adds its overhead
