@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["file_target_problem", "numbered_folder", "timestamp"]
+__all__ = ["file_target_problem", "folder_target_problem", "numbered_folder", "timestamp"]
 
 
 def timestamp() -> str:
@@ -27,6 +27,22 @@ def numbered_folder(base: Path, taken: Callable[[Path], bool] = Path.exists) -> 
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+def folder_target_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a folder cannot be used or created at ``path``, or None if it can: ``path`` is a file, or its nearest
+    existing parent is a file or a folder without write permission. Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot create the folder {path}: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write to the folder {path}: {folder} is not writable"
+    return None
 
 
 def file_target_problem(path: str | os.PathLike[str], example: str) -> str | None:

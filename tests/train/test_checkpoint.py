@@ -111,6 +111,19 @@ def test_find_resume_checkpoint_picks_highest_step(tmp_path) -> None:
     assert find_resume_checkpoint(tmp_path) == tmp_path / "last.pt"
 
 
+def test_resume_auto_names_a_truncated_last_checkpoint(tmp_path, caplog) -> None:
+    """A last.pt cut short (a full disk, a killed copy): --resume auto continues from the newest readable state and
+    says which file it skipped."""
+    save_training_state(tmp_path / "best.pt", {"step": 4})
+    save_training_state(tmp_path / "last.pt", {"step": 9})
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="hyenapixel"):
+        assert find_resume_checkpoint(tmp_path) == tmp_path / "best.pt"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"--resume auto: skipping {tmp_path / 'last.pt'}, which cannot be read")
+
+
 def test_safetensors_export_reads_back_with_its_metadata(tmp_path) -> None:
     model = nn.Linear(3, 2)
     spec = {"name": "hpx_former_s4", "kwargs": {"dims": [8, 16, 24, 32]}}

@@ -100,6 +100,8 @@ def test_output_that_is_a_file_and_a_recipe_that_is_not_yaml(tmp_path: Path, cap
     assert a_file.read_bytes() == b"\x80\x04binary"
     with pytest.raises(ConfigError, match="is not a YAML file of options"):
         load_recipe(str(a_file))
+    code, text = _run(["train", *SMALL, "--output", str(a_file / "run")], capsys)  # below a file: cannot be created
+    assert code == 2 and f"--output: cannot create the folder {a_file / 'run'}: {a_file} is a file" in text
 
 
 def test_ensemble_of_runs_on_different_data_needs_data(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hyenapixel.errors import UserError
-from hyenapixel.paths import numbered_folder, timestamp
+from hyenapixel.paths import folder_target_problem, numbered_folder, timestamp
 
 #: Reports longer than this (in compact JSON characters) are written without indentation.
 COMPACT_JSON_ABOVE = 100_000
@@ -60,14 +60,10 @@ def _holds_something(path: Path) -> bool:
 
 
 def _check_creatable(out: Path) -> None:
-    """``out`` exists as a writable folder, or can be created: its nearest existing parent is a writable folder."""
-    folder = out
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"cannot create the output folder {out}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to the output folder {out}: {folder} is not writable")
+    """``out`` exists as a writable folder, or can be created (see :func:`hyenapixel.paths.folder_target_problem`)."""
+    problem = folder_target_problem(out)
+    if problem:
+        raise UserError(f"--output: {problem}")
 
 
 def _make_dir(out: Path) -> None:

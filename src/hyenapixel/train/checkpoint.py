@@ -26,6 +26,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from hyenapixel.errors import error_lines
 from hyenapixel.models.weights import TRAIN_STATE_FORMAT, WeightsError, is_training_state, read_weights
 
 log = logging.getLogger("hyenapixel")
@@ -157,7 +158,9 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
 def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The newest training state in a run directory (by the step stored inside, then mtime), or None.
 
-    Candidates are only peeked at (memory-mapped), not read in full; unreadable files are no candidates.
+    Candidates are only peeked at (memory-mapped), not read in full. Unreadable files (a ``last.pt`` cut short by a
+    full disk or a killed copy) are no candidates; each one is named in a warning, so that continuing from an older
+    checkpoint is never silent.
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -166,7 +169,8 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     for path in output_dir.glob("*.pt"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # unreadable files are simply not candidates
+        except Exception as exc:  # unreadable: not a candidate, but said
+            log.warning("--resume auto: skipping %s, which cannot be read (%s)", path, error_lines(exc, limit=120))
             continue
         if not is_training_state(state):
             continue

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from hyenapixel.paths import numbered_folder, timestamp
+from hyenapixel.paths import folder_target_problem, numbered_folder, timestamp
 from hyenapixel.train.checkpoint import (
     atomic_write_text,
     find_resume_checkpoint,
@@ -103,6 +103,9 @@ def _output_problem(cfg: TrainConfig, output: Path, resume_path: Path | None) ->
     """Why ``output`` must not be written by this run (a finished or unfinished run is there), or None."""
     if output.exists() and not output.is_dir():
         return f"{output} is a file; --output names the run folder"
+    problem = folder_target_problem(output)
+    if problem:
+        return problem
     if cfg.run.overwrite or cfg.run.resume == "auto" or not holds_run(output):
         return None
     if resume_path is not None and resume_path.parent.resolve() == output.resolve():
@@ -207,7 +210,10 @@ class RunFolder:
         ema: bool,
     ) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("output", f"cannot create the run folder {path}: {exc.strerror or exc}") from None
         if replace:
             for old in [*(path / f for f in RUN_FILES), *path.glob("epoch_*.pt")]:
                 old.unlink(missing_ok=True)
