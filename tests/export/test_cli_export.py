@@ -118,3 +118,25 @@ def test_help(capsys: pytest.CaptureFixture) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--img-size" in text and "--verify" in text and "--checkpoint" in text
+
+
+def test_format_timm_writes_a_hub_folder_timm_loads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`export --format timm` of a run's checkpoint: a folder that timm's local-dir loader rebuilds bitwise; the ONNX
+    options are refused with it, and so is a model without a checkpoint."""
+    from safetensors.torch import load_file
+
+    model = timm.create_model("hpx_former_s4", num_classes=2, dims=(8, 8, 16, 16))
+    run = tmp_path / "best.safetensors"  # as a run writes it: the model spec in the metadata
+    meta = {"model_spec": {"name": "hpx_former_s4", "kwargs": {"dims": [8, 8, 16, 16]}}, "num_classes": 2}
+    save_file(model.state_dict(), run, metadata={k: json.dumps(v) for k, v in meta.items()})
+    out = tmp_path / "hub"
+    assert main(["export", "--format", "timm", "--checkpoint", str(run), "--output", str(out)]) == 0
+    assert f"local-dir:{out}" in capsys.readouterr().out
+    loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
+    saved = load_file(out / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+    assert main(["export", "--format", "timm", "--checkpoint", str(run), "--output", str(out), "--verify"]) == 2
+    assert "--verify: ONNX options" in capsys.readouterr().err
+    assert main(["export", "--format", "timm", "--model", "hpx_former_s4", "--output", str(tmp_path / "x")]) == 2
+    assert "--format timm needs a --checkpoint" in capsys.readouterr().err

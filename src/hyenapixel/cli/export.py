@@ -3,6 +3,11 @@
   hyenapixel export --model hpx_former_s18 --checkpoint hpx_s18.pth --input-size 224 --output hpx.onnx --verify
   hyenapixel export --checkpoint runs/<run>/best.pt --input-size 32 --output run.onnx --verify --images photos/
   hyenapixel export --model hb_former_s18 --pretrained --input-size 192 256 --output hb.onnx
+  hyenapixel export --format timm --checkpoint runs/<run>/best.safetensors --output hub/my_model
+
+--format timm writes a timm hub folder instead (config.json and model.safetensors): after `import hyenapixel`,
+timm.create_model("local-dir:hub/my_model", pretrained=True) rebuilds the model, and timm.models.push_to_hf_hub
+publishes it.
 
 The image size is fixed at export (each long convolution's kernel spectrum is a constant for it); the batch size
 stays dynamic. --verify runs the file in onnxruntime (CPU) and prints the largest difference from PyTorch eval on
@@ -18,13 +23,20 @@ from pathlib import Path
 
 from hyenapixel.cli.model_args import add_model_arguments
 
-HELP = "export a model to ONNX (fixed image size, dynamic batch) and check it in onnxruntime"
+HELP = "export a model to ONNX (fixed image size, dynamic batch, checked in onnxruntime) or as a timm hub folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--checkpoint/--pretrained, the export size and output, and the verification options."""
     add_model_arguments(parser, several=False)
     g = parser.add_argument_group("export")
+    g.add_argument(
+        "--format",
+        choices=("onnx", "timm"),
+        default="onnx",
+        help="onnx: an ONNX file; timm: a timm hub folder (config.json + model.safetensors) of a --checkpoint, "
+        "loadable with timm.create_model('local-dir:FOLDER', pretrained=True) (default: onnx)",
+    )
     g.add_argument(
         "--input-size",
         "--img-size",
@@ -35,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="input height [and width] in pixels, fixed in the exported graph (default: the model's input size)",
     )
-    g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file to write")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
+    g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file (--format timm: folder) to write")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file or hub folder (default: refuse)"
+    )
     g.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18 or newer (default: 18)")
     g.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: dynamic)")
     g.add_argument(
@@ -71,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"export takes exactly one --model (with its --checkpoint or --pretrained), got {len(args.models)}"
         )
+    if args.format == "timm":
+        return _hub_folder(args)
     if args.verify_batch < 1:
         raise UserError(f"--verify-batch must be at least 1, got {args.verify_batch}")
     if args.images and not args.verify:
@@ -134,3 +150,33 @@ def run(args: argparse.Namespace) -> int:
     print(f"verification {'passed' if ok else 'FAILED'} (tolerance {args.tolerance:g})")
     sys.stdout.flush()
     return 0 if ok else 1
+
+
+#: Options that only the ONNX export uses, with the value that means "not given".
+_ONNX_ONLY = {
+    "img_size": ("--input-size", None),
+    "opset": ("--opset", 18),
+    "static_batch": ("--static-batch", False),
+    "no_scan": ("--no-scan", False),
+    "verify": ("--verify", False),
+    "images": ("--images", None),
+}
+
+
+def _hub_folder(args: argparse.Namespace) -> int:
+    """``--format timm``: the checkpoint as a timm hub folder (:func:`hyenapixel.models.save_hub_folder`)."""
+    from hyenapixel.errors import UserError
+    from hyenapixel.models import save_hub_folder
+
+    given = [flag for name, (flag, unset) in _ONNX_ONLY.items() if getattr(args, name) != unset]
+    if given:
+        raise UserError(f"{', '.join(given)}: ONNX options; --format timm writes the weights as they are")
+    request = args.models[0]
+    if not request.checkpoint:
+        raise UserError("--format timm needs a --checkpoint (a run's best.pt/best.safetensors or an official file)")
+    folder = save_hub_folder(request.checkpoint, args.output, name=request.name, overwrite=args.overwrite)
+    print(
+        f"wrote {folder / 'config.json'} and {folder / 'model.safetensors'}; load it with "
+        f"timm.create_model('local-dir:{folder}', pretrained=True) after import hyenapixel"
+    )
+    return 0

@@ -121,6 +121,7 @@ def save_hub_folder(
     checkpoint: str | os.PathLike | Checkpoint,
     folder: str | os.PathLike,
     *,
+    name: str | None = None,
     use_ema: bool = False,
     overwrite: bool = False,
 ) -> Path:
@@ -136,6 +137,7 @@ def save_hub_folder(
     Args:
         checkpoint: a run's ``best.pt``/``last.pt``/``best.safetensors`` (or any file :func:`load_model` reads).
         folder: created if missing; other files in it are left alone.
+        name: the model name, for a file that does not say (an official checkpoint); files of ours name it.
         use_ema: a training state's EMA weights.
         overwrite: replace the hub files of an earlier export in ``folder`` (without it they are refused).
 
@@ -151,7 +153,7 @@ def save_hub_folder(
     if existing and not overwrite:
         raise UserError(f"{folder} holds {', '.join(existing)} already; choose another folder or pass overwrite")
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, use_ema=use_ema)
-    model = load_model(checkpoint=ck).eval()
+    model = load_model(name, checkpoint=ck).eval()
     model_args = {k: list(v) if isinstance(v, tuple) else v for k, v in ((ck.spec or {}).get("kwargs") or {}).items()}
     model_config: dict[str, Any] = {}
     if ck.meta.get("class_names"):
