@@ -1,4 +1,5 @@
-"""Where the tools write: numbered output folders and the check that a file can be written, shared by every layer.
+"""Where the tools write: numbered output folders, the checks that a file or folder can be written, and atomic file
+writes (a crash never leaves half a file), shared by every layer.
 
 Torch-free, like :mod:`hyenapixel.errors`. The helpers return a path or a problem; each layer words the error in
 its own type (:class:`hyenapixel.errors.UserError` or a subclass).
@@ -7,11 +8,20 @@ its own type (:class:`hyenapixel.errors.UserError` or a subclass).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
-__all__ = ["file_target_problem", "folder_target_problem", "numbered_folder", "timestamp"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "file_target_problem",
+    "folder_target_problem",
+    "numbered_folder",
+    "timestamp",
+]
 
 
 def timestamp() -> str:
@@ -60,3 +70,47 @@ def file_target_problem(path: str | os.PathLike[str], example: str) -> str | Non
     if not os.access(folder, os.W_OK):
         return f"cannot write {path}: the folder {folder} is not writable"
     return None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` atomically: ``write(fileobj)`` into a temp file in the same dir, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the permissions of a normal file
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomic text file write (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))

@@ -197,3 +197,23 @@ def test_long_commands_write_line_progress_to_a_log(tmp_path: Path) -> None:
     assert "\r" not in logged.stderr and "ERF hpx_former_s4 [2/2]" in logged.stderr
     quiet = run_cli(*erf, "--progress", "none", "--output", str(tmp_path / "e2"))
     assert quiet.returncode == 0 and "[1/2]" not in quiet.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["validate"], "--checkpoint: required"),
+        (["validate", "--checkpoint", "no_such/best.pt"], "--checkpoint: checkpoint not found: no_such/best.pt"),
+        (["validate", "--pretrained", "--model", "hpx_former_s4", "--data", "no_such"], "--data: no_such"),
+        (["train", "--data", "no_such"], "--data: no_such: data folder not found"),
+        (["train", "--initial-checkpoint", "no_such.pt"], "--initial-checkpoint: checkpoint not found"),
+        (["train", "--input-size", "16"], "--input-size: must be >= 32"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
+def test_missing_files_and_bad_values_answer_before_torch(argv: list[str], needle: str) -> None:
+    """Everything that needs no torch is checked before torch is imported: on a busy machine these answer in a
+    fraction of a second instead of the tens of seconds torch's import can take."""
+    proc = run_cli(*argv, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert_one_line_error(proc, needle)
+    assert not imported_modules(proc.stderr) & HEAVY, sorted(imported_modules(proc.stderr) & HEAVY)

@@ -13,9 +13,9 @@ from torch import nn
 from train_helpers import make_tiny_model
 
 from hyenapixel.models import WeightsError, read_checkpoint
+from hyenapixel.paths import atomic_write
 from hyenapixel.train.build import load_initial_weights
 from hyenapixel.train.checkpoint import (
-    atomic_write,
     capture_rng_state,
     find_resume_checkpoint,
     load_training_state,

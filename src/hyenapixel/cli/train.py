@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
 from hyenapixel.train.config import TrainConfig
-from hyenapixel.train.errors import flag_name
+from hyenapixel.train.errors import ConfigError, flag_name
 from hyenapixel.train.launch import torchrun_env
 from hyenapixel.train.recipes import RECIPES
 
@@ -73,6 +73,16 @@ def resume_command(args: argparse.Namespace, out_dir: str | os.PathLike[str], *,
     return f"{prog} {shlex.join([*words, '--output', str(out_dir), '--resume', 'auto'])}"
 
 
+def _check_paths(cfg: TrainConfig) -> None:
+    """The data folder and the checkpoint files named by the config exist."""
+    if cfg.data.data is not None and not Path(cfg.data.data).is_dir():
+        what = "is a file, not a folder" if Path(cfg.data.data).exists() else "data folder not found"
+        raise ConfigError("data", f"{cfg.data.data}: {what} (expected DIR/train/<class>/ and DIR/val/<class>/)")
+    path = cfg.model.initial_checkpoint
+    if path is not None and not Path(path).is_file():
+        raise ConfigError("initial_checkpoint", f"checkpoint not found: {path}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the summary (or how to continue a stopped run)."""
     import yaml
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_model_flag(str(options["model"]))
     cfg = resolve_train_config(args.recipe, options)
+    _check_paths(cfg)  # before torch is imported: a missing folder or file answers at once
     if args.print_config:
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0

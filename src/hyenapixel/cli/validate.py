@@ -34,18 +34,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the config, evaluate, print a table (and write --output-json)."""
     from hyenapixel.configio import build_config
-    from hyenapixel.train.checkpoint import atomic_write_text
-    from hyenapixel.train.validate import validate
+    from hyenapixel.paths import atomic_write_text
 
+    # every check that needs no torch first: a missing --checkpoint or a bad option answers at once
     cfg = build_config(ValidateConfig, explicit_options(args, ValidateConfig))
     if cfg.output_json:
         _check_writable(Path(cfg.output_json))  # before the evaluation, not after it
+    _check_files(cfg)
+    from hyenapixel.train.validate import validate
+
     result = validate(cfg)
     print(format_result(result))
     sys.stdout.flush()
     if cfg.output_json:
         atomic_write_text(cfg.output_json, json.dumps(result.to_dict(), indent=2) + "\n")
     return 0
+
+
+def _check_files(cfg: Any) -> None:
+    """Checkpoints and the data folder must exist (checked before torch is imported)."""
+    from hyenapixel.train.errors import ConfigError
+
+    for checkpoint in cfg.checkpoint:
+        if not Path(checkpoint).is_file():
+            what = "a folder; give a checkpoint file in it" if Path(checkpoint).is_dir() else "not found"
+            raise ConfigError(
+                "checkpoint", f"checkpoint {what}: {checkpoint}" if what == "not found" else f"{checkpoint}: {what}"
+            )
+    if cfg.data is not None and not Path(cfg.data).is_dir():
+        raise ConfigError("data", f"{cfg.data}: data folder not found")
 
 
 def _check_writable(path: Path) -> None:

@@ -18,22 +18,19 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from hyenapixel.errors import error_lines
 from hyenapixel.models.weights import TRAIN_STATE_FORMAT, WeightsError, is_training_state, read_weights
+from hyenapixel.paths import atomic_write
 
 log = logging.getLogger("hyenapixel")
 
 __all__ = [
-    "atomic_write",
-    "atomic_write_text",
     "capture_rng_state",
     "find_resume_checkpoint",
     "load_training_state",
@@ -41,50 +38,6 @@ __all__ = [
     "save_safetensors",
     "save_training_state",
 ]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` atomically: ``write(fileobj)`` into a temp file in the same dir, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the permissions of a normal file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomic text file write (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,9 +21,8 @@ from typing import Any
 
 import yaml
 
-from hyenapixel.paths import folder_target_problem, numbered_folder, timestamp
+from hyenapixel.paths import atomic_write_text, folder_target_problem, numbered_folder, timestamp
 from hyenapixel.train.checkpoint import (
-    atomic_write_text,
     find_resume_checkpoint,
     save_safetensors,
     save_training_state,
