@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.errors import UserError
     from hyenapixel.export import check_input_size, to_onnx, verify_onnx
     from hyenapixel.export.frozen import PER_IMAGE_MIN_PIXELS
-    from hyenapixel.export.inputs import builtin_images, image_files, load_images, random_images
+    from hyenapixel.export.inputs import balance_images, image_files, preprocessed_images, random_images
     from hyenapixel.export.onnx import check_opset, check_output_path
     from hyenapixel.models import default_input_size, input_channels
 
@@ -135,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
     batch = args.verify_batch
     inputs = [("random", random_images(batch, in_chans, size))]
     if args.images:
-        real = load_images(args.images, model, size, in_chans)
+        real = preprocessed_images(args.images, model, size, in_chans)
         inputs.append((f"images ({len(real)} files)", real))
     else:
-        inputs.append(("built-in rendered images", builtin_images(batch, in_chans, size)))
+        inputs.append(("built-in rendered images", balance_images(batch, in_chans, size)))
     with torch.no_grad():
         checks = verify_onnx(path, model, inputs)
     ok = all(c.max_abs_diff <= args.tolerance for c in checks)

@@ -14,7 +14,7 @@ from torch import nn
 
 from hyenapixel.data import IMG_EXTENSIONS, BalanceDataset, DataError, to_rgb
 
-__all__ = ["builtin_images", "image_files", "load_images", "random_images"]
+__all__ = ["balance_images", "image_files", "preprocessed_images", "random_images"]
 
 
 def random_images(batch: int, in_chans: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -27,7 +27,7 @@ def random_images(batch: int, in_chans: int, size: tuple[int, int], seed: int = 
     return torch.randn(batch, in_chans, *size, generator=g)
 
 
-def builtin_images(batch: int, in_chans: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+def balance_images(batch: int, in_chans: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """Rendered images of the built-in Balance task (objects on a background, not noise), normalised to [-1, 1]
     and resized to ``size``: structured inputs when no image files are at hand.
 
@@ -61,7 +61,7 @@ def image_files(paths: Sequence[str | os.PathLike], limit: int | None = None) ->
     return files[:limit] if limit else files
 
 
-def load_images(
+def preprocessed_images(
     paths: Sequence[str | os.PathLike], model: nn.Module, size: tuple[int, int], in_chans: int, limit: int = 16
 ) -> torch.Tensor:
     """Image files preprocessed with the model's timm eval transform (resize, center crop, normalise) at ``size``.
