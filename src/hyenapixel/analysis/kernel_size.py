@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hyenapixel.analysis.report import check_image_size
-from hyenapixel.analysis.sites import MixerSite, feature_sizes, long_conv_sites, mixer_sites
+from hyenapixel.analysis.sites import MixerSite, long_conv_sites, mixer_map_sizes, mixer_sites
 from hyenapixel.errors import UserError
 from hyenapixel.filters import bbox_sides
 from hyenapixel.layers import Attention
@@ -103,7 +103,7 @@ def learned_filter_sizes(
     long_conv_sites(model, "kernel-size")
     sites = mixer_sites(model)
     hw = check_image_size(model, default_input_size(model) if img_size is None else img_size)
-    sizes = feature_sizes(model, sites, hw)
+    sizes = mixer_map_sizes(model, sites, hw)
     blocks = []
     for s in sites:
         h, w = sizes.get(s.name, (0, 0))
@@ -165,7 +165,7 @@ def truncated(
     sites = [s for s in long_conv_sites(model, "kernel-size") if s.stage == stage]
     if not sites:
         raise UserError(f"stage {stage + 1} of {model_name(model)} has no HyenaPixel or Hyena mixer to truncate")
-    sizes = sizes or feature_sizes(model, sites)
+    sizes = sizes or mixer_map_sizes(model, sites)
     truncated_sites = []
     try:
         for s in sites:
@@ -241,7 +241,7 @@ def truncation_curve(
     """
     sites = long_conv_sites(model, "kernel-size")
     stages = truncation_stages(model, stages, name)
-    fsizes = feature_sizes(model, sites, img_size)
+    fsizes = mixer_map_sizes(model, sites, img_size)
     coverage = {}
     for st in stages:
         first = next(s for s in sites if s.stage == st)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hyenapixel.analysis.sites import feature_sizes, long_conv_sites
+from hyenapixel.analysis.sites import long_conv_sites, mixer_map_sizes
 from hyenapixel.errors import UserError
 from hyenapixel.models import model_name
 
@@ -112,7 +112,7 @@ def learned_kernels(model: nn.Module, *, statistic: str = "mean", name: str | No
         raise UserError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
     reduce = STATISTICS[statistic]
     sites = long_conv_sites(model, "kernels")
-    sizes = feature_sizes(model, sites)
+    sizes = mixer_map_sizes(model, sites)
     maps = []
     for s in sites:
         h, w = sizes.get(s.name, (0, 0))

@@ -13,7 +13,7 @@ from torch import nn
 from hyenapixel.errors import UserError
 from hyenapixel.models import LONG_CONV_MIXERS, default_input_size, model_name, module_inputs
 
-__all__ = ["MixerSite", "feature_sizes", "long_conv_sites", "mixer_sites"]
+__all__ = ["MixerSite", "mixer_map_sizes", "long_conv_sites", "mixer_sites"]
 
 _BLOCK = re.compile(r"(?:^|\.)stages\.(\d+)\.blocks\.(\d+)\.token_mixer$")
 
@@ -54,7 +54,7 @@ def long_conv_sites(model: nn.Module, tool: str = "this tool") -> list[MixerSite
     return sites
 
 
-def feature_sizes(
+def mixer_map_sizes(
     model: nn.Module, sites: Sequence[MixerSite], img_size: int | Sequence[int] | None = None
 ) -> dict[str, tuple[int, int]]:
     """The (H, W) of the channels-last feature map each site's mixer receives for one image of ``img_size``
