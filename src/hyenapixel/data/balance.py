@@ -152,7 +152,7 @@ class BalanceDataset(GeneratedDataset[BalanceDifficulty]):
     """Balance images ("is the left half heavier?") generated on the fly, deterministic from ``(seed, index)``.
 
     The default built-in dataset of ``hyenapixel train``. Labels alternate with the index (``i % 2``), so any
-    even-length dataset is exactly balanced. Rendering takes about 0.1 ms per 32-px image on one CPU core. See
+    even-length dataset is exactly balanced (rendering times: docs/benchmarks.md, "Generated datasets"). See
     :class:`~hyenapixel.data.generated.GeneratedDataset` for the arguments, caching and :meth:`splits`;
     ``difficulty`` is a preset name of :data:`BALANCE_DIFFICULTIES` or a :class:`BalanceDifficulty`, and
     ``render(i, return_meta=True)`` returns a :class:`BalanceSample`.
