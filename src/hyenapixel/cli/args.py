@@ -14,11 +14,18 @@ import typing
 from typing import Any
 
 from hyenapixel.configio import config_fields, flag_name, format_default, unwrap_optional
+from hyenapixel.constants import INPUT_SIZE_ALIASES
 from hyenapixel.progress import PROGRESS_MODES
 
+#: The image-size option of every command: one word (``--input-size``, as train's config field) and the spellings
+#: users bring from timm's scripts and other tools.
+INPUT_SIZE_FLAGS = ("--input-size", *INPUT_SIZE_ALIASES)
+
 __all__ = [
+    "INPUT_SIZE_FLAGS",
     "add_dataclass_arguments",
     "add_output_arguments",
+    "add_input_size_argument",
     "add_progress_argument",
     "explicit_options",
     "format_default",
@@ -85,3 +92,10 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
         help="progress display: bar (tqdm), log (plain lines, for log files), none; auto: bar on a terminal, else log "
         "(default: auto)",
     )
+
+
+def add_input_size_argument(parser: Any, help: str, **kwargs: Any) -> None:
+    """``--input-size`` (aliases ``--img-size``, ``--image-size``) into ``args.img_size``, integers; ``kwargs`` for
+    ``add_argument`` (``nargs``, ``default``, ``metavar``)."""
+    kwargs.setdefault("metavar", "PX")
+    parser.add_argument(*INPUT_SIZE_FLAGS, dest="img_size", type=int, help=help, **kwargs)

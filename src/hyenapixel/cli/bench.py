@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hyenapixel.cli.args import add_output_arguments, add_progress_argument
+from hyenapixel.cli.args import INPUT_SIZE_FLAGS, add_input_size_argument, add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "runtime scaling of token mixers (Fig. 2) or model throughput"
@@ -55,16 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to time (default: both)",
     )
     add_model_arguments(parser, default=("hpx_former_s18", "hb_former_s18", "convformer_s18"))
-    parser.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
-        nargs="+",
-        default=[224],
-        help="model mode: image sizes (224)",
-    )
+    add_input_size_argument(parser, "model mode: image sizes (224)", nargs="+", default=[224])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,7 +152,7 @@ def _check_mode_options(args: argparse.Namespace) -> None:
 
     given = set(getattr(args, "_argv", None) or ())
     other = {
-        "mixers": ["--model", "--checkpoint", "--pretrained", "--input-size", "--img-size", "--image-size"],
+        "mixers": ["--model", "--checkpoint", "--pretrained", *INPUT_SIZE_FLAGS],
         "models": ["--mixer", "--sizes", "--time-budget", "--memory-budget", "--modes"],
     }[args.mode]
     wrong = [flag for flag in other if flag in given or any(a.startswith(flag + "=") for a in given)]

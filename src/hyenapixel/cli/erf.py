@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments, add_progress_argument
+from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "effective receptive field (gradient of the centre output) of one or more models"
@@ -22,14 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=50, metavar="N", help="images summed (default: 50)")
-    parser.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
-        metavar="PX",
-        help=f"square image size (default: the size a checkpoint of ours was trained at, else {DEFAULT_SIZE})",
+    add_input_size_argument(
+        parser, f"square image size (default: the size a checkpoint of ours was trained at, else {DEFAULT_SIZE})"
     )
     parser.add_argument(
         "--batch-size",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments, add_progress_argument
+from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "FGVis explanations: the pixels a prediction needs (Appendix C, Fig. 9/10)"
@@ -25,15 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
     parser.add_argument("--images", metavar="DIR", help="folder of images (default: the built-in photos)")
     parser.add_argument("--num-images", type=int, default=1, help="images to explain (default: 1)")
-    parser.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
-        default=224,
-        help="image side in px (default: 224)",
-    )
+    add_input_size_argument(parser, "image side in px (default: 224)", default=224)
     parser.add_argument("--target", type=int, help="class to explain (default: each image's top class)")
     parser.add_argument("--lam", type=float, default=1e-4, help="first sparsity weight lambda (default: 1e-4)")
     parser.add_argument(

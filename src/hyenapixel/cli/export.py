@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hyenapixel.cli.args import add_input_size_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "export a model to ONNX (fixed image size, dynamic batch, checked in onnxruntime) or as a timm hub folder"
@@ -37,15 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="onnx: an ONNX file; timm: a timm hub folder (config.json + model.safetensors) of a --checkpoint, "
         "loadable with timm.create_model('local-dir:FOLDER', pretrained=True) (default: onnx)",
     )
-    g.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
+    add_input_size_argument(
+        g,
+        "input height [and width] in pixels, fixed in the exported graph (default: the model's input size)",
         nargs="+",
         metavar=("H", "W"),
-        help="input height [and width] in pixels, fixed in the exported graph (default: the model's input size)",
     )
     g.add_argument("--output", "-o", required=True, metavar="PATH", help="ONNX file (--format timm: folder) to write")
     g.add_argument(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments, add_progress_argument
+from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation (Fig. 6)"
@@ -21,15 +21,7 @@ HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
-    parser.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
-        metavar="PX",
-        help="input size (default: the model's / the data's)",
-    )
+    add_input_size_argument(parser, "input size (default: the model's / the data's)")
     parser.add_argument("--data", metavar="DIR", help="labelled images for the truncation curve")
     parser.add_argument(
         "--sizes",

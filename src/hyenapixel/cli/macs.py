@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyenapixel.cli.args import add_output_arguments, add_progress_argument
+from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
 from hyenapixel.cli.model_args import add_model_arguments
 
 HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
@@ -20,15 +20,8 @@ DEFAULT_SIZE = 224  # the paper's Table 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default=("hpx_former_s18",))
-    parser.add_argument(
-        "--input-size",
-        "--img-size",
-        "--image-size",
-        dest="img_size",
-        type=int,
-        nargs="+",
-        metavar="PX",
-        help="square input sizes (default: the size a checkpoint of ours was trained at, else 224)",
+    add_input_size_argument(
+        parser, "square input sizes (default: the size a checkpoint of ours was trained at, else 224)", nargs="+"
     )
     parser.add_argument(
         "--mode",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hyenapixel.configio import ConfigError, option
-from hyenapixel.constants import MIN_INPUT_SIZE
+from hyenapixel.constants import INPUT_SIZE_ALIASES, MIN_INPUT_SIZE
 
 __all__ = ["TASKS", "DenseRunConfig"]
 
@@ -38,7 +38,7 @@ class DenseRunConfig:
     input_size: int = option(
         64,
         f"Image side of the generated data in pixels, a multiple of {MIN_INPUT_SIZE}.",
-        aliases=("--img-size", "--image-size"),
+        aliases=INPUT_SIZE_ALIASES,
     )
     train_samples: int = option(768, "Generated training images.")
     val_samples: int = option(128, "Generated validation images.")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyenapixel.configio import build_config, flatten, option, to_plain
-from hyenapixel.constants import DEFAULT_BUILTIN, MIN_INPUT_SIZE
+from hyenapixel.constants import DEFAULT_BUILTIN, INPUT_SIZE_ALIASES, MIN_INPUT_SIZE
 from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.errors import ConfigError
 
@@ -160,7 +160,7 @@ class ImageOptions:
         None,
         "Image side in pixels. none: the built-in dataset's size, or the model's default (224) for folders "
         "(validate: the checkpoint's run's size).",
-        aliases=("--img-size", "--image-size"),
+        aliases=INPUT_SIZE_ALIASES,
     )
     crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
     interpolation: str = option("bicubic", "Resize interpolation.", choices=INTERPOLATIONS)
