@@ -67,3 +67,17 @@ def block_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     finally:
         torch.set_num_threads(before)
     assert bool(ran_on) == (request.param > 1), "the blocks ran on other threads only and always with two threads"
+
+
+@pytest.fixture
+def trained_mlp():  # noqa: ANN201 - a hyenapixel.layers.Mlp
+    """A StarReLU MLP (12 channels, 36 hidden) in eval mode, with its scale and shift away from their initial 1 and 0
+    (trained weights, as the folding and export tests need)."""
+    from hyenapixel.layers import Mlp
+
+    torch.manual_seed(0)
+    mlp = Mlp(12, mlp_ratio=3.0).eval()
+    with torch.no_grad():
+        mlp.act.scale.fill_(1.7)
+        mlp.act.bias.fill_(-0.3)
+    return mlp

@@ -22,6 +22,8 @@ import importlib.util
 import sys
 from typing import Any
 
+from hyenapixel.lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 #: Public name -> module that defines it (loaded on first access).
@@ -43,17 +45,7 @@ _LAZY = {
 __all__ = ["create_model", "register_models", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> Any:

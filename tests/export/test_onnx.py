@@ -319,18 +319,8 @@ def test_session_records_a_profile_only_when_asked(tmp_path: Path) -> None:
     assert any(e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "MatMul" for e in events)
 
 
-def _trained_mlp() -> Mlp:
-    """A StarReLU MLP (12 channels, 36 hidden) with its scale and shift away from their initial 1 and 0."""
-    torch.manual_seed(0)
-    mlp = Mlp(12, mlp_ratio=3.0).eval()
-    with torch.no_grad():
-        mlp.act.scale.fill_(1.7)
-        mlp.act.bias.fill_(-0.3)
-    return mlp
-
-
-def test_mlps_as_convolutions_swaps_the_folded_mlps() -> None:
-    mlp = _trained_mlp()
+def test_mlps_as_convolutions_swaps_the_folded_mlps(trained_mlp: Mlp) -> None:
+    mlp = trained_mlp
     mlp.fold_star_relu()
     others = nn.ModuleList([Mlp(12), Mlp(12, act_layer=nn.GELU)])  # StarReLU and GELU MLPs stay as they are
     model = nn.ModuleList([copy.deepcopy(mlp), others])

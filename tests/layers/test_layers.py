@@ -61,20 +61,10 @@ def test_misspelled_keyword_is_an_error(make):
         make(head_dims=8)
 
 
-def _trained_mlp() -> Mlp:
-    """A StarReLU MLP (12 channels, 36 hidden) with its scale and shift away from their initial 1 and 0."""
-    torch.manual_seed(0)
-    mlp = Mlp(12, mlp_ratio=3.0).eval()
-    with torch.no_grad():
-        mlp.act.scale.fill_(1.7)
-        mlp.act.bias.fill_(-0.3)
-    return mlp
-
-
-def test_star_relu_folded_into_the_mlp() -> None:
+def test_star_relu_folded_into_the_mlp(trained_mlp: Mlp) -> None:
     # fc2(s * relu(h)^2 + b) against the folded fc2'(relu(h)^2), with a bias on fc2 to keep; an MLP with another
     # activation is left alone
-    mlp = _trained_mlp()
+    mlp = trained_mlp
     mlp.fc2.bias = nn.Parameter(torch.randn(12))
     x = torch.randn(2, 5, 4, 12)
     want = mlp(x).detach()
@@ -89,10 +79,10 @@ def test_star_relu_folded_into_the_mlp() -> None:
     assert isinstance(other.act, nn.GELU) and all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
 
 
-def test_pointwise_conv_mlp_computes_the_folded_mlp() -> None:
+def test_pointwise_conv_mlp_computes_the_folded_mlp(trained_mlp: Mlp) -> None:
     # the 1x1-convolution form runs the same modules: the folded MLP's function on maps, its layers as they are on
     # other shapes, the same state dict
-    mlp = _trained_mlp()
+    mlp = trained_mlp
     assert mlp.fold_star_relu()
     conv = PointwiseConvMlp(mlp)
     assert conv.fc1 is mlp.fc1 and conv.fc2 is mlp.fc2 and not conv.training

@@ -12,8 +12,7 @@ The names below are loaded on first access (PEP 562), so that :mod:`hyenapixel.d
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hyenapixel.lazy import lazy_attributes
 
 #: Public name -> module that defines it.
 _LAZY = {
@@ -35,14 +34,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
