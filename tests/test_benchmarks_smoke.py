@@ -245,3 +245,13 @@ def test_onnx_forms_compute_the_model() -> None:
     assert (PointwiseConvMlp.forward, HyenaPixelMixer.forward) == forward
     with pytest.raises(SystemExit):
         bench_onnx_forms.parse_args(["--forms", "unfolded,nope"])
+
+
+@pytest.mark.slow
+def test_bench_busy_measures_a_training_process(capsys) -> None:
+    from benchmarks import bench_busy
+
+    results = bench_busy.main(["--busy", "0", "1", "--settings", "default", "--rounds", "1", "--seconds", "0.3"])
+    assert set(results) == {"default"} and all(len(v) == 1 and v[0] > 0 for v in results["default"].values())
+    out = capsys.readouterr().out
+    assert "| default |" in out and "busy 1" in out

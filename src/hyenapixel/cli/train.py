@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from hyenapixel.cli.args import add_dataclass_arguments, explicit_options
+from hyenapixel.cli.busy import wait_passively_if_busy
 from hyenapixel.train.config import TrainConfig
 from hyenapixel.train.errors import ConfigError, flag_name
 from hyenapixel.train.launch import torchrun_env
@@ -99,11 +100,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
+    launch = torchrun_env()
+    if launch.world_size == 1 and cfg.run.device != "cuda" and "torch" not in sys.modules:
+        note = wait_passively_if_busy()  # before torch starts its OpenMP runtime
+        if note:
+            print(f"{args._parser.prog}: {note}", file=sys.stderr)
     from hyenapixel.train.errors import RunInterrupted, RunTerminatedError
     from hyenapixel.train.fit import fit
     from hyenapixel.train.summary import format_summary
 
-    launch = torchrun_env()
     try:
         summary = fit(cfg)
     except RunTerminatedError as exc:
