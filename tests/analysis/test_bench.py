@@ -186,3 +186,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--device", "cuda", "--output", str(tmp_path / "y")]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_figure_legend_explains_the_styles_and_covers_no_series() -> None:
+    """The legend names every mixer and says what solid, dashed and hollow mean; it sits below the panels, so no
+    series (the depthwise-conv one runs along the bottom) is hidden under it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hyenapixel.analysis.bench import MODES, MixerBench, MixerPoint, plot_bench
+
+    result = MixerBench("cpu", 8, 1, 1.0, 1e9, "rss")
+    for mixer in ("H_px", "dwconv7x7"):
+        for mode in MODES:
+            for size, t in ((64, 1e-3), (128, 4e-3)):
+                over = "time" if (mixer, mode, size) == ("H_px", MODES[1], 128) else ""
+                result.points.append(MixerPoint(mixer, mode, size, (size // 4) ** 2, t, t, 1e6, over))
+    fig = plot_bench(result)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == ["H_px", "dwconv7x7"]
+    assert any(t.startswith("solid: forward") for t in texts) and any(
+        t.startswith("dashed: forward + backward") for t in texts
+    )
+    assert any(t.startswith("hollow: over the time or memory budget") for t in texts)
+    box = legend.get_window_extent(renderer)
+    assert all(box.y1 < ax.get_window_extent(renderer).y0 for ax in fig.axes)  # wholly below both panels

@@ -346,28 +346,30 @@ def _size_axis(ax: Any, sizes: Sequence[int]) -> None:
 
 
 def plot_bench(result: MixerBench) -> Any:
-    """Fig. 2: log-log time and peak memory against image size, one line per mixer; forward solid,
-    forward+backward dashed; an over-budget point is drawn hollow."""
+    """Fig. 2: log-log time and peak memory against image size, one colour per mixer; forward solid,
+    forward+backward dashed; an over-budget point (where a series stopped) is drawn hollow. The legend, below the
+    panels, names the mixers by colour and says what the line styles and hollow markers mean."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(11, 4.2), dpi=100)
+    fig = Figure(figsize=(11, 4.8), dpi=100)
     ax_t, ax_m = fig.subplots(1, 2)
-    colors = {}
+    colors: dict[str, Any] = {}
+    styles = dict(zip(MODES, ("-", "--")))
     for name in dict.fromkeys(p.mixer for p in result.points):
-        for mode, style in zip(MODES, ("-", "--")):
+        for mode in MODES:
             pts = result.series(name, mode)
             if not pts:
                 continue
             xs = [p.size for p in pts]
-            kw: dict[str, Any] = dict(linestyle=style, marker="o", markersize=4)
+            kw: dict[str, Any] = dict(linestyle=styles[mode], marker="o", markersize=4)
             if name in colors:
                 kw["color"] = colors[name]
-            label = f"{name} ({'fwd' if mode == 'forward' else 'fwd+bwd'})"
-            (line,) = ax_t.plot(xs, [p.seconds for p in pts], label=label, **kw)
+            (line,) = ax_t.plot(xs, [p.seconds for p in pts], **kw)
             colors[name] = line.get_color()
             kw["color"] = colors[name]
             mem = [p.memory_bytes / 2**20 for p in pts]
-            ax_m.plot(xs, mem, label=label, **kw)
+            ax_m.plot(xs, mem, **kw)
             for ax, ys in ((ax_t, [p.seconds for p in pts]), (ax_m, mem)):
                 over = [(x, y) for x, y, p in zip(xs, ys, pts) if p.over_budget]
                 if over:
@@ -379,9 +381,16 @@ def plot_bench(result: MixerBench) -> Any:
         ax.set_xlabel("image size (px), stage-1 tokens = (size/4)^2")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7, ncol=2)
+    handles = [Line2D([], [], color=c, linewidth=2.5, label=name) for name, c in colors.items()]
+    handles += [
+        Line2D([], [], color="0.3", linestyle="-", label="solid: forward"),
+        Line2D([], [], color="0.3", linestyle="--", label="dashed: forward + backward"),
+        Line2D([], [], color="0.3", linestyle="none", marker="o", mfc="white", markersize=8,
+               label="hollow: over the time or memory budget (series stopped)"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
     fig.suptitle(f"Token mixers at the stage-1 shape (C={result.dim}, batch {result.batch_size}), {result.device}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if len(handles) <= 5 else 0.11, 1, 1))
     return fig
 
 
