@@ -181,3 +181,16 @@ def test_optional_frameworks_stay_lazy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_save_report_writes_the_weights_under_the_figure(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    weights = {"hpx_former_s4": "random initialisation", "hpx_former_s4 (best.pt)": "checkpoint best.pt (epoch 6)"}
+    save_report(tmp_path, "kernels", {"a": 1}, fig, weights=weights)
+    (text,) = [t.get_text() for t in fig.texts]
+    assert text == (
+        "weights: hpx_former_s4: random initialisation; hpx_former_s4 (best.pt): checkpoint best.pt (epoch 6)"
+    )

@@ -102,10 +102,17 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
 
 
-def save_report(out: str | os.PathLike[str], tool: str, numbers: Any, fig: Any) -> tuple[Path, Path]:
+def save_report(
+    out: str | os.PathLike[str], tool: str, numbers: Any, fig: Any, weights: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
     """Write ``out/<tool>.json`` (``numbers`` through :func:`to_jsonable`; indented unless it exceeds
     :data:`COMPACT_JSON_ABOVE` characters) and ``out/<tool>.png`` (the matplotlib
-    figure ``fig``, rendered with the Agg canvas, then closed). Returns ``(json_path, png_path)``."""
+    figure ``fig``, rendered with the Agg canvas, then closed). ``weights`` (model label -> which weights it had:
+    checkpoint file and epoch, pretrained hub weights, random initialisation) is written under the figure, so that a
+    figure of random weights never passes for one of trained weights. Returns ``(json_path, png_path)``."""
+    if weights:
+        line = "; ".join(f"{label}: {what}" for label, what in weights.items())
+        fig.text(0.5, 0.0, f"weights: {line}", ha="center", va="top", fontsize=7, wrap=True)
     out = Path(out)
     _make_dir(out)
     json_path, png_path = out / f"{tool}.json", out / f"{tool}.png"

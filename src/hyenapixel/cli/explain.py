@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
-from hyenapixel.cli.model_args import add_model_arguments
+from hyenapixel.cli.model_args import add_model_arguments, weights_by_label
 
 HELP = "FGVis explanations: the pixels a prediction needs (Appendix C, Fig. 9/10)"
 
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         "normalisation": {r.label: {"mean": list(r.mean), "std": list(r.std)} for r in results},
         "results": [r.numbers() for r in results],
     }
-    json_path, png_path = save_report(out, "explain", numbers, plot_explain(results))
+    json_path, png_path = save_report(out, "explain", numbers, plot_explain(results), weights_by_label(models))
     masks_path = out / "explain_masks.npz"
     np.savez_compressed(masks_path, **{f"{r.label}/{r.name}": r.mask.numpy() for r in results})
     for r in results:

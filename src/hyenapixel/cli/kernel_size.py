@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
-from hyenapixel.cli.model_args import add_model_arguments
+from hyenapixel.cli.model_args import add_model_arguments, weights_by_label
 
 HELP = "learned filter size per block (Fig. 5) and top-1 under kernel truncation (Fig. 6)"
 
@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         for st, accs in t.top1.items():
             print(f"{'stage ' + str(st):>24} " + " ".join(f"{a:>6.2f}" for a in accs))
     numbers = {"filter_sizes": filter_sizes, "truncation": truncations}
-    paths = save_report(out, "kernel-size", numbers, plot_kernel_size(filter_sizes, truncations))
+    paths = save_report(
+        out, "kernel-size", numbers, plot_kernel_size(filter_sizes, truncations), weights_by_label(models)
+    )
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from hyenapixel.cli.args import add_output_arguments
-from hyenapixel.cli.model_args import add_model_arguments
+from hyenapixel.cli.model_args import add_model_arguments, weights_by_label
 
 HELP = "normalised mean kernel of every HyenaPixel / Hyena block (stage x block grid)"
 
@@ -46,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         kinds = sorted({m.kind for m in r.maps})
         print(f"{r.model:<24} {len(r.maps)} blocks with {'/'.join(kinds)} filters")
-    paths = save_report(out, "kernels", [r.numbers() for r in results], plot_kernels(results))
+    paths = save_report(out, "kernels", [r.numbers() for r in results], plot_kernels(results), weights_by_label(models))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0

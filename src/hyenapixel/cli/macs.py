@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from hyenapixel.cli.args import add_input_size_argument, add_output_arguments, add_progress_argument
-from hyenapixel.cli.model_args import add_model_arguments
+from hyenapixel.cli.model_args import add_model_arguments, weights_by_label
 
 HELP = "parameters and MACs (fvcore, FFTs counted as in the paper) per model and input size"
 DEFAULT_SIZE = 224  # the paper's Table 1
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     _print(results)
     numbers = [_numbers(r) | {"weights": req.weights} for r, (req, *_) in zip(results, jobs)]
-    paths = save_report(out, "macs", numbers, plot_macs(results))
+    paths = save_report(out, "macs", numbers, plot_macs(results), weights_by_label(models))
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModelRequest", "add_model_arguments", "build_models"]
+__all__ = ["ModelRequest", "add_model_arguments", "build_models", "weights_by_label"]
 
 
 @dataclass
@@ -128,6 +128,11 @@ def build_models(requests: Sequence[ModelRequest], **kwargs: Any) -> list[tuple[
         models.append((req, model))
     _distinct_labels([req for req, _ in models])
     return models
+
+
+def weights_by_label(models: Sequence[tuple[ModelRequest, Any]]) -> dict[str, str]:
+    """Which weights each built model has, by label (what the reports write under their figures)."""
+    return {req.label: req.weights for req, _ in models}
 
 
 def _describe_weights(req: ModelRequest, checkpoint: Any) -> str:
