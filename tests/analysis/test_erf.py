@@ -191,3 +191,32 @@ def test_macs_counts_a_run_checkpoint_at_its_size(tmp_path, capsys):
     assert "at 64 px, the size its checkpoint was trained at" in capsys.readouterr().out
     (entry,) = json.loads((tmp_path / "m" / "macs.json").read_text())
     assert entry["input_shape"] == [3, 64, 64] and entry["weights"] == "checkpoint best.safetensors (epoch 6)"
+
+
+def test_cli_uses_the_runs_own_validation_images(tmp_path, capsys):
+    """A checkpoint of a run on the built-in data: the ERF is taken over that run's validation images (as
+    kernel-size evaluates on them), not over photos, and the report names them."""
+    from safetensors.torch import save_file
+
+    from hyenapixel.data import BalanceDataset
+
+    model = timm.create_model("hpx_former_s4", num_classes=2, dims=(8, 16, 24, 32))
+    config = {"data": {"data": None, "builtin": "balance", "val_samples": 20}, "run": {"seed": 5}}
+    meta = {
+        "model_spec": {"name": "hpx_former_s4", "kwargs": {"dims": [8, 16, 24, 32]}},
+        "num_classes": 2,
+        "input_size": [3, 32, 32],
+        "config": config,
+    }
+    ck = tmp_path / "best.safetensors"
+    save_file(model.state_dict(), ck, metadata={k: json.dumps(v) for k, v in meta.items()})
+    out = tmp_path / "out"
+    assert main(["erf", "--checkpoint", str(ck), "--num-images", "3", "--output", str(out)]) == 0
+    assert "its run's validation images" in capsys.readouterr().out
+    (entry,) = json.loads((out / "erf.json").read_text())
+    assert entry["img_size"] == [32, 32] and len(entry["images"]) == 3
+    assert entry["images"][0].startswith("built-in balance-default val")
+    # the same ERF as over the run's first three validation images, computed directly
+    val = BalanceDataset.splits(1, 20, seed=5, image_size=32)[1]
+    direct = erf(model.eval(), torch.stack([val[i][0] for i in range(3)]))
+    np.testing.assert_allclose(np.load(out / "erf.npz")["0_hpx_former_s4"], direct.raw.numpy(), rtol=1e-5)

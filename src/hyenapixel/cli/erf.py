@@ -56,29 +56,54 @@ def run(args: argparse.Namespace) -> int:
     results, used = [], []
     cache: dict = {}
     for (req, model), size in zip(models, sizes):
-        data = data_config(model)  # a checkpoint of ours: its run's normalisation
-        key = (data["mean"], data["std"], size)
-        if key not in cache:
-            cache[key] = load_images(args.images, size=size, num=args.num_images, mean=key[0], std=key[1])
+        own = _run_images(req, model, args.num_images) if args.images is None and size == req.run_input_size else None
+        if own is not None:
+            images, names = own
+        else:
+            data = data_config(model)  # a checkpoint of ours: its run's normalisation
+            key = (data["mean"], data["std"], size)
+            if key not in cache:
+                cache[key] = load_images(args.images, size=size, num=args.num_images, mean=key[0], std=key[1])
+            images, names = cache[key], cache[key].names
         results.append(
             erf(
                 model,
-                cache[key],
+                images,
                 batch_size=args.batch_size,
                 progress=args.progress,
                 name=req.label,
                 weights=req.weights,
             )
         )
-        used.append(cache[key])
+        used.append(names)
     for r in results:
         ratios = "  ".join(f"{t:.0%}: {'not reached' if v is None else f'{v:.4f}'}" for t, v in r.area_ratio.items())
         print(f"{r.model:<24} {ratios}")
     numbers = [
-        r.numbers() | {"checkpoint": req.checkpoint, "pretrained": req.pretrained, "images": images.names}
-        for r, (req, _), images in zip(results, models, used)
+        r.numbers() | {"checkpoint": req.checkpoint, "pretrained": req.pretrained, "images": names}
+        for r, (req, _), names in zip(results, models, used)
     ]
     paths = save_report(out, "erf", numbers, plot_erf(results))
     np.savez_compressed(out / "erf.npz", **{f"{i}_{r.model}": r.raw.numpy() for i, r in enumerate(results)})
     print(f"wrote {paths[0]}, {paths[1]} and {out / 'erf.npz'}")
     return 0
+
+
+def _run_images(req, model, num: int):  # noqa: ANN001, ANN202 - a ModelRequest and its model
+    """The validation images of a checkpoint's own run (its built-in task or image folder, as ``kernel-size`` uses
+    them), normalised as the run's data, with their names; None (and a line saying why) where they cannot be had."""
+    import torch
+
+    from hyenapixel.analysis.kernel_size import evaluation_data
+    from hyenapixel.errors import UserError
+
+    try:
+        data = evaluation_data(model, checkpoint=req.checkpoint, max_images=num)
+    except UserError as exc:  # the run's image folder is not on this machine, for example
+        print(f"erf: {req.label}: not its run's images ({exc}); the built-in photos instead (--images sets others)")
+        return None
+    if data is None:
+        return None
+    images = torch.stack([data.dataset[i][0] for i in range(len(data.dataset))])
+    print(f"erf: {req.label} on {data.name}, its run's validation images (--images sets others)")
+    return images, [f"{data.name.split(' (')[0]} #{i}" for i in range(len(images))]
