@@ -45,3 +45,10 @@ def test_bar_uses_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_format_seconds() -> None:
     assert format_seconds(3725) == "1:02:05"
     assert format_seconds(-1) == "0:00:00"
+
+
+def test_progress_mode_takes_the_analysis_functions_booleans(monkeypatch) -> None:
+    """``progress=True`` / ``False`` of the analysis functions mean ``auto`` and ``none``."""
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: False, raising=False)
+    assert progress_mode(True) == progress_mode("auto") == "log"
+    assert progress_mode(False) == "none" and progress_mode(True, is_main=False) == "none"

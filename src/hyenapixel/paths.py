@@ -39,15 +39,20 @@ def numbered_folder(base: Path, taken: Callable[[Path], bool] = Path.exists) -> 
     return out
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent (what would hold the created folders)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def folder_target_problem(path: str | os.PathLike[str]) -> str | None:
     """Why a folder cannot be used or created at ``path``, or None if it can: ``path`` is a file, or its nearest
     existing parent is a file or a folder without write permission. Nothing is created."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         return f"{path} is a file, not a folder"
-    folder = path
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_existing(path)
     if not folder.is_dir():
         return f"cannot create the folder {path}: {folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -62,9 +67,7 @@ def file_target_problem(path: str | os.PathLike[str], example: str) -> str | Non
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder; give a file name such as {path / example}"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_existing(path.parent)
     if not folder.is_dir():
         return f"cannot write {path}: {folder} is a file, not a folder"
     if not os.access(folder, os.W_OK):

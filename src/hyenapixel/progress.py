@@ -29,10 +29,13 @@ def format_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def progress_mode(requested: str, is_main: bool = True) -> str:
-    """Resolve ``auto`` to ``bar`` on a terminal and ``log`` otherwise; non-main ranks show nothing."""
-    if not is_main:
+def progress_mode(requested: str | bool, is_main: bool = True) -> str:
+    """Resolve ``auto`` (or ``True``) to ``bar`` on a terminal and ``log`` otherwise; ``False`` is ``none``, and
+    non-main ranks show nothing."""
+    if not is_main or requested is False:
         return "none"
+    if requested is True:
+        requested = "auto"
     if requested == "auto":
         return "bar" if sys.stderr.isatty() else "log"
     return requested

@@ -190,7 +190,7 @@ def erf(
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     acc = torch.zeros(h, w, dtype=torch.float64, device=device)
     batches = x_all.split(max(1, int(batch_size or auto_batch_size(h, w))))
-    mode = progress_mode({True: "auto", False: "none"}.get(progress, progress))  # type: ignore[call-overload]
+    mode = progress_mode(progress)
     bar = Progress(len(batches), f"ERF {name or model_name(model)}", mode, max(len(batches) // 10, 1), unit="batch")
     try:
         model.eval()

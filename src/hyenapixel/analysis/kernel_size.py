@@ -247,7 +247,7 @@ def truncation_curve(
         first = next(s for s in sites if s.stage == st)
         coverage[st] = first.module.relative_kernel_size(fsizes[first.name])
     total = (1 + len(stages) * len(sizes)) * len(loader) if hasattr(loader, "__len__") else 0
-    mode = progress_mode({True: "auto", False: "none"}.get(progress, progress))  # type: ignore[call-overload]
+    mode = progress_mode(progress)
     bar = Progress(total, f"truncation {name or model_name(model)}", mode, max(total // 20, 1), unit="img")
     try:
         baseline = evaluate(model, loader, progress=bar).top1
