@@ -1,8 +1,9 @@
 """The import rule of the package: imports only go downward,
 ``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
 the four layers under the CLI never import each other, the shared torch-free modules (``hyenapixel.configio``,
-``constants``, ``errors``, ``lazy``, ``paths``, ``progress``) may be imported by every layer and import no layer
-(nor torch), and no module imports another module's ``_private`` names. Relative imports count like absolute ones.
+``constants``, ``errors``, ``lazy``, ``modelnames``, ``paths``, ``progress``) may be imported by every layer and
+import no layer (nor torch), and no module imports another module's ``_private`` names. Relative imports count like
+absolute ones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ RANK = {
     "constants": -1,
     "errors": -1,
     "lazy": -1,
+    "modelnames": -1,
     "paths": -1,
     "progress": -1,
     "ops": 0,

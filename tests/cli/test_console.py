@@ -208,6 +208,11 @@ def test_long_commands_write_line_progress_to_a_log(tmp_path: Path) -> None:
         (["train", "--data", "no_such"], "--data: no_such: data folder not found"),
         (["train", "--initial-checkpoint", "no_such.pt"], "--initial-checkpoint: checkpoint not found"),
         (["train", "--input-size", "16"], "--input-size: must be >= 32"),
+        (["train", "--model", "hpx_formr_s4"], "--model: unknown model 'hpx_formr_s4'; close matches: hpx_former_s4"),
+        (["validate", "--model", "convformr_s18", "--pretrained"], "close matches: convformer_s18"),
+        (["erf", "--model", "hb_fromer_s18"], "--model: unknown model 'hb_fromer_s18'; close matches: hb_former_s18"),
+        (["export", "--model", "resnet_19", "-o", "m.onnx"], "--model: unknown model 'resnet_19'"),
+        (["dense-train", "--model", "hpx_former_s5"], "--model: unknown model 'hpx_former_s5'"),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v),
 )

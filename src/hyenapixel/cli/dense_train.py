@@ -25,10 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the result against the baseline."""
-    from hyenapixel.configio import build_config
-    from hyenapixel.dense.builtin import run_builtin
+    from hyenapixel.configio import ConfigError, build_config
+    from hyenapixel.modelnames import unknown_model_problem
 
     cfg = build_config(DenseRunConfig, explicit_options(args, DenseRunConfig))
+    problem = unknown_model_problem(cfg.model)  # before torch and timm are imported
+    if problem:
+        raise ConfigError("model", problem)
+    from hyenapixel.dense.builtin import run_builtin
+
     summary = run_builtin(cfg)
     print(
         f"{summary['task']}: val {summary['metric']} {summary['value']:.4f} "

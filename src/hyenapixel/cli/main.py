@@ -143,10 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     prog = args._parser.prog
 
+    from hyenapixel.cli.model_args import check_model_names
     from hyenapixel.errors import UserError
     from hyenapixel.train.errors import NonFiniteLossError
 
     try:
+        check_model_names(getattr(args, "models", None) or ())  # the tools' --model entries, before any import
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError) as exc:
         kind = "data error" if _is_data_error(exc) else "error"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModelRequest", "add_model_arguments", "build_models", "weights_by_label"]
+__all__ = ["ModelRequest", "add_model_arguments", "build_models", "check_model_names", "weights_by_label"]
 
 
 @dataclass
@@ -108,6 +108,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[st
     group.add_argument(
         "--pretrained", action=_AttachAction, nargs=0, help="hub weights for the preceding --model (needs network)"
     )
+
+
+def check_model_names(requests: Sequence[ModelRequest]) -> None:
+    """Raise a :class:`hyenapixel.configio.ConfigError` for the first ``--model`` that no registry knows, with close
+    matches. It reads the registries' sources, so a typo answers before torch and timm are imported."""
+    from hyenapixel.configio import ConfigError
+    from hyenapixel.modelnames import unknown_model_problem
+
+    for req in requests:
+        problem = unknown_model_problem(req.name) if req.name else None
+        if problem:
+            raise ConfigError("model", problem)
 
 
 def build_models(requests: Sequence[ModelRequest], **kwargs: Any) -> list[tuple[ModelRequest, Any]]:

@@ -91,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from hyenapixel.train.recipes import resolve_train_config
 
     options = explicit_options(args, TrainConfig)
-    if "model" in options:  # an unknown name is reported before anything else is said about it
-        from hyenapixel.train.build import check_model_flag
+    if "model" in options:  # an unknown name is reported before anything else is said about it (and before timm)
+        from hyenapixel.configio import ConfigError
+        from hyenapixel.modelnames import unknown_model_problem
 
-        check_model_flag(str(options["model"]))
+        problem = unknown_model_problem(str(options["model"]))
+        if problem:
+            raise ConfigError("model", problem)
     cfg = resolve_train_config(args.recipe, options)
     _check_paths(cfg)  # before torch is imported: a missing folder or file answers at once
     if args.print_config:

@@ -52,9 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_files(cfg: Any) -> None:
-    """Checkpoints and the data folder must exist (checked before torch is imported)."""
+    """Model names are known, checkpoints and the data folder exist (checked before torch is imported)."""
+    from hyenapixel.modelnames import unknown_model_problem
     from hyenapixel.train.errors import ConfigError
 
+    for name in cfg.model:
+        problem = unknown_model_problem(name)
+        if problem:
+            raise ConfigError("model", problem)
     for checkpoint in cfg.checkpoint:
         if not Path(checkpoint).is_file():
             what = "a folder; give a checkpoint file in it" if Path(checkpoint).is_dir() else "not found"

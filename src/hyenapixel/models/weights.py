@@ -13,7 +13,6 @@ One reader for every layer above the models (training, evaluation, analysis, den
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from hyenapixel.errors import UserError, error_lines, shorten
+from hyenapixel.modelnames import close_model_matches, unknown_model_problem
 
 __all__ = [
     "TRAIN_STATE_FORMAT",
@@ -163,13 +163,12 @@ def check_model_name(name: str) -> None:
 
     if timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, timm.list_models("*former*"), n=5, cutoff=0.5)
-    if not close:
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    from hyenapixel.models.families import REGISTERED_MODELS
-
-    hint = f"close matches: {', '.join(close)}" if close else f"HyenaPixel models: {', '.join(REGISTERED_MODELS)}"
-    raise UserError(f"unknown model {name!r}; {hint}")
+    problem = unknown_model_problem(name)  # the words of the command line's check before timm is imported
+    if problem is None:
+        close = close_model_matches(name, timm.list_models())
+        hint = f"close matches: {', '.join(close)}" if close else "see timm.list_models()"
+        problem = f"unknown model {name!r}; {hint}"
+    raise UserError(problem)
 
 
 def _classifier_outputs(name: str, state_dict: Mapping[str, torch.Tensor]) -> int | None:
