@@ -255,3 +255,14 @@ def test_bench_busy_measures_a_training_process(capsys) -> None:
     assert set(results) == {"default"} and all(len(v) == 1 and v[0] > 0 for v in results["default"].values())
     out = capsys.readouterr().out
     assert "| default |" in out and "busy 1" in out
+
+
+@pytest.mark.slow
+def test_bench_busy_times_the_whole_train_command(capsys) -> None:
+    from benchmarks import bench_busy
+
+    results = bench_busy.main(["--command", "--busy", "0", "--rounds", "1", "--train-samples", "128"])
+    assert set(results) == {"auto", "spinning"} and all(v[0][0] > 0 for v in results.values())
+    assert "| auto |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_busy.main(["--command", "--settings", "passive"])
