@@ -28,10 +28,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hyenapixel.data.loaders import (
+    CorruptFileReporter,
+    ResumableDistributedSampler,
+    SeededSamples,
+    ShardSampler,
+    make_loader,
+)
 from hyenapixel.models.evaluation import evaluate
 from hyenapixel.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
-from hyenapixel.train.checkpoint import restore_rng_state
 from hyenapixel.train.config import TrainConfig
 from hyenapixel.train.distributed import (
     all_reduce_sum,
@@ -41,16 +47,9 @@ from hyenapixel.train.distributed import (
     setup_distributed,
 )
 from hyenapixel.train.errors import ConfigError, RunInterrupted, RunTerminatedError
-from hyenapixel.train.loaders import (
-    CorruptFileReporter,
-    ResumableDistributedSampler,
-    SeededSamples,
-    ShardSampler,
-    make_loader,
-)
 from hyenapixel.train.loop import TrainStats, train_one_epoch
 from hyenapixel.train.rundir import RunFolder, place_run
-from hyenapixel.train.state import Best, EpochMetrics, RunState
+from hyenapixel.train.state import Best, EpochMetrics, RunState, restore_rng_state
 from hyenapixel.train.summary import banner, summarize
 
 __all__ = ["StopRequest", "fit"]

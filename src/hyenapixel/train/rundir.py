@@ -21,15 +21,12 @@ from typing import Any
 
 import yaml
 
+from hyenapixel.models.weights import save_safetensors, save_training_state
 from hyenapixel.paths import atomic_write_text, folder_target_problem, numbered_folder, timestamp
-from hyenapixel.train.checkpoint import (
-    find_resume_checkpoint,
-    save_safetensors,
-    save_training_state,
-)
 from hyenapixel.train.config import ConfigError, TrainConfig
 from hyenapixel.train.distributed import DistInfo, broadcast_object
 from hyenapixel.train.plots import plot_training_curves
+from hyenapixel.train.state import find_resume_checkpoint
 from hyenapixel.train.summary import format_summary
 
 __all__ = ["METRIC_FIELDS", "RUN_FILES", "MetricsCSV", "RunFolder", "default_output", "holds_run", "place_run"]

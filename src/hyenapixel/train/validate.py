@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyenapixel.data.loaders import ShardSampler, make_loader
+from hyenapixel.data.settings import DataSettings, build_data, default_workers
 from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
 from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.progress import Progress, progress_mode
 from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
-from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import resolve_device
-from hyenapixel.train.loaders import ShardSampler, make_loader
 from hyenapixel.train.loop import amp_dtype_for
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
@@ -229,7 +229,7 @@ class ValidationSets:
         if key not in self._cache:
             data = build_data(
                 self.source.data,
-                model_name=member.name,
+                defaults=data_config(member.name),
                 input_size=size,
                 crop_pct=crop,
                 interpolation=self.cfg.interpolation,

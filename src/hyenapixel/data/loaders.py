@@ -1,4 +1,5 @@
-"""Samplers and data loaders for resumable, distributed training (paper Section 4.1 recipes).
+"""Samplers, dataset wrappers and data loaders for resumable, distributed training and evaluation (paper Section
+4.1 recipes).
 
 * :class:`ResumableDistributedSampler` is torch's ``DistributedSampler`` (one shard per rank, a new
   permutation per epoch from ``seed + epoch``) that can start in the middle of an epoch, so that a resumed run
@@ -27,6 +28,7 @@ __all__ = [
     "ResumableDistributedSampler",
     "SeededSamples",
     "ShardSampler",
+    "batches_per_epoch",
     "make_loader",
 ]
 
