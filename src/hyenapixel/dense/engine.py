@@ -1,11 +1,11 @@
 """Training and evaluation for the built-in dense run (a CPU-sized stand-in for paper Section 4.3): UPerNet scored by
 mean IoU (torchmetrics' ``MulticlassJaccardIndex``) and Mask R-CNN scored by COCO AP (torchmetrics'
-``MeanAveragePrecision`` on pycocotools), each against the trivial baseline computed with the same metric.
+``MeanAveragePrecision`` on pycocotools), each against the trivial baseline computed with the same metric. The
+optimizer steps and the learning-rate schedule are the training package's (:mod:`hyenapixel.models.training`).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hyenapixel.errors import UserError
+from hyenapixel.models.evaluation import model_device
+from hyenapixel.models.training import LRSchedule, train_one_epoch
 
 __all__ = [
     "DenseTrainResult",
@@ -28,7 +30,6 @@ __all__ = [
     "segmentation_loader",
     "train_detector",
     "train_segmenter",
-    "warmup_cosine",
 ]
 
 
@@ -50,18 +51,6 @@ class DenseTrainResult:
     baseline: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):  # noqa: ANN201
-    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -112,7 +101,7 @@ def background_miou(loader: Iterable, num_classes: int) -> float:
 def _fit(
     model: nn.Module,
     train_loader: DataLoader,
-    step: Callable[[Any], torch.Tensor],
+    loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
     evaluate: Callable[[], dict[str, float]],
     describe: Callable[[dict], str],
     *,
@@ -122,24 +111,20 @@ def _fit(
     warmup_fraction: float,
     log: Callable[[str], None],
 ) -> tuple[list[dict], float]:
-    """The loop both dense tasks share: AdamW with warm-up + cosine over every step, ``step(batch)`` gives the
+    """The epochs both dense tasks share: AdamW, a linear warm-up from ``lr / W`` to ``lr`` over the first ``W``
+    steps (``warmup_fraction`` of all), then a cosine decay to zero; ``loss_fn(model, images, targets)`` gives the
     loss, ``evaluate()`` the validation numbers after each epoch. Returns the per-epoch rows and the seconds taken."""
     start = time.perf_counter()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     total = epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total, max(1, int(warmup_fraction * total)))
+    warmup = max(1, int(warmup_fraction * total))
+    schedule = LRSchedule(lr, total, warmup_epochs=warmup - 1, warmup_lr=lr / warmup)  # counted in steps
     history = []
     for epoch in range(epochs):
-        model.train()
-        losses = []
-        for batch in train_loader:
-            loss = step(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **evaluate()}
+        stats = train_one_epoch(
+            model, train_loader, optimizer, loss_fn, schedule, device=model_device(model), epoch=epoch + 1
+        )
+        row = {"epoch": epoch + 1, "train_loss": stats.train_loss, **evaluate()}
         row["seconds"] = round(time.perf_counter() - start, 1)
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {describe(row)}  ({row['seconds']}s)")
@@ -164,8 +149,7 @@ def train_segmenter(
         model: (B, 3, H, W) normalised images -> (B, num_classes, H, W) logits
     """
 
-    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, semantic = batch
+    def loss_fn(model: nn.Module, images: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(model(normalise(images)), semantic)
 
     def evaluate() -> dict[str, float]:
@@ -175,7 +159,7 @@ def train_segmenter(
     history, seconds = _fit(
         model,
         train_loader,
-        step,
+        loss_fn,
         evaluate,
         lambda row: f"val mIoU {row['val_miou']:.4f}",
         epochs=epochs,
@@ -252,8 +236,7 @@ def train_detector(
 ) -> DenseTrainResult:
     """Train a torchvision Mask R-CNN (sum of its losses, AdamW); evaluate COCO AP after every epoch."""
 
-    def step(batch: tuple[list[torch.Tensor], list[dict]]) -> torch.Tensor:
-        images, targets = batch
+    def loss_fn(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
         loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
         return sum(loss_dict.values())
 
@@ -264,7 +247,7 @@ def train_detector(
     history, seconds = _fit(
         model,
         train_loader,
-        step,
+        loss_fn,
         evaluate,
         lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
         epochs=epochs,

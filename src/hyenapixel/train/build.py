@@ -31,13 +31,13 @@ from hyenapixel.data.loaders import ResumableDistributedSampler, SeededSamples, 
 from hyenapixel.data.settings import DataSettings, build_data, default_workers
 from hyenapixel.errors import UserError
 from hyenapixel.models import data_config, load_initial_weights, load_model
+from hyenapixel.models.evaluation import amp_dtype_for
+from hyenapixel.models.training import LRSchedule, peak_lr
 from hyenapixel.models.weights import check_model_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig, TrainConfig
 from hyenapixel.train.distributed import DistInfo
 from hyenapixel.train.errors import flag_name
-from hyenapixel.train.loop import amp_dtype_for
 from hyenapixel.train.optim import build_optimizer
-from hyenapixel.train.schedule import LRSchedule, peak_lr
 
 __all__ = [
     "Batching",

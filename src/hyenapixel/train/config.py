@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyenapixel.configio import build_config, flatten, option, to_plain
-from hyenapixel.constants import DEFAULT_BUILTIN, INPUT_SIZE_ALIASES, MIN_INPUT_SIZE
+from hyenapixel.constants import DEFAULT_BUILTIN, INPUT_SIZE_ALIASES, MIN_INPUT_SIZE, SCHEDULES
 from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.errors import ConfigError
 
@@ -92,8 +92,6 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RE_MODES = ("pixel", "rand", "const")
 #: Weight-decay rules of --wd-filters (see :mod:`hyenapixel.train.optim`).
 WD_FILTER_RULES = ("paper", "hyena")
-#: Learning-rate schedules of --sched (see :mod:`hyenapixel.train.schedule`).
-SCHEDULES = ("cosine", "constant")
 
 #: Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
 #: compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer).

@@ -2,7 +2,7 @@
 
 The run flows config -> parts -> loop -> summary: :func:`hyenapixel.train.rundir.place_run` picks the folder,
 :func:`hyenapixel.train.build.build` makes the parts, :class:`hyenapixel.train.state.RunState` holds (and
-restores) the position, every epoch is :func:`hyenapixel.train.loop.train_one_epoch` then
+restores) the position, every epoch is :func:`hyenapixel.models.training.train_one_epoch` then
 :func:`hyenapixel.models.evaluate`, and rank 0 writes the folder's files through
 :class:`hyenapixel.train.rundir.RunFolder`.
 
@@ -36,6 +36,7 @@ from hyenapixel.data.loaders import (
     make_loader,
 )
 from hyenapixel.models.evaluation import evaluate
+from hyenapixel.models.training import TrainStats, train_one_epoch
 from hyenapixel.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
 from hyenapixel.train.config import TrainConfig
@@ -47,7 +48,6 @@ from hyenapixel.train.distributed import (
     setup_distributed,
 )
 from hyenapixel.train.errors import ConfigError, RunInterrupted, RunTerminatedError
-from hyenapixel.train.loop import TrainStats, train_one_epoch
 from hyenapixel.train.rundir import RunFolder, place_run
 from hyenapixel.train.state import Best, EpochMetrics, RunState, restore_rng_state
 from hyenapixel.train.summary import banner, summarize
@@ -208,9 +208,9 @@ def _train_epoch(
             parts.ddp_model,
             parts.train_loader(epoch, sampler, state.batch),
             parts.optimizer,
-            parts.loss_fn,
+            lambda model, images, targets: parts.loss_fn(model(images), targets),
             parts.schedule,
-            info=parts.info,
+            device=parts.info.device,
             epoch=epoch + 1,
             num_batches=parts.num_batches,
             accum_steps=accum,
@@ -223,6 +223,9 @@ def _train_epoch(
             channels_last=cfg.run.channels_last,
             progress=progress,
             on_update=on_update,
+            world_size=parts.info.world_size,
+            any_rank=functools.partial(any_rank, info=parts.info),
+            reduce=functools.partial(all_reduce_sum, info=parts.info),
         )
     finally:
         progress.close()

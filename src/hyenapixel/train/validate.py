@@ -25,12 +25,11 @@ from torch import nn
 from hyenapixel.data.loaders import ShardSampler, make_loader
 from hyenapixel.data.settings import DataSettings, build_data, default_workers
 from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
-from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
+from hyenapixel.models.evaluation import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.progress import Progress, progress_mode
 from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
 from hyenapixel.train.distributed import resolve_device
-from hyenapixel.train.loop import amp_dtype_for
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
