@@ -22,6 +22,7 @@ from hyenapixel.dense.config import TASKS, DenseRunConfig
 from hyenapixel.dense.detection import mask_rcnn
 from hyenapixel.dense.engine import DenseTrainResult, segmentation_loader, train_detector, train_segmenter
 from hyenapixel.dense.segmentation import upernet
+from hyenapixel.ops.parallel import intra_op_threads
 from hyenapixel.paths import numbered_folder, timestamp
 
 __all__ = ["TASKS", "DenseRunConfig", "run_builtin"]
@@ -101,12 +102,8 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
 def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
     """Train and evaluate as configured, write the run folder, return the summary. Torch runs on ``cfg.threads``
     intra-op threads during the run; the process's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with intra_op_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: DenseRunConfig) -> dict[str, Any]:

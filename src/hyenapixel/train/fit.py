@@ -37,6 +37,7 @@ from hyenapixel.data.loaders import (
 )
 from hyenapixel.models.evaluation import evaluate
 from hyenapixel.models.training import TrainStats, train_one_epoch
+from hyenapixel.ops.parallel import intra_op_threads
 from hyenapixel.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
 from hyenapixel.train.config import TrainConfig
@@ -311,29 +312,26 @@ def _process_settings(threads: int | None, deterministic: bool) -> Iterator[None
     """CPU threads, (non-)deterministic algorithms and cuBLAS's workspace setting for the run; the previous
     settings (and environment) are restored after."""
     saved = (
-        torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
     )
     set_workspace = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    if threads is not None:
-        torch.set_num_threads(threads)
     if set_workspace:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS needs it (read at its first call)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic or saved[4]
+    torch.backends.cudnn.deterministic = deterministic or saved[3]
     try:
-        yield
+        with intra_op_threads(threads):
+            yield
     finally:
         if set_workspace:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
 
 
 class StopRequest:
