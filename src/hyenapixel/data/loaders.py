@@ -30,6 +30,7 @@ __all__ = [
     "ShardSampler",
     "batches_per_epoch",
     "make_loader",
+    "skipped_files",
 ]
 
 
@@ -149,6 +150,18 @@ class CorruptFileReporter(Dataset):
         while not self.queue.empty():
             self.found.add(self.queue.get())
         return self.found
+
+
+def skipped_files(*datasets: Dataset) -> set[str]:
+    """The unreadable files that the :class:`CorruptFileReporter` among ``datasets`` (or wrapped in
+    :class:`SeededSamples`) have reported so far, by any worker."""
+    found: set[str] = set()
+    for ds in datasets:
+        while isinstance(ds, SeededSamples):
+            ds = ds.dataset
+        if isinstance(ds, CorruptFileReporter):
+            found |= ds.collect()
+    return found
 
 
 def _init_worker(worker_id: int) -> None:

@@ -28,13 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hyenapixel.data.loaders import (
-    CorruptFileReporter,
-    ResumableDistributedSampler,
-    SeededSamples,
-    ShardSampler,
-    make_loader,
-)
+from hyenapixel.data.loaders import ResumableDistributedSampler, ShardSampler, make_loader, skipped_files
 from hyenapixel.models.evaluation import evaluate
 from hyenapixel.models.training import TrainStats, train_one_epoch
 from hyenapixel.ops.parallel import intra_op_threads
@@ -282,12 +276,7 @@ def _already_complete(parts: Components, state: RunState) -> dict[str, Any] | No
 
 def _skipped_files(parts: Components) -> set[str]:
     """Corrupt files skipped by any worker of any rank (collective when distributed)."""
-    found: set[str] = set()
-    for ds in (parts.train_ds, parts.val_ds):
-        while isinstance(ds, SeededSamples):
-            ds = ds.dataset
-        if isinstance(ds, CorruptFileReporter):
-            found |= ds.collect()
+    found = skipped_files(parts.train_ds, parts.val_ds)
     if parts.info.distributed:
         everyone: list[Any] = [None] * parts.info.world_size
         dist.all_gather_object(everyone, found)
