@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -28,8 +28,7 @@ __all__ = [
     "full_image_ap",
     "normalise",
     "segmentation_loader",
-    "train_detector",
-    "train_segmenter",
+    "train_dense",
 ]
 
 
@@ -98,79 +97,6 @@ def background_miou(loader: Iterable, num_classes: int) -> float:
     return float(metric.compute())
 
 
-def _fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
-    evaluate: Callable[[], dict[str, float]],
-    describe: Callable[[dict], str],
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    warmup_fraction: float,
-    log: Callable[[str], None],
-) -> tuple[list[dict], float]:
-    """The epochs both dense tasks share: AdamW, a linear warm-up from ``lr / W`` to ``lr`` over the first ``W``
-    steps (``warmup_fraction`` of all), then a cosine decay to zero; ``loss_fn(model, images, targets)`` gives the
-    loss, ``evaluate()`` the validation numbers after each epoch. Returns the per-epoch rows and the seconds taken."""
-    start = time.perf_counter()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    total = epochs * len(train_loader)
-    warmup = max(1, int(warmup_fraction * total))
-    schedule = LRSchedule(lr, total, warmup_epochs=warmup - 1, warmup_lr=lr / warmup)  # counted in steps
-    history = []
-    for epoch in range(epochs):
-        stats = train_one_epoch(
-            model, train_loader, optimizer, loss_fn, schedule, device=model_device(model), epoch=epoch + 1
-        )
-        row = {"epoch": epoch + 1, "train_loss": stats.train_loss, **evaluate()}
-        row["seconds"] = round(time.perf_counter() - start, 1)
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {describe(row)}  ({row['seconds']}s)")
-    return history, time.perf_counter() - start
-
-
-def train_segmenter(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    *,
-    num_classes: int,
-    epochs: int,
-    lr: float,
-    weight_decay: float = 0.05,
-    warmup_fraction: float = 0.1,
-    log: Callable[[str], None] = print,
-) -> DenseTrainResult:
-    """Train a semantic segmenter with cross-entropy and AdamW; evaluate mIoU after every epoch.
-
-    Shape:
-        model: (B, 3, H, W) normalised images -> (B, num_classes, H, W) logits
-    """
-
-    def loss_fn(model: nn.Module, images: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(model(normalise(images)), semantic)
-
-    def evaluate() -> dict[str, float]:
-        return {"val_miou": evaluate_miou(model, val_loader, num_classes)}
-
-    baseline = background_miou(val_loader, num_classes)
-    history, seconds = _fit(
-        model,
-        train_loader,
-        loss_fn,
-        evaluate,
-        lambda row: f"val mIoU {row['val_miou']:.4f}",
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_fraction=warmup_fraction,
-        log=log,
-    )
-    return DenseTrainResult("mIoU", history[-1]["val_miou"], baseline, history, seconds)
-
-
 def _coco_metric():  # noqa: ANN202
     det = _need("torchmetrics.detection", "the COCO AP evaluation")
     _need("pycocotools", "the COCO AP evaluation")
@@ -222,7 +148,49 @@ def full_image_ap(loader: Iterable, num_classes: int) -> dict[str, float]:
     return _coco_scores(metric)
 
 
-def train_detector(
+def _segmentation_loss(model: nn.Module, images: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(normalise(images)), semantic)
+
+
+def _detection_loss(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+    loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
+    return sum(loss_dict.values())
+
+
+class _Task(NamedTuple):
+    """What a dense task trains on and how it is scored: its loss, the validation numbers of a row, the key of the
+    one reported, the trivial baseline and the log line."""
+
+    metric: str
+    key: str
+    loss: Callable[[nn.Module, Any, Any], torch.Tensor]
+    scores: Callable[[nn.Module, Iterable, int], dict[str, float]]
+    baseline: Callable[[Iterable, int], float]
+    describe: Callable[[dict], str]
+
+
+_TASKS = {
+    "segmentation": _Task(
+        "mIoU",
+        "val_miou",
+        _segmentation_loss,
+        lambda model, loader, num_classes: {"val_miou": evaluate_miou(model, loader, num_classes)},
+        background_miou,
+        lambda row: f"val mIoU {row['val_miou']:.4f}",
+    ),
+    "detection": _Task(
+        "mask AP",
+        "val_segm_map",
+        _detection_loss,
+        lambda model, loader, _: {f"val_{k}": v for k, v in evaluate_coco_ap(model, loader).items()},
+        lambda loader, num_classes: full_image_ap(loader, num_classes)["segm_map"],
+        lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
+    ),
+}
+
+
+def train_dense(
+    task: str,
     model: nn.Module,
     train_loader: DataLoader,
     val_loader: DataLoader,
@@ -234,26 +202,29 @@ def train_detector(
     warmup_fraction: float = 0.1,
     log: Callable[[str], None] = print,
 ) -> DenseTrainResult:
-    """Train a torchvision Mask R-CNN (sum of its losses, AdamW); evaluate COCO AP after every epoch."""
+    """Train a semantic segmenter (``task="segmentation"``: cross-entropy, scored by mIoU) or a torchvision Mask
+    R-CNN (``"detection"``: the sum of its losses, scored by COCO mask AP) and evaluate after every epoch.
 
-    def loss_fn(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
-        loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
-        return sum(loss_dict.values())
+    AdamW with a linear warm-up from ``lr / W`` to ``lr`` over the first ``W`` steps (``warmup_fraction`` of all),
+    then a cosine decay to zero, stepped by :func:`hyenapixel.models.training.train_one_epoch`.
 
-    def evaluate() -> dict[str, float]:
-        return {f"val_{k}": v for k, v in evaluate_coco_ap(model, val_loader).items()}
-
-    baseline = full_image_ap(val_loader, num_classes)
-    history, seconds = _fit(
-        model,
-        train_loader,
-        loss_fn,
-        evaluate,
-        lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_fraction=warmup_fraction,
-        log=log,
-    )
-    return DenseTrainResult("mask AP", history[-1]["val_segm_map"], baseline["segm_map"], history, seconds)
+    Shape:
+        segmentation: (B, 3, H, W) images in [0, 1] (normalised here) -> (B, num_classes, H, W) logits;
+        detection: lists of (3, H, W) images and target dicts, as torchvision's detectors take them.
+    """
+    t = _TASKS[task]
+    baseline = t.baseline(val_loader, num_classes)
+    start = time.perf_counter()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    total = epochs * len(train_loader)
+    warmup = max(1, int(warmup_fraction * total))
+    schedule = LRSchedule(lr, total, warmup_epochs=warmup - 1, warmup_lr=lr / warmup)  # counted in steps
+    history = []
+    for epoch in range(epochs):
+        stats = train_one_epoch(model, train_loader, optimizer, t.loss, schedule, device=model_device(model),
+                                epoch=epoch + 1)  # fmt: skip
+        row = {"epoch": epoch + 1, "train_loss": stats.train_loss, **t.scores(model, val_loader, num_classes)}
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {t.describe(row)}  ({row['seconds']}s)")
+    return DenseTrainResult(t.metric, history[-1][t.key], baseline, history, time.perf_counter() - start)
