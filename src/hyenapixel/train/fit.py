@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from hyenapixel.data.loaders import ResumableDistributedSampler, ShardSampler, make_loader, skipped_files
 from hyenapixel.models.evaluation import evaluate
@@ -40,6 +39,7 @@ from hyenapixel.train.distributed import (
     any_rank,
     assert_replicas_in_sync,
     cleanup_distributed,
+    gather_objects,
     setup_distributed,
 )
 from hyenapixel.train.errors import ConfigError, RunInterrupted, RunTerminatedError
@@ -105,7 +105,7 @@ def _open_folder(parts: Components, state: RunState) -> RunFolder | None:
 
 def _finish(parts: Components, state: RunState, folder: RunFolder | None, wall_time_s: float) -> dict[str, Any]:
     """The summary of the finished run; rank 0 draws curves.png and writes summary.json and the log's last block."""
-    corrupt = _skipped_files(parts)
+    corrupt = set().union(*gather_objects(skipped_files(parts.train_ds, parts.val_ds), parts.info))  # all ranks
     s = parts.settings
     curves = folder.draw_curves(f"{parts.cfg.model.model} on {s.dataset}", 100.0 / s.num_classes) if folder else None
     summary = summarize(parts, state, wall_time_s=wall_time_s, corrupt=len(corrupt), curves=curves)
@@ -272,16 +272,6 @@ def _already_complete(parts: Components, state: RunState) -> dict[str, Any] | No
         return None
     log.info("%s has trained all %d epochs already: nothing to do (raise --epochs to train further)", path.parent, done)
     return json.loads(path.read_text())
-
-
-def _skipped_files(parts: Components) -> set[str]:
-    """Corrupt files skipped by any worker of any rank (collective when distributed)."""
-    found = skipped_files(parts.train_ds, parts.val_ds)
-    if parts.info.distributed:
-        everyone: list[Any] = [None] * parts.info.world_size
-        dist.all_gather_object(everyone, found)
-        found = set().union(*everyone)
-    return found
 
 
 def _warn_corrupt(corrupt: set[str]) -> None:

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from hyenapixel.errors import error_lines
 from hyenapixel.models.weights import is_training_state, load_training_state
 from hyenapixel.train.build import Components
 from hyenapixel.train.config import ConfigError
-from hyenapixel.train.distributed import DistInfo
+from hyenapixel.train.distributed import gather_objects
 from hyenapixel.train.errors import NonFiniteLossError
 
 __all__ = ["Best", "EpochMetrics", "RunState", "capture_rng_state", "find_resume_checkpoint", "restore_rng_state"]
@@ -124,15 +123,6 @@ class Best:
     epoch: int | None = None
 
 
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    state = capture_rng_state()
-    if not info.distributed:
-        return [state]
-    states: list[Any] = [None] * info.world_size
-    dist.all_gather_object(states, state)
-    return states
-
-
 @dataclass
 class RunState:
     """Progress of a run: ``epoch`` epochs done and ``batch`` micro-batches of the next one (the optimizer step
@@ -171,7 +161,7 @@ class RunState:
             "batch_size": parts.cfg.run.batch_size,
             "accum_steps": parts.batching.accum_steps,
             "best": {"top1": self.best.top1, "epoch": self.best.epoch},
-            "rng": _gather_rng(parts.info),
+            "rng": gather_objects(capture_rng_state(), parts.info),
             "config": parts.record,
             "model_spec": parts.spec,
             "class_names": list(s.classes),

@@ -47,11 +47,6 @@ class Member:
     num_classes: int | None = None
     input_size: int | None = None
 
-    @property
-    def resolved(self) -> dict[str, Any]:
-        """The derived data settings of the run (normalisation, crop) or ``{}`` for other weight files."""
-        return self.run_config.get("resolved") or {}
-
     def run_option(self, section: str, name: str) -> Any:
         """An option of the run that wrote the checkpoint (None for other weight files)."""
         return (self.run_config.get(section) or {}).get(name)
@@ -218,22 +213,21 @@ class ValidationSets:
         self._cache: dict[tuple, tuple[Any, DataSettings]] = {}
 
     def get(self, member: Member, crop: float | None) -> tuple[Any, DataSettings]:
-        res = member.resolved
+        # the model's data settings: those of the run that wrote its checkpoint (load_model puts the run's
+        # normalisation and crop into the model's pretrained cfg), else the model's own
+        defaults = data_config(member.model)
         size = self.cfg.input_size or member.input_size  # None: the model's / built-in default
-        mean = tuple(res["mean"]) if res.get("mean") else None  # the run's normalisation, else the model's
-        std = tuple(res["std"]) if res.get("std") else None
-        if crop is None:
-            crop = res.get("crop_pct") or data_config(member.name)["crop_pct"]
-        key = (size, crop, mean, std, self.cfg.interpolation)
+        crop = crop if crop is not None else defaults["crop_pct"]
+        key = (size, crop, defaults["mean"], defaults["std"], self.cfg.interpolation)
         if key not in self._cache:
             data = build_data(
                 self.source.data,
-                defaults=data_config(member.name),
+                defaults=defaults,
                 input_size=size,
                 crop_pct=crop,
                 interpolation=self.cfg.interpolation,
-                mean=mean,
-                std=std,
+                mean=None,
+                std=None,
                 train_samples=1,
                 val_samples=self.source.val_samples,
                 seed=self.source.seed,
