@@ -2,7 +2,8 @@
 (the schema of :mod:`hyenapixel.train.config`, paper Section 4.1 recipes, and of the dense run's
 :mod:`hyenapixel.dense.config`).
 
-:func:`option` declares a field with its help text; the CLI makes one flag per field from it.
+:func:`option` declares a field with its help text, choices and bounds; the CLI makes one flag per field from it,
+and :func:`check_options` (called by each config's ``__post_init__``) checks the choices and bounds.
 
 Generic over any config dataclass: a field whose type is itself a dataclass is a *section* (``TrainConfig.optim``);
 the options are the fields of the sections, or the fields of the class when it has no sections. Option names are
@@ -23,6 +24,7 @@ from hyenapixel.errors import UserError
 __all__ = [
     "ConfigError",
     "build_config",
+    "check_options",
     "coerce",
     "config_fields",
     "flag_name",
@@ -51,9 +53,41 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"{flag_name(name)}: {message}")
 
 
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, aliases: tuple[str, ...] = ()) -> Any:
-    """A dataclass field with its help text, optional choices and other spellings of its flag in the metadata."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases})
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    aliases: tuple[str, ...] = (),
+    bound: str | None = None,
+) -> Any:
+    """A dataclass field with its help text, optional choices, other spellings of its flag and a bound on its value
+    in the metadata. ``bound`` is ``">= 1"``, ``"> 0"`` or an interval such as ``"[0, 1)"``; None passes any bound
+    (it means "the default")."""
+    meta = {"help": help, "choices": choices, "aliases": aliases, "bound": bound}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _within(value: float, bound: str) -> bool:
+    if bound[0] in "[(":
+        low, high = (float(v) for v in bound[1:-1].split(","))
+        above = low <= value if bound[0] == "[" else low < value
+        return above and (value <= high if bound[-1] == "]" else value < high)
+    op, limit = bound.split()
+    return value >= float(limit) if op == ">=" else value > float(limit)
+
+
+def check_options(config: Any) -> None:
+    """Raise :class:`ConfigError` for the first field of ``config`` (a dataclass of :func:`option` fields) whose
+    value is not one of its choices or breaks its bound (``--epochs: must be >= 1, got 0``)."""
+    for f in dataclasses.fields(config):
+        value, choices, bound = getattr(config, f.name), f.metadata.get("choices"), f.metadata.get("bound")
+        if value is None:
+            continue
+        if choices is not None and value not in choices:
+            raise ConfigError(f.name, f"invalid choice {value!r}; choose from {', '.join(map(str, choices))}")
+        if bound is not None and not _within(value, bound):
+            raise ConfigError(f.name, f"must be {'in ' if bound[0] in '[(' else ''}{bound}, got {value}")
 
 
 #: Key of derived values saved next to a run's config (``config.yaml``); not options.

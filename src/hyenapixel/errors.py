@@ -6,11 +6,15 @@ therefore names what is wrong (a path, a flag, a shape) and, where it can, what 
 
 from __future__ import annotations
 
-__all__ = ["UserError", "error_lines", "shorten"]
+__all__ = ["NonFiniteLossError", "UserError", "error_lines", "shorten"]
 
 
 class UserError(Exception):
     """Bad input (an option, a file, a model name, a tensor shape) rather than a bug; the message says what to fix."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss (or a weight) became NaN or infinite; the last checkpoint is left intact."""
 
 
 def error_lines(exc: BaseException, count: int = 1, limit: int = 200) -> str:

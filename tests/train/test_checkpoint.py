@@ -12,17 +12,10 @@ import torch
 from torch import nn
 from train_helpers import make_tiny_model
 
-from hyenapixel.models import WeightsError, read_checkpoint
+from hyenapixel.models import WeightsError, load_initial_weights, read_checkpoint
+from hyenapixel.models.weights import load_training_state, save_safetensors, save_training_state
 from hyenapixel.paths import atomic_write
-from hyenapixel.train.build import load_initial_weights
-from hyenapixel.train.checkpoint import (
-    capture_rng_state,
-    find_resume_checkpoint,
-    load_training_state,
-    restore_rng_state,
-    save_safetensors,
-    save_training_state,
-)
+from hyenapixel.train.state import capture_rng_state, find_resume_checkpoint, restore_rng_state
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:

@@ -210,7 +210,7 @@ def test_config_conversion_is_generic() -> None:
 def test_amp_dtype_is_resolved_once_for_training_and_evaluation() -> None:
     import torch
 
-    from hyenapixel.train.loop import amp_dtype_for
+    from hyenapixel.models.evaluation import amp_dtype_for
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert amp_dtype_for(None, "bfloat16", cpu) is None  # auto: off on the CPU

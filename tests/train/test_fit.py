@@ -13,7 +13,7 @@ import yaml
 from train_helpers import TINY_FLAGS
 
 from hyenapixel.cli.main import main
-from hyenapixel.train.checkpoint import load_training_state
+from hyenapixel.models.weights import load_training_state
 
 pytestmark = pytest.mark.slow
 

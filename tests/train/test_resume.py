@@ -18,7 +18,7 @@ import pytest
 import torch
 from train_helpers import TINY_FLAGS
 
-from hyenapixel.train.checkpoint import load_training_state
+from hyenapixel.models.weights import load_training_state
 
 pytestmark = pytest.mark.slow
 

@@ -158,8 +158,8 @@ def test_sigterm_during_evaluation_stops_after_the_epochs_checkpoint(tmp_path: P
     import os
     import signal
 
+    from hyenapixel.models.weights import load_training_state
     from hyenapixel.train import fit as fit_module
-    from hyenapixel.train.checkpoint import load_training_state
 
     real_evaluate = fit_module.evaluate
 

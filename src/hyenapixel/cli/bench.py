@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hyenapixel.analysis import output_dir
     from hyenapixel.errors import UserError
+    from hyenapixel.ops.parallel import intra_op_threads
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -79,13 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     _check_mode_options(args)
     out = output_dir("bench", args.output, overwrite=args.overwrite)
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
+    with intra_op_threads(args.threads):  # the process's thread count is restored after
         return _bench(args, device, out)
-    finally:
-        torch.set_num_threads(threads)  # the process's thread count as it was
 
 
 def _bench(args: argparse.Namespace, device: str, out: Path) -> int:

@@ -11,6 +11,9 @@ Public API (used by ``hyenapixel.train``):
   folders, checked before training.
 - :func:`build_transforms`, :func:`build_mixup`: timm augmentation for image folders.
 - :func:`build_datasets`: ``(train_ds, val_ds, class_names)`` from a path or ``None`` (built-in).
+- :mod:`hyenapixel.data.settings`: the datasets of a training or validation run with their resolved settings
+  (:func:`~hyenapixel.data.settings.build_data`); :mod:`hyenapixel.data.loaders`: samplers for mid-epoch resume and
+  sharded evaluation, per-sample seeds, reports of skipped files and seeded loaders.
 
 This package imports only torch, torchvision, timm, PIL and numpy, never ``hyenapixel.models``.
 """

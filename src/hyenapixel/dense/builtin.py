@@ -20,8 +20,9 @@ from hyenapixel.data.shapes import SHAPE_CLASSES, ShapesDataset, collate_detecti
 from hyenapixel.dense.backbones import DenseInputError
 from hyenapixel.dense.config import TASKS, DenseRunConfig
 from hyenapixel.dense.detection import mask_rcnn
-from hyenapixel.dense.engine import DenseTrainResult, segmentation_loader, train_detector, train_segmenter
+from hyenapixel.dense.engine import segmentation_loader, train_dense
 from hyenapixel.dense.segmentation import upernet
+from hyenapixel.ops.parallel import intra_op_threads
 from hyenapixel.paths import numbered_folder, timestamp
 
 __all__ = ["TASKS", "DenseRunConfig", "run_builtin"]
@@ -101,12 +102,8 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
 def run_builtin(cfg: DenseRunConfig) -> dict[str, Any]:
     """Train and evaluate as configured, write the run folder, return the summary. Torch runs on ``cfg.threads``
     intra-op threads during the run; the process's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with intra_op_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: DenseRunConfig) -> dict[str, Any]:
@@ -124,18 +121,17 @@ def _run(cfg: DenseRunConfig) -> dict[str, Any]:
     model = _model(cfg)
     log.info("%s: %s with %s, %d train / %d val images of %d px", out, cfg.task, cfg.model, len(train_ds),
              len(val_ds), cfg.input_size)  # fmt: skip
-    common = dict(num_classes=len(SHAPE_CLASSES), epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.task == "segmentation":
         train_loader = segmentation_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
         val_loader = segmentation_loader(val_ds, cfg.batch_size, shuffle=False)
-        result: DenseTrainResult = train_segmenter(model, train_loader, val_loader, log=log.info, **common)
     else:
         g = torch.Generator().manual_seed(cfg.seed)
         from torch.utils.data import DataLoader
 
         train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, collate_fn=collate_detection, generator=g)
         val_loader = DataLoader(val_ds, cfg.batch_size, collate_fn=collate_detection)
-        result = train_detector(model, train_loader, val_loader, log=log.info, **common)
+    result = train_dense(cfg.task, model, train_loader, val_loader, num_classes=len(SHAPE_CLASSES), epochs=cfg.epochs,
+                         lr=cfg.lr, weight_decay=cfg.weight_decay, log=log.info)  # fmt: skip
     _write_csv(out / "metrics.csv", result.history)
     summary = {
         "task": cfg.task,

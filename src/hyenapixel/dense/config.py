@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hyenapixel.configio import ConfigError, option
+from hyenapixel.configio import ConfigError, check_options, option
 from hyenapixel.constants import INPUT_SIZE_ALIASES, MIN_INPUT_SIZE
 
 __all__ = ["TASKS", "DenseRunConfig"]
@@ -40,15 +40,17 @@ class DenseRunConfig:
         f"Image side of the generated data in pixels, a multiple of {MIN_INPUT_SIZE}.",
         aliases=INPUT_SIZE_ALIASES,
     )
-    train_samples: int = option(768, "Generated training images.")
-    val_samples: int = option(128, "Generated validation images.")
-    epochs: int = option(12, "Training epochs.")
-    batch_size: int = option(16, "Images per step.")
-    lr: float = option(2e-3, "AdamW peak learning rate (linear warm-up over 10% of the steps, cosine decay).")
+    train_samples: int = option(768, "Generated training images.", bound=">= 1")
+    val_samples: int = option(128, "Generated validation images.", bound=">= 1")
+    epochs: int = option(12, "Training epochs.", bound=">= 1")
+    batch_size: int = option(16, "Images per step.", bound=">= 1")
+    lr: float = option(
+        2e-3, "AdamW peak learning rate (linear warm-up over 10% of the steps, cosine decay).", bound="> 0"
+    )
     weight_decay: float = option(0.05, "AdamW weight decay.")
     decoder_channels: int = option(64, "UPerNet decoder / FPN width (smp's default 256 is sized for ADE20k).")
     seed: int = option(0, "Data and initialisation seed.")
-    threads: int = option(2, "torch intra-op threads for the run (restored afterwards).")
+    threads: int = option(2, "torch intra-op threads for the run (restored afterwards).", bound=">= 1")
     output: str | None = option(None, "Run folder. none: runs/<timestamp>-dense-<task>-<model>.")
     overwrite: bool = option(False, "Replace the files of an earlier run in --output (without it: refuse).")
 
@@ -61,12 +63,8 @@ class DenseRunConfig:
                 f"must be a multiple of {MIN_INPUT_SIZE} (UPerNet's input rule, the backbone's total stride), got "
                 f"{self.input_size}",
             )
-        for name in ("train_samples", "val_samples", "epochs", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        check_options(self)
         if self.task == "segmentation" and self.batch_size < 2:
             raise ConfigError("batch_size", "must be >= 2 for segmentation (UPerNet's decoder uses BatchNorm)")
-        if self.lr <= 0:
-            raise ConfigError("lr", f"must be positive, got {self.lr}")
         if self.dims is not None and (len(self.dims) != 4 or min(self.dims) < 1):
             raise ConfigError("dims", f"needs four positive channel counts, got {list(self.dims)}")

@@ -1,15 +1,15 @@
 """Training and evaluation for the built-in dense run (a CPU-sized stand-in for paper Section 4.3): UPerNet scored by
 mean IoU (torchmetrics' ``MulticlassJaccardIndex``) and Mask R-CNN scored by COCO AP (torchmetrics'
-``MeanAveragePrecision`` on pycocotools), each against the trivial baseline computed with the same metric.
+``MeanAveragePrecision`` on pycocotools), each against the trivial baseline computed with the same metric. The
+optimizer steps and the learning-rate schedule are the training package's (:mod:`hyenapixel.models.training`).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hyenapixel.errors import UserError
+from hyenapixel.models.evaluation import model_device
+from hyenapixel.models.training import LRSchedule, train_one_epoch
 
 __all__ = [
     "DenseTrainResult",
@@ -26,9 +28,7 @@ __all__ = [
     "full_image_ap",
     "normalise",
     "segmentation_loader",
-    "train_detector",
-    "train_segmenter",
-    "warmup_cosine",
+    "train_dense",
 ]
 
 
@@ -50,18 +50,6 @@ class DenseTrainResult:
     baseline: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):  # noqa: ANN201
-    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -107,84 +95,6 @@ def background_miou(loader: Iterable, num_classes: int) -> float:
     for _, semantic in loader:
         metric.update(torch.zeros_like(semantic), semantic)
     return float(metric.compute())
-
-
-def _fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    step: Callable[[Any], torch.Tensor],
-    evaluate: Callable[[], dict[str, float]],
-    describe: Callable[[dict], str],
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    warmup_fraction: float,
-    log: Callable[[str], None],
-) -> tuple[list[dict], float]:
-    """The loop both dense tasks share: AdamW with warm-up + cosine over every step, ``step(batch)`` gives the
-    loss, ``evaluate()`` the validation numbers after each epoch. Returns the per-epoch rows and the seconds taken."""
-    start = time.perf_counter()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    total = epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total, max(1, int(warmup_fraction * total)))
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for batch in train_loader:
-            loss = step(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **evaluate()}
-        row["seconds"] = round(time.perf_counter() - start, 1)
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {describe(row)}  ({row['seconds']}s)")
-    return history, time.perf_counter() - start
-
-
-def train_segmenter(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    *,
-    num_classes: int,
-    epochs: int,
-    lr: float,
-    weight_decay: float = 0.05,
-    warmup_fraction: float = 0.1,
-    log: Callable[[str], None] = print,
-) -> DenseTrainResult:
-    """Train a semantic segmenter with cross-entropy and AdamW; evaluate mIoU after every epoch.
-
-    Shape:
-        model: (B, 3, H, W) normalised images -> (B, num_classes, H, W) logits
-    """
-
-    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, semantic = batch
-        return nn.functional.cross_entropy(model(normalise(images)), semantic)
-
-    def evaluate() -> dict[str, float]:
-        return {"val_miou": evaluate_miou(model, val_loader, num_classes)}
-
-    baseline = background_miou(val_loader, num_classes)
-    history, seconds = _fit(
-        model,
-        train_loader,
-        step,
-        evaluate,
-        lambda row: f"val mIoU {row['val_miou']:.4f}",
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_fraction=warmup_fraction,
-        log=log,
-    )
-    return DenseTrainResult("mIoU", history[-1]["val_miou"], baseline, history, seconds)
 
 
 def _coco_metric():  # noqa: ANN202
@@ -238,7 +148,49 @@ def full_image_ap(loader: Iterable, num_classes: int) -> dict[str, float]:
     return _coco_scores(metric)
 
 
-def train_detector(
+def _segmentation_loss(model: nn.Module, images: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(normalise(images)), semantic)
+
+
+def _detection_loss(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+    loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
+    return sum(loss_dict.values())
+
+
+class _Task(NamedTuple):
+    """What a dense task trains on and how it is scored: its loss, the validation numbers of a row, the key of the
+    one reported, the trivial baseline and the log line."""
+
+    metric: str
+    key: str
+    loss: Callable[[nn.Module, Any, Any], torch.Tensor]
+    scores: Callable[[nn.Module, Iterable, int], dict[str, float]]
+    baseline: Callable[[Iterable, int], float]
+    describe: Callable[[dict], str]
+
+
+_TASKS = {
+    "segmentation": _Task(
+        "mIoU",
+        "val_miou",
+        _segmentation_loss,
+        lambda model, loader, num_classes: {"val_miou": evaluate_miou(model, loader, num_classes)},
+        background_miou,
+        lambda row: f"val mIoU {row['val_miou']:.4f}",
+    ),
+    "detection": _Task(
+        "mask AP",
+        "val_segm_map",
+        _detection_loss,
+        lambda model, loader, _: {f"val_{k}": v for k, v in evaluate_coco_ap(model, loader).items()},
+        lambda loader, num_classes: full_image_ap(loader, num_classes)["segm_map"],
+        lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
+    ),
+}
+
+
+def train_dense(
+    task: str,
     model: nn.Module,
     train_loader: DataLoader,
     val_loader: DataLoader,
@@ -250,27 +202,29 @@ def train_detector(
     warmup_fraction: float = 0.1,
     log: Callable[[str], None] = print,
 ) -> DenseTrainResult:
-    """Train a torchvision Mask R-CNN (sum of its losses, AdamW); evaluate COCO AP after every epoch."""
+    """Train a semantic segmenter (``task="segmentation"``: cross-entropy, scored by mIoU) or a torchvision Mask
+    R-CNN (``"detection"``: the sum of its losses, scored by COCO mask AP) and evaluate after every epoch.
 
-    def step(batch: tuple[list[torch.Tensor], list[dict]]) -> torch.Tensor:
-        images, targets = batch
-        loss_dict = model(images, [{k: t[k] for k in ("boxes", "labels", "masks")} for t in targets])
-        return sum(loss_dict.values())
+    AdamW with a linear warm-up from ``lr / W`` to ``lr`` over the first ``W`` steps (``warmup_fraction`` of all),
+    then a cosine decay to zero, stepped by :func:`hyenapixel.models.training.train_one_epoch`.
 
-    def evaluate() -> dict[str, float]:
-        return {f"val_{k}": v for k, v in evaluate_coco_ap(model, val_loader).items()}
-
-    baseline = full_image_ap(val_loader, num_classes)
-    history, seconds = _fit(
-        model,
-        train_loader,
-        step,
-        evaluate,
-        lambda row: f"box AP {row['val_bbox_map']:.4f}  mask AP {row['val_segm_map']:.4f}",
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_fraction=warmup_fraction,
-        log=log,
-    )
-    return DenseTrainResult("mask AP", history[-1]["val_segm_map"], baseline["segm_map"], history, seconds)
+    Shape:
+        segmentation: (B, 3, H, W) images in [0, 1] (normalised here) -> (B, num_classes, H, W) logits;
+        detection: lists of (3, H, W) images and target dicts, as torchvision's detectors take them.
+    """
+    t = _TASKS[task]
+    baseline = t.baseline(val_loader, num_classes)
+    start = time.perf_counter()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    total = epochs * len(train_loader)
+    warmup = max(1, int(warmup_fraction * total))
+    schedule = LRSchedule(lr, total, warmup_epochs=warmup - 1, warmup_lr=lr / warmup)  # counted in steps
+    history = []
+    for epoch in range(epochs):
+        stats = train_one_epoch(model, train_loader, optimizer, t.loss, schedule, device=model_device(model),
+                                epoch=epoch + 1)  # fmt: skip
+        row = {"epoch": epoch + 1, "train_loss": stats.train_loss, **t.scores(model, val_loader, num_classes)}
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  {t.describe(row)}  ({row['seconds']}s)")
+    return DenseTrainResult(t.metric, history[-1][t.key], baseline, history, time.perf_counter() - start)

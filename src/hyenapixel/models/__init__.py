@@ -35,7 +35,7 @@ from hyenapixel.models.introspect import (
     stage_sizes,
 )
 from hyenapixel.models.metaformer import MetaFormer, MetaFormerBlock, MetaFormerStage
-from hyenapixel.models.resample import load_checkpoint_into, resample_hyenapixel_filters
+from hyenapixel.models.resample import load_checkpoint_into, load_initial_weights, resample_hyenapixel_filters
 from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint, read_weights
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "input_channels",
     "input_side",
     "load_checkpoint_into",
+    "load_initial_weights",
     "load_model",
     "model_name",
     "module_inputs",

@@ -20,6 +20,7 @@ from hyenapixel.errors import UserError
 __all__ = [
     "TOP5_MIN_CLASSES",
     "EvalMetrics",
+    "amp_dtype_for",
     "autocast",
     "batches",
     "evaluate",
@@ -63,6 +64,14 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def amp_dtype_for(amp: bool | None, dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` / ``--amp-dtype`` (``"float16"`` or ``"bfloat16"``), training and evaluation
+    alike; None: full precision. ``amp=None`` means on for CUDA and off for CPU."""
+    if not (amp if amp is not None else device.type == "cuda"):
+        return None
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -1,4 +1,5 @@
-"""Weight files: read any checkpoint safely and build a model from it (paper Section 4.1 checkpoints).
+"""Weight files: read any checkpoint safely, build a model from it, and write the files of a run (paper Section 4.1
+checkpoints).
 
 One reader for every layer above the models (training, evaluation, analysis, dense prediction, export):
 
@@ -9,6 +10,11 @@ One reader for every layer above the models (training, evaluation, analysis, den
 * :func:`load_model` builds the network a checkpoint belongs to (``timm.create_model`` with the stored spec:
   custom ``dims``, ``kernel_sizes`` ...) and loads the weights through timm's pretrained path, so
   ``features_only=True`` and a new ``num_classes`` work as with hub weights.
+* :func:`save_training_state` and :func:`save_safetensors` write a run's files atomically (a temporary file in the
+  same folder, ``fsync``, ``os.replace``): a crash leaves the old file or the new one, never a torn one. A training
+  state holds plain tensors, numbers, strings, lists and dicts only; exported safetensors carry JSON metadata that
+  names the model (``model_spec``, ``num_classes``, ``in_chans``, ``input_size``, ``config``), so that
+  :func:`read_checkpoint` reads every file a run writes with no extra options.
 """
 
 from __future__ import annotations
@@ -25,15 +31,20 @@ from torch import nn
 
 from hyenapixel.errors import UserError, error_lines, shorten
 from hyenapixel.modelnames import close_model_matches, unknown_model_problem
+from hyenapixel.paths import atomic_write
 
 __all__ = [
     "TRAIN_STATE_FORMAT",
     "Checkpoint",
     "WeightsError",
     "check_model_name",
+    "is_training_state",
     "load_model",
+    "load_training_state",
     "read_checkpoint",
     "read_weights",
+    "save_safetensors",
+    "save_training_state",
 ]
 
 #: Marker stored in every training state written by ``hyenapixel.train``.
@@ -155,6 +166,59 @@ def read_checkpoint(path: str | os.PathLike, *, use_ema: bool = False) -> Checkp
     from hyenapixel.models.convert import unwrap_state_dict
 
     return Checkpoint(path, dict(unwrap_state_dict(obj)), None, {}, "plain")  # {"state_dict": ...} and the like
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing (atomically: a crash leaves the old file or the new one, never a torn one)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically ``torch.save`` a training state (plain data only; tensors are moved to CPU)."""
+    state = {"format": TRAIN_STATE_FORMAT, **_cpu(state)}
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training state safely (``weights_only=True``).
+
+    Raises:
+        WeightsError: the file is missing or unreadable, or is a weights file rather than a training state.
+    """
+    state = read_weights(path)
+    if not is_training_state(state):
+        raise WeightsError(
+            f"{path} is not a training state of a hyenapixel run (last.pt, best.pt, epoch_N.pt); it cannot be "
+            "resumed. To start from its weights use --initial-checkpoint"
+        )
+    return state
+
+
+def save_safetensors(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Atomically write weights as safetensors (shared storage is cloned apart)."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state_dict.items():
+        t = value.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[key] = t
+    data = save(tensors, metadata=metadata)
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def check_model_name(name: str) -> None:

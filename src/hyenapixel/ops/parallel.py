@@ -15,10 +15,11 @@ same time; forward and backward of an autograd function run without recording), 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ import torch
 
 from hyenapixel.ops.tracing import tracing
 
-__all__ = ["block_workers", "parallel_map", "split_evenly"]
+__all__ = ["block_workers", "intra_op_threads", "parallel_map", "split_evenly"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +43,19 @@ def _forget_pools_after_fork() -> None:
     global _pools_lock
     _pools.clear()
     _pools_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (None: left as it is) for the ``with`` block and restored
+    after it: ``torch.set_num_threads`` changes the whole process."""
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def block_workers(items: int) -> int:
@@ -103,9 +117,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         finally:
             _state.inside = outer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         futures = [_pool(workers - 1).submit(work) for _ in range(workers - 1)]
         try:
             work()
@@ -114,6 +126,4 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
                 f.exception()
         for f in futures:
             f.result()
-    finally:
-        torch.set_num_threads(threads)
     return results

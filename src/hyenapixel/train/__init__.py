@@ -6,8 +6,7 @@ first use.
 
 from __future__ import annotations
 
-from typing import Any
-
+from hyenapixel.lazy import lazy_attributes
 from hyenapixel.train.config import ConfigError, TrainConfig, ValidateConfig
 from hyenapixel.train.recipes import RECIPES, load_recipe, resolve_train_config
 
@@ -22,14 +21,6 @@ __all__ = [
     "validate",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "fit":
-        from hyenapixel.train.fit import fit
-
-        return fit
-    if name == "validate":
-        from hyenapixel.train.validate import validate
-
-        return validate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {"fit": "hyenapixel.train.fit", "validate": "hyenapixel.train.validate"}
+)

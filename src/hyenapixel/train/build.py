@@ -12,7 +12,6 @@ rebuilds the exact network of a run, including reduced ``dims`` or ``kernel_size
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,18 +27,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hyenapixel.configio import format_default
+from hyenapixel.data.loaders import ResumableDistributedSampler, SeededSamples, batches_per_epoch, make_loader
+from hyenapixel.data.settings import DataSettings, build_data, default_workers
 from hyenapixel.errors import UserError
-from hyenapixel.models import WeightsError, checkpoint_filter_fn, load_model, read_checkpoint
-from hyenapixel.models.convert import adapt_first_conv
+from hyenapixel.models import data_config, load_initial_weights, load_model
+from hyenapixel.models.evaluation import amp_dtype_for
+from hyenapixel.models.training import LRSchedule, peak_lr
 from hyenapixel.models.weights import check_model_name
 from hyenapixel.train.config import ARCH_FIELDS, ConfigError, ModelConfig, TrainConfig
-from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import DistInfo
 from hyenapixel.train.errors import flag_name
-from hyenapixel.train.loaders import ResumableDistributedSampler, SeededSamples, batches_per_epoch, make_loader
-from hyenapixel.train.loop import amp_dtype_for
 from hyenapixel.train.optim import build_optimizer
-from hyenapixel.train.schedule import LRSchedule, peak_lr
 
 __all__ = [
     "Batching",
@@ -47,7 +45,6 @@ __all__ = [
     "build",
     "build_model",
     "check_model_flag",
-    "load_initial_weights",
     "model_spec",
     "resolve_batching",
     "seed_all",
@@ -148,39 +145,6 @@ def build_model(
         raise ConfigError("model", f"{name} cannot be built with {given}: {exc}") from None
 
 
-def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Start a run from the weights of ``path`` (``--initial-checkpoint``): a run's file or an official checkpoint.
-
-    Official keys are renamed and HyenaPixel filters of another kernel size resampled
-    (:func:`hyenapixel.models.checkpoint_filter_fn`). A classifier of another shape (fine-tuning on another label
-    set) stays freshly initialised.
-
-    Raises:
-        WeightsError: unreadable file, or weights that do not fit the model.
-    """
-    ck = read_checkpoint(path)
-    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-    if ck.spec is not None and arch and ck.model_name != arch:
-        raise WeightsError(
-            f"{ck.path} holds a {ck.model_name} model, not {arch}; pass --model {ck.model_name} or another "
-            "--initial-checkpoint"
-        )
-    try:
-        state_dict = adapt_first_conv(checkpoint_filter_fn(ck.state_dict, model), model)
-    except ValueError as exc:
-        raise WeightsError(f"{ck.path}: {' '.join(str(exc).split())}") from None
-    prefix = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head") + "."
-    target = model.state_dict()
-    dropped = [
-        k for k in state_dict if k.startswith(prefix) and (k not in target or state_dict[k].shape != target[k].shape)
-    ]
-    missing, unexpected = model.load_state_dict({k: v for k, v in state_dict.items() if k not in dropped}, strict=False)
-    if unexpected or any(not k.startswith(prefix) for k in missing):
-        raise WeightsError(f"{ck.path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if dropped:
-        log.info("%s: the classifier (%s) has another shape; it starts freshly initialised", ck.path, prefix[:-1])
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # All parts of a run
 # ----------------------------------------------------------------------------------------------------------------
@@ -270,7 +234,7 @@ def build(cfg: TrainConfig, info: DistInfo, batching: Batching, out_dir: Path) -
     seed_all(cfg.run.seed)  # model initialisation is the same on every rank and for every world size
     data = build_data(
         cfg.data.data,
-        model_name=cfg.model.model,
+        defaults=data_config(cfg.model.model),
         input_size=cfg.data.input_size,
         crop_pct=cfg.data.crop_pct,
         interpolation=cfg.data.interpolation,

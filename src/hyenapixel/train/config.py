@@ -15,13 +15,12 @@ model on the built-in generated Balance dataset. The paper's recipes (:mod:`hyen
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyenapixel.configio import build_config, flatten, option, to_plain
-from hyenapixel.constants import DEFAULT_BUILTIN, INPUT_SIZE_ALIASES, MIN_INPUT_SIZE
+from hyenapixel.configio import build_config, check_options, flatten, option, to_plain
+from hyenapixel.constants import DEFAULT_BUILTIN, INPUT_SIZE_ALIASES, MIN_INPUT_SIZE, SCHEDULES
 from hyenapixel.progress import PROGRESS_MODES
 from hyenapixel.train.errors import ConfigError
 
@@ -62,20 +61,6 @@ def _check(ok: bool, name: str, message: str) -> None:
         raise ConfigError(name, message)
 
 
-def _check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(name, f"invalid choice {value!r}; choose from {', '.join(map(str, choices))}")
-
-
-def _check_fields(obj: Any) -> None:
-    """Generic checks from the type hints: choices, and no negative counts."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        choices = f.metadata.get("choices")
-        if choices is not None and value is not None:
-            _check_choice(value, f.name, choices)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Training sections
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,12 +77,18 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RE_MODES = ("pixel", "rand", "const")
 #: Weight-decay rules of --wd-filters (see :mod:`hyenapixel.train.optim`).
 WD_FILTER_RULES = ("paper", "hyena")
-#: Learning-rate schedules of --sched (see :mod:`hyenapixel.train.schedule`).
-SCHEDULES = ("cosine", "constant")
 
 #: Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
 #: compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer).
 BUILTIN_DATASET_NAMES = ("balance", "pathfinder")
+
+
+def _progress_option() -> Any:
+    return option(
+        "auto",
+        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
+        choices=PROGRESS_MODES,
+    )
 
 
 @dataclass
@@ -122,8 +113,8 @@ class ModelConfig:
         "Stages (0-based) with res-scale (residual scaling, init 1.0); none keeps the model's default, which "
         "for MetaFormer models is the last two stages, as in the paper.",
     )
-    drop_path: float = option(0.0, "Stochastic depth rate (paper: 0.2, B36: 0.6).")
-    head_dropout: float = option(0.0, "Dropout before the classifier (paper fine-tuning: 0.4).")
+    drop_path: float = option(0.0, "Stochastic depth rate (paper: 0.2, B36: 0.6).", bound="[0, 1)")
+    head_dropout: float = option(0.0, "Dropout before the classifier (paper fine-tuning: 0.4).", bound="[0, 1)")
     pretrained: bool = option(False, "Start from the model's pretrained weights (timm pretrained_cfg).")
     initial_checkpoint: str | None = option(
         None,
@@ -133,6 +124,7 @@ class ModelConfig:
     grad_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
 
     def __post_init__(self) -> None:
+        check_options(self)
         _check(bool(self.model), "model", "must not be empty")
         for name in ARCH_FIELDS:
             value = getattr(self, name)
@@ -142,8 +134,6 @@ class ModelConfig:
             _check(all(k % 2 == 1 for k in self.kernel_sizes), "kernel_sizes", "must be odd")
         if self.res_scale_stages is not None:
             _check(all(s >= 0 for s in self.res_scale_stages), "res_scale_stages", "must be >= 0")
-        _check(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        _check(0.0 <= self.head_dropout < 1.0, "head_dropout", f"must be in [0, 1), got {self.head_dropout}")
         _check(not (self.pretrained and self.initial_checkpoint), "initial_checkpoint", "conflicts with --pretrained")
 
 
@@ -162,25 +152,23 @@ class ImageOptions:
         "(validate: the checkpoint's run's size).",
         aliases=INPUT_SIZE_ALIASES,
     )
-    crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.")
+    crop_pct: float | None = option(None, "Evaluation center-crop fraction. none: the model's default.", bound="(0, 1]")
     interpolation: str = option("bicubic", "Resize interpolation.", choices=INTERPOLATIONS)
     workers: int | None = option(
-        None, "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8 (the CPU count)."
+        None,
+        "DataLoader worker processes per rank. none: 0 for built-in data, else up to 8 (the CPU count).",
+        bound=">= 0",
     )
     skip_corrupt: bool = option(False, "Skip unreadable images with a warning (and a final count) instead of stopping.")
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_options(self)
         if self.input_size is not None:
             _check(
                 self.input_size >= MIN_INPUT_SIZE,
                 "input_size",
                 f"must be >= {MIN_INPUT_SIZE} (the networks' total stride), got {self.input_size}",
             )
-        if self.workers is not None:
-            _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
-        if self.crop_pct is not None:
-            _check(0.0 < self.crop_pct <= 1.0, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
 
 
 @dataclass
@@ -193,8 +181,8 @@ class DataConfig(ImageOptions):
         "pathfinder (are two dots joined by a curve?). See docs/training.md.",
         choices=BUILTIN_DATASET_NAMES,
     )
-    train_samples: int = option(8000, "Built-in dataset: number of training images.")
-    val_samples: int = option(2000, "Built-in dataset: number of validation images.")
+    train_samples: int = option(8000, "Built-in dataset: number of training images.", bound=">= 1")
+    val_samples: int = option(2000, "Built-in dataset: number of validation images.", bound=">= 1")
     difficulty: str = option(
         "default",
         "Built-in dataset: difficulty preset (easy, default, hard) of the --builtin dataset's class.",
@@ -204,8 +192,6 @@ class DataConfig(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.train_samples >= 1, "train_samples", f"must be >= 1, got {self.train_samples}")
-        _check(self.val_samples >= 1, "val_samples", f"must be >= 1, got {self.val_samples}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
@@ -219,20 +205,17 @@ class AugConfig:
     """Training-time augmentation and label regularisation (paper: Mixup, CutMix, RandAugment, Random Erasing)."""
 
     auto_augment: str | None = option(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (paper). none: off.")
-    re_prob: float = option(0.0, "Random erasing probability (paper: 0.25).")
+    re_prob: float = option(0.0, "Random erasing probability (paper: 0.25).", bound="[0, 1]")
     re_mode: str = option("pixel", "Random erasing fill mode.", choices=RE_MODES)
-    mixup: float = option(0.0, "Mixup alpha; 0 disables (paper: 0.8).")
-    cutmix: float = option(0.0, "CutMix alpha; 0 disables (paper: 1.0).")
-    mixup_switch_prob: float = option(0.5, "Probability of CutMix instead of Mixup when both are on (paper: 0.5).")
-    smoothing: float = option(0.0, "Label smoothing (paper: 0.1).")
+    mixup: float = option(0.0, "Mixup alpha; 0 disables (paper: 0.8).", bound=">= 0")
+    cutmix: float = option(0.0, "CutMix alpha; 0 disables (paper: 1.0).", bound=">= 0")
+    mixup_switch_prob: float = option(
+        0.5, "Probability of CutMix instead of Mixup when both are on (paper: 0.5).", bound="[0, 1]"
+    )
+    smoothing: float = option(0.0, "Label smoothing (paper: 0.1).", bound="[0, 1)")
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        _check(0.0 <= self.re_prob <= 1.0, "re_prob", f"must be in [0, 1], got {self.re_prob}")
-        _check(self.mixup >= 0.0, "mixup", f"must be >= 0, got {self.mixup}")
-        _check(self.cutmix >= 0.0, "cutmix", f"must be >= 0, got {self.cutmix}")
-        _check(0.0 <= self.mixup_switch_prob <= 1.0, "mixup_switch_prob", "must be in [0, 1]")
-        _check(0.0 <= self.smoothing < 1.0, "smoothing", f"must be in [0, 1), got {self.smoothing}")
+        check_options(self)
 
 
 @dataclass
@@ -241,11 +224,15 @@ class OptimConfig:
 
     opt: str = option("adamw", "Optimizer name for timm.optim.create_optimizer_v2 (paper: adamw).")
     lr: float | None = option(
-        None, "Absolute peak learning rate. none: --base-lr * global batch / --base-batch (linear scaling)."
+        None,
+        "Absolute peak learning rate. none: --base-lr * global batch / --base-batch (linear scaling).",
+        bound="> 0",
     )
-    base_lr: float = option(4e-3, "Peak learning rate at the global batch --base-batch (paper: 4e-3 at 4096).")
-    base_batch: int = option(4096, "Global batch at which --base-lr holds (paper: 4096).")
-    weight_decay: float = option(0.05, "Decoupled weight decay (paper: 0.05).")
+    base_lr: float = option(
+        4e-3, "Peak learning rate at the global batch --base-batch (paper: 4e-3 at 4096).", bound="> 0"
+    )
+    base_batch: int = option(4096, "Global batch at which --base-lr holds (paper: 4096).", bound=">= 1")
+    weight_decay: float = option(0.05, "Decoupled weight decay (paper: 0.05).", bound=">= 0")
     wd_filters: str = option(
         "paper",
         "Weight decay of Hyena filter parameters. paper: timm's rule as in the official code (no decay only for "
@@ -255,39 +242,33 @@ class OptimConfig:
     )
     opt_eps: float = option(1e-8, "Optimizer epsilon.")
     betas: tuple[float, float] = option((0.9, 0.999), "Adam betas.")
-    clip_grad: float | None = option(None, "Clip the global gradient norm to this value. none: no clipping.")
+    clip_grad: float | None = option(
+        None, "Clip the global gradient norm to this value. none: no clipping.", bound="> 0"
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.opt), "opt", "must not be empty")
-        if self.lr is not None:
-            _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _check(self.base_lr > 0, "base_lr", f"must be > 0, got {self.base_lr}")
-        _check(self.base_batch >= 1, "base_batch", f"must be >= 1, got {self.base_batch}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check_fields(self)
+        check_options(self)
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two values in [0, 1)")
-        if self.clip_grad is not None:
-            _check(self.clip_grad > 0, "clip_grad", f"must be > 0, got {self.clip_grad}")
 
 
 @dataclass
 class ScheduleConfig:
     """Epochs and the learning-rate schedule: linear warmup, cosine decay, constant cooldown."""
 
-    epochs: int = option(6, "Total training epochs, cooldown included (paper: 310).")
+    epochs: int = option(6, "Total training epochs, cooldown included (paper: 310).", bound=">= 1")
     sched: str = option("cosine", "lr schedule after warmup: cosine decay to --min-lr, or constant.", choices=SCHEDULES)
-    warmup_epochs: float = option(1.0, "Linear warmup epochs from --warmup-lr to the peak lr (paper: 20).")
-    warmup_lr: float = option(1e-6, "Learning rate at the start of warmup (paper: 1e-6).")
-    min_lr: float = option(1e-5, "Final learning rate of the cosine decay, held during cooldown (paper: 1e-5).")
-    cooldown_epochs: float = option(0.0, "Epochs at --min-lr after the cosine decay (paper: 10).")
+    warmup_epochs: float = option(
+        1.0, "Linear warmup epochs from --warmup-lr to the peak lr (paper: 20).", bound=">= 0"
+    )
+    warmup_lr: float = option(1e-6, "Learning rate at the start of warmup (paper: 1e-6).", bound=">= 0")
+    min_lr: float = option(
+        1e-5, "Final learning rate of the cosine decay, held during cooldown (paper: 1e-5).", bound=">= 0"
+    )
+    cooldown_epochs: float = option(0.0, "Epochs at --min-lr after the cosine decay (paper: 10).", bound=">= 0")
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _check(self.cooldown_epochs >= 0, "cooldown_epochs", f"must be >= 0, got {self.cooldown_epochs}")
-        _check(self.warmup_lr >= 0, "warmup_lr", f"must be >= 0, got {self.warmup_lr}")
-        _check(self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
+        check_options(self)
         _check(
             self.warmup_epochs + self.cooldown_epochs <= self.epochs,
             "epochs",
@@ -307,18 +288,19 @@ class DeviceOptions:
     )
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_options(self)
 
 
 @dataclass
 class RunConfig(DeviceOptions):
     """Batching, devices, checkpoints, logging."""
 
-    batch_size: int = option(64, "Images per process and micro-step.")
+    batch_size: int = option(64, "Images per process and micro-step.", bound=">= 1")
     global_batch: int | None = option(
         None,
         "Images per optimizer step over all processes, reached by gradient accumulation (paper: 4096). none: "
         "--batch-size times the number of processes. Must be divisible by --batch-size * processes.",
+        bound=">= 1",
     )
     output: str | None = option(
         None,
@@ -333,33 +315,26 @@ class RunConfig(DeviceOptions):
     deterministic: bool = option(
         False, "Deterministic algorithms and per-sample augmentation seeds: a resumed run ends bitwise equal."
     )
-    threads: int | None = option(None, "CPU threads per process (torch.set_num_threads). none: torch's default.")
+    threads: int | None = option(
+        None, "CPU threads per process (torch.set_num_threads). none: torch's default.", bound=">= 1"
+    )
     channels_last: bool = option(False, "Use channels-last memory format.")
     ema: bool = option(False, "Keep an exponential moving average of the weights and evaluate it (paper fine-tuning).")
-    ema_decay: float = option(0.9999, "EMA decay per optimizer step.")
-    checkpoint_every: int = option(0, "Also keep epoch_<N>.pt every N epochs; 0: only last.pt and best.pt.")
-    checkpoint_every_steps: int = option(0, "Write last.pt every N optimizer steps (mid-epoch resume); 0: per epoch.")
-    log_interval: int = option(20, "Optimizer steps between progress log lines.")
-    progress: str = option(
-        "auto",
-        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
-        choices=PROGRESS_MODES,
+    ema_decay: float = option(0.9999, "EMA decay per optimizer step.", bound="[0, 1)")
+    checkpoint_every: int = option(
+        0, "Also keep epoch_<N>.pt every N epochs; 0: only last.pt and best.pt.", bound=">= 0"
     )
+    checkpoint_every_steps: int = option(
+        0, "Write last.pt every N optimizer steps (mid-epoch resume); 0: per epoch.", bound=">= 0"
+    )
+    log_interval: int = option(20, "Optimizer steps between progress log lines.", bound=">= 1")
+    progress: str = _progress_option()
     check_sync_every: int = option(
-        0, "Distributed debugging: every N steps verify that all ranks hold identical weights; 0: off."
+        0, "Distributed debugging: every N steps verify that all ranks hold identical weights; 0: off.", bound=">= 0"
     )
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.global_batch is not None:
-            _check(self.global_batch >= 1, "global_batch", f"must be >= 1, got {self.global_batch}")
-        _check(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
-        if self.threads is not None:
-            _check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
-        for name in ("checkpoint_every", "checkpoint_every_steps", "check_sync_every"):
-            _check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
-        _check(self.log_interval >= 1, "log_interval", f"must be >= 1, got {self.log_interval}")
+        check_options(self)
         _check(
             not (self.overwrite and self.resume),
             "overwrite",
@@ -430,9 +405,11 @@ class ValidateConfig(ImageOptions, DeviceOptions):
     crop_search: bool = option(False, "Paper protocol: evaluate crops from --crop-min to --crop-max, report the best.")
     crop_min: float = option(0.8, "Smallest crop fraction of the search.")
     crop_max: float = option(1.0, "Largest crop fraction of the search.")
-    crop_step: float = option(0.05, "Step of the crop search.")
-    batch_size: int = option(64, "Images per batch.")
-    val_samples: int | None = option(None, "Built-in dataset: validation images. none: as in the checkpoint's run.")
+    crop_step: float = option(0.05, "Step of the crop search.", bound="> 0")
+    batch_size: int = option(64, "Images per batch.", bound=">= 1")
+    val_samples: int | None = option(
+        None, "Built-in dataset: validation images. none: as in the checkpoint's run.", bound=">= 1"
+    )
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
     builtin: str | None = option(
         None,
@@ -441,19 +418,11 @@ class ValidateConfig(ImageOptions, DeviceOptions):
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
     output_json: str | None = option(None, "Also write the results to this JSON file.")
-    progress: str = option(
-        "auto",
-        "Progress display: bar (tqdm), log (plain lines), none; auto: bar on a terminal, else log.",
-        choices=PROGRESS_MODES,
-    )
+    progress: str = _progress_option()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(0.0 < self.crop_min <= self.crop_max <= 1.0, "crop_min", "need 0 < --crop-min <= --crop-max <= 1")
-        _check(self.crop_step > 0, "crop_step", f"must be > 0, got {self.crop_step}")
-        if self.val_samples is not None:
-            _check(self.val_samples >= 1, "val_samples", f"must be >= 1, got {self.val_samples}")
         if self.pretrained:
             _check(not self.checkpoint, "checkpoint", "conflicts with --pretrained")
             _check(len(self.model) >= 1, "model", "required with --pretrained")

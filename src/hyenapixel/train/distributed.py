@@ -26,6 +26,7 @@ __all__ = [
     "assert_replicas_in_sync",
     "broadcast_object",
     "cleanup_distributed",
+    "gather_objects",
     "resolve_device",
     "setup_distributed",
 ]
@@ -107,6 +108,15 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for one process)."""
+    if not info.distributed:
+        return [obj]
+    everyone: list[Any] = [None] * info.world_size
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
 def parameter_digest(model: nn.Module) -> str:
     """SHA-256 of all parameters and buffers (bitwise)."""
     h = hashlib.sha256()
@@ -119,9 +129,7 @@ def parameter_digest(model: nn.Module) -> str:
 def assert_replicas_in_sync(model: nn.Module, info: DistInfo, step: int) -> str:
     """Raise if the ranks' weights differ bitwise (debugging aid for DDP); return this rank's digest."""
     digest = parameter_digest(model)
-    if info.distributed:
-        digests: list[Any] = [None] * info.world_size
-        dist.all_gather_object(digests, digest)
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"ranks hold different weights after step {step}: {digests}")
+    digests = gather_objects(digest, info)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks hold different weights after step {step}: {digests}")
     return digest

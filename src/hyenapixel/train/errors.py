@@ -9,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyenapixel.configio import ConfigError, flag_name
+from hyenapixel.errors import NonFiniteLossError
 
 __all__ = ["ConfigError", "NonFiniteLossError", "RunInterrupted", "RunTerminatedError", "flag_name"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss (or a weight) became NaN or infinite; the last checkpoint is left intact."""
 
 
 class _StoppedRun:

@@ -2,7 +2,7 @@
 
 The run flows config -> parts -> loop -> summary: :func:`hyenapixel.train.rundir.place_run` picks the folder,
 :func:`hyenapixel.train.build.build` makes the parts, :class:`hyenapixel.train.state.RunState` holds (and
-restores) the position, every epoch is :func:`hyenapixel.train.loop.train_one_epoch` then
+restores) the position, every epoch is :func:`hyenapixel.models.training.train_one_epoch` then
 :func:`hyenapixel.models.evaluate`, and rank 0 writes the folder's files through
 :class:`hyenapixel.train.rundir.RunFolder`.
 
@@ -26,31 +26,25 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from hyenapixel.data.loaders import ResumableDistributedSampler, ShardSampler, make_loader, skipped_files
 from hyenapixel.models.evaluation import evaluate
+from hyenapixel.models.training import TrainStats, train_one_epoch
+from hyenapixel.ops.parallel import intra_op_threads
 from hyenapixel.progress import Progress, format_seconds, progress_mode
 from hyenapixel.train.build import Components, build, check_model_flag, resolve_batching, seed_all
-from hyenapixel.train.checkpoint import restore_rng_state
 from hyenapixel.train.config import TrainConfig
 from hyenapixel.train.distributed import (
     all_reduce_sum,
     any_rank,
     assert_replicas_in_sync,
     cleanup_distributed,
+    gather_objects,
     setup_distributed,
 )
 from hyenapixel.train.errors import ConfigError, RunInterrupted, RunTerminatedError
-from hyenapixel.train.loaders import (
-    CorruptFileReporter,
-    ResumableDistributedSampler,
-    SeededSamples,
-    ShardSampler,
-    make_loader,
-)
-from hyenapixel.train.loop import TrainStats, train_one_epoch
 from hyenapixel.train.rundir import RunFolder, place_run
-from hyenapixel.train.state import Best, EpochMetrics, RunState
+from hyenapixel.train.state import Best, EpochMetrics, RunState, restore_rng_state
 from hyenapixel.train.summary import banner, summarize
 
 __all__ = ["StopRequest", "fit"]
@@ -111,7 +105,7 @@ def _open_folder(parts: Components, state: RunState) -> RunFolder | None:
 
 def _finish(parts: Components, state: RunState, folder: RunFolder | None, wall_time_s: float) -> dict[str, Any]:
     """The summary of the finished run; rank 0 draws curves.png and writes summary.json and the log's last block."""
-    corrupt = _skipped_files(parts)
+    corrupt = set().union(*gather_objects(skipped_files(parts.train_ds, parts.val_ds), parts.info))  # all ranks
     s = parts.settings
     curves = folder.draw_curves(f"{parts.cfg.model.model} on {s.dataset}", 100.0 / s.num_classes) if folder else None
     summary = summarize(parts, state, wall_time_s=wall_time_s, corrupt=len(corrupt), curves=curves)
@@ -209,9 +203,9 @@ def _train_epoch(
             parts.ddp_model,
             parts.train_loader(epoch, sampler, state.batch),
             parts.optimizer,
-            parts.loss_fn,
+            lambda model, images, targets: parts.loss_fn(model(images), targets),
             parts.schedule,
-            info=parts.info,
+            device=parts.info.device,
             epoch=epoch + 1,
             num_batches=parts.num_batches,
             accum_steps=accum,
@@ -224,6 +218,9 @@ def _train_epoch(
             channels_last=cfg.run.channels_last,
             progress=progress,
             on_update=on_update,
+            world_size=parts.info.world_size,
+            any_rank=functools.partial(any_rank, info=parts.info),
+            reduce=functools.partial(all_reduce_sum, info=parts.info),
         )
     finally:
         progress.close()
@@ -277,21 +274,6 @@ def _already_complete(parts: Components, state: RunState) -> dict[str, Any] | No
     return json.loads(path.read_text())
 
 
-def _skipped_files(parts: Components) -> set[str]:
-    """Corrupt files skipped by any worker of any rank (collective when distributed)."""
-    found: set[str] = set()
-    for ds in (parts.train_ds, parts.val_ds):
-        while isinstance(ds, SeededSamples):
-            ds = ds.dataset
-        if isinstance(ds, CorruptFileReporter):
-            found |= ds.collect()
-    if parts.info.distributed:
-        everyone: list[Any] = [None] * parts.info.world_size
-        dist.all_gather_object(everyone, found)
-        found = set().union(*everyone)
-    return found
-
-
 def _warn_corrupt(corrupt: set[str]) -> None:
     if corrupt:
         shown = sorted(corrupt)
@@ -309,29 +291,26 @@ def _process_settings(threads: int | None, deterministic: bool) -> Iterator[None
     """CPU threads, (non-)deterministic algorithms and cuBLAS's workspace setting for the run; the previous
     settings (and environment) are restored after."""
     saved = (
-        torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
     )
     set_workspace = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    if threads is not None:
-        torch.set_num_threads(threads)
     if set_workspace:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS needs it (read at its first call)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic or saved[4]
+    torch.backends.cudnn.deterministic = deterministic or saved[3]
     try:
-        yield
+        with intra_op_threads(threads):
+            yield
     finally:
         if set_workspace:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
 
 
 class StopRequest:

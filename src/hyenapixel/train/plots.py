@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hyenapixel.paths import atomic_write
+
 __all__ = ["draw_training_curves", "plot_training_curves"]
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def plot_training_curves(
     """Draw ``metrics.csv`` (see :func:`draw_training_curves`) into ``png``.
 
     Returns the written path, or None when matplotlib is not installed or the CSV has no rows. The picture is
-    written to a temporary file first and then moved into place.
+    written atomically (:func:`hyenapixel.paths.atomic_write`).
     """
     try:
         import matplotlib  # noqa: F401  (optional dependency: only its absence is checked here)
@@ -86,8 +88,4 @@ def plot_training_curves(
     if not rows:
         return None
     fig = draw_training_curves(rows, title=title, chance=chance)
-    png = Path(png)
-    tmp = png.with_name(png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, png)
-    return png
+    return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -11,6 +11,7 @@ the safetensors metadata names the model), ``epoch_<N>.pt`` (every ``--checkpoin
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -21,15 +22,12 @@ from typing import Any
 
 import yaml
 
+from hyenapixel.models.weights import save_safetensors, save_training_state
 from hyenapixel.paths import atomic_write_text, folder_target_problem, numbered_folder, timestamp
-from hyenapixel.train.checkpoint import (
-    find_resume_checkpoint,
-    save_safetensors,
-    save_training_state,
-)
 from hyenapixel.train.config import ConfigError, TrainConfig
 from hyenapixel.train.distributed import DistInfo, broadcast_object
 from hyenapixel.train.plots import plot_training_curves
+from hyenapixel.train.state import EpochMetrics, find_resume_checkpoint
 from hyenapixel.train.summary import format_summary
 
 __all__ = ["METRIC_FIELDS", "RUN_FILES", "MetricsCSV", "RunFolder", "default_output", "holds_run", "place_run"]
@@ -48,20 +46,9 @@ RUN_FILES = (
     "summary.json",
 )
 
-#: Columns of ``metrics.csv``; the EMA columns exist only when the run keeps an EMA of the weights.
-METRIC_FIELDS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "ema_top1",
-    "ema_top5",
-    "epoch_time_s",
-    "images_per_s",
-)
+#: Columns of ``metrics.csv``: the record of an epoch but its image count; the EMA columns exist only when the run
+#: keeps an EMA of the weights.
+METRIC_FIELDS = tuple(f.name for f in dataclasses.fields(EpochMetrics) if f.name != "val_count")
 EMA_FIELDS = ("ema_top1", "ema_top5")
 
 #: How each column is written: decimals to round to (None: 6 significant digits, for the learning rate).

@@ -8,22 +8,87 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.distributed as dist
 
+from hyenapixel.errors import error_lines
+from hyenapixel.models.weights import is_training_state, load_training_state
 from hyenapixel.train.build import Components
-from hyenapixel.train.checkpoint import capture_rng_state, load_training_state
 from hyenapixel.train.config import ConfigError
-from hyenapixel.train.distributed import DistInfo
+from hyenapixel.train.distributed import gather_objects
 from hyenapixel.train.errors import NonFiniteLossError
 
-__all__ = ["Best", "EpochMetrics", "RunState"]
+__all__ = ["Best", "EpochMetrics", "RunState", "capture_rng_state", "find_resume_checkpoint", "restore_rng_state"]
 
 log = logging.getLogger("hyenapixel")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random states as plain data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and (if initialised) cuda random states, as weights_only-safe plain data."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, torch.tensor(py_state, dtype=torch.int64), py_gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((int(py_version), tuple(int(v) for v in py_state.tolist()), py_gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The checkpoint to resume from
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest training state in a run directory (by the step stored inside, then mtime), or None.
+
+    Candidates are only peeked at (memory-mapped), not read in full. Unreadable files (a ``last.pt`` cut short by a
+    full disk or a killed copy) are no candidates; each one is named in a warning, so that continuing from an older
+    checkpoint is never silent.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    best: tuple[int, float, Path] | None = None
+    for path in output_dir.glob("*.pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # unreadable: not a candidate, but said
+            log.warning("--resume auto: skipping %s, which cannot be read (%s)", path, error_lines(exc, limit=120))
+            continue
+        if not is_training_state(state):
+            continue
+        key = (int(state.get("step", 0)), path.stat().st_mtime, path)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
 
 
 @dataclass
@@ -56,15 +121,6 @@ class Best:
 
     top1: float = -math.inf
     epoch: int | None = None
-
-
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    state = capture_rng_state()
-    if not info.distributed:
-        return [state]
-    states: list[Any] = [None] * info.world_size
-    dist.all_gather_object(states, state)
-    return states
 
 
 @dataclass
@@ -105,7 +161,7 @@ class RunState:
             "batch_size": parts.cfg.run.batch_size,
             "accum_steps": parts.batching.accum_steps,
             "best": {"top1": self.best.top1, "epoch": self.best.epoch},
-            "rng": _gather_rng(parts.info),
+            "rng": gather_objects(capture_rng_state(), parts.info),
             "config": parts.record,
             "model_spec": parts.spec,
             "class_names": list(s.classes),

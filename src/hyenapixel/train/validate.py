@@ -22,15 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyenapixel.data.loaders import ShardSampler, make_loader
+from hyenapixel.data.settings import DataSettings, build_data, default_workers
 from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
-from hyenapixel.models.evaluation import evaluate, format_accuracy, predict, topk_from_probs
+from hyenapixel.models.evaluation import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.progress import Progress, progress_mode
 from hyenapixel.train.build import check_model_flag
 from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
-from hyenapixel.train.datasets import DataSettings, build_data, default_workers
 from hyenapixel.train.distributed import resolve_device
-from hyenapixel.train.loaders import ShardSampler, make_loader
-from hyenapixel.train.loop import amp_dtype_for
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
 
@@ -47,11 +46,6 @@ class Member:
     run_config: dict[str, Any] = field(default_factory=dict)
     num_classes: int | None = None
     input_size: int | None = None
-
-    @property
-    def resolved(self) -> dict[str, Any]:
-        """The derived data settings of the run (normalisation, crop) or ``{}`` for other weight files."""
-        return self.run_config.get("resolved") or {}
 
     def run_option(self, section: str, name: str) -> Any:
         """An option of the run that wrote the checkpoint (None for other weight files)."""
@@ -219,22 +213,21 @@ class ValidationSets:
         self._cache: dict[tuple, tuple[Any, DataSettings]] = {}
 
     def get(self, member: Member, crop: float | None) -> tuple[Any, DataSettings]:
-        res = member.resolved
+        # the model's data settings: those of the run that wrote its checkpoint (load_model puts the run's
+        # normalisation and crop into the model's pretrained cfg), else the model's own
+        defaults = data_config(member.model)
         size = self.cfg.input_size or member.input_size  # None: the model's / built-in default
-        mean = tuple(res["mean"]) if res.get("mean") else None  # the run's normalisation, else the model's
-        std = tuple(res["std"]) if res.get("std") else None
-        if crop is None:
-            crop = res.get("crop_pct") or data_config(member.name)["crop_pct"]
-        key = (size, crop, mean, std, self.cfg.interpolation)
+        crop = crop if crop is not None else defaults["crop_pct"]
+        key = (size, crop, defaults["mean"], defaults["std"], self.cfg.interpolation)
         if key not in self._cache:
             data = build_data(
                 self.source.data,
-                model_name=member.name,
+                defaults=defaults,
                 input_size=size,
                 crop_pct=crop,
                 interpolation=self.cfg.interpolation,
-                mean=mean,
-                std=std,
+                mean=None,
+                std=None,
                 train_samples=1,
                 val_samples=self.source.val_samples,
                 seed=self.source.seed,

@@ -7,7 +7,7 @@ import random
 import torch
 from torch.utils.data import Dataset
 
-from hyenapixel.train.loaders import ResumableDistributedSampler, SeededSamples, ShardSampler, make_loader
+from hyenapixel.data.loaders import ResumableDistributedSampler, SeededSamples, ShardSampler, make_loader
 
 
 class _Noise(Dataset):

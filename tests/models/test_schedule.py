@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hyenapixel.train.schedule import LRSchedule, peak_lr
+from hyenapixel.models.training import LRSchedule, peak_lr
 
 PEAK, WARM, MIN = 4e-3, 1e-6, 1e-5
 

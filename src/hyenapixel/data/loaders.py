@@ -1,4 +1,5 @@
-"""Samplers and data loaders for resumable, distributed training (paper Section 4.1 recipes).
+"""Samplers, dataset wrappers and data loaders for resumable, distributed training and evaluation (paper Section
+4.1 recipes).
 
 * :class:`ResumableDistributedSampler` is torch's ``DistributedSampler`` (one shard per rank, a new
   permutation per epoch from ``seed + epoch``) that can start in the middle of an epoch, so that a resumed run
@@ -27,7 +28,9 @@ __all__ = [
     "ResumableDistributedSampler",
     "SeededSamples",
     "ShardSampler",
+    "batches_per_epoch",
     "make_loader",
+    "skipped_files",
 ]
 
 
@@ -147,6 +150,18 @@ class CorruptFileReporter(Dataset):
         while not self.queue.empty():
             self.found.add(self.queue.get())
         return self.found
+
+
+def skipped_files(*datasets: Dataset) -> set[str]:
+    """The unreadable files that the :class:`CorruptFileReporter` among ``datasets`` (or wrapped in
+    :class:`SeededSamples`) have reported so far, by any worker."""
+    found: set[str] = set()
+    for ds in datasets:
+        while isinstance(ds, SeededSamples):
+            ds = ds.dataset
+        if isinstance(ds, CorruptFileReporter):
+            found |= ds.collect()
+    return found
 
 
 def _init_worker(worker_id: int) -> None:

@@ -1,22 +1,28 @@
-"""Datasets for training and evaluation from the config: a folder with the model's data settings, or a built-in task.
+"""The data of a run from its options: an image folder prepared with the model's data settings, or a built-in task.
 
-Resolves input size, normalisation and crop from the model's pretrained cfg (paper Section 4.1 evaluates at the
-model's own settings), checks names and presets of the built-in datasets, and wraps datasets for the
-``--skip-corrupt`` count. Used by :mod:`hyenapixel.train.build` and :mod:`hyenapixel.train.validate`.
+:func:`build_data` resolves input size, normalisation and crop (options given, else the model's own settings from
+its pretrained cfg, which the caller passes in: paper Section 4.1 evaluates at the model's own settings), checks
+names and presets of the built-in datasets, and wraps datasets for the ``--skip-corrupt`` count. Training and
+``validate`` build their datasets with it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hyenapixel.models.introspect import data_config
-from hyenapixel.train.config import ConfigError
-from hyenapixel.train.loaders import CorruptFileReporter
+from hyenapixel.configio import ConfigError
 
-__all__ = ["BuiltData", "DataSettings", "build_data", "builtin_input_size", "default_workers"]
+from .builder import BUILTIN_DATASETS, build_datasets
+from .folder import ImageFolderDataset, check_split
+from .generated import BUILTIN_IMAGE_SIZE
+from .loaders import CorruptFileReporter
+from .transforms import build_transforms
+
+__all__ = ["BuiltData", "DataSettings", "build_data", "default_workers"]
 
 #: DataLoader workers per process for image folders (the built-in data is generated in the main process).
 MAX_FOLDER_WORKERS = 8
@@ -70,17 +76,10 @@ class BuiltData(NamedTuple):
     settings: DataSettings
 
 
-def builtin_input_size() -> int:
-    """Image size of the built-in dataset when ``--input-size`` is not given (the data layer's default)."""
-    import hyenapixel.data as hdata
-
-    return int(hdata.BUILTIN_IMAGE_SIZE)
-
-
 def build_data(
     data: str | None,
     *,
-    model_name: str,
+    defaults: Mapping[str, Any],
     input_size: int | None,
     crop_pct: float | None,
     interpolation: str,
@@ -97,23 +96,22 @@ def build_data(
 ) -> BuiltData:
     """Datasets and the resolved data settings; raises ``hyenapixel.data.DataError`` before any training.
 
-    ``aug`` is an :class:`~hyenapixel.train.config.AugConfig` (training transforms) or None. With ``val_only``
-    an image folder needs only its ``val/`` split (``train`` is then None).
+    ``defaults`` are the model's data settings (``hyenapixel.models.data_config``: ``input_size``, ``crop_pct``,
+    ``mean``, ``std``), used for an image folder where an option is None. ``aug`` is an
+    :class:`~hyenapixel.train.config.AugConfig` (training transforms) or None. With ``val_only`` an image folder
+    needs only its ``val/`` split (``train`` is then None).
     """
-    import hyenapixel.data as hdata
-
     if data is None:
-        if builtin not in hdata.BUILTIN_DATASETS:
-            raise ConfigError("builtin", f"invalid choice {builtin!r}; choose from {', '.join(hdata.BUILTIN_DATASETS)}")
-        presets = hdata.BUILTIN_DATASETS[builtin].difficulties
+        if builtin not in BUILTIN_DATASETS:
+            raise ConfigError("builtin", f"invalid choice {builtin!r}; choose from {', '.join(BUILTIN_DATASETS)}")
+        presets = BUILTIN_DATASETS[builtin].difficulties
         if difficulty not in presets:
             raise ConfigError("difficulty", f"invalid choice {difficulty!r}; choose from {', '.join(presets)}")
         # the generated dataset yields normalised tensors of its own: no image transforms, no crop
-        size = input_size or builtin_input_size()
+        size = input_size or BUILTIN_IMAGE_SIZE
         resolved: dict[str, Any] = dict(input_size=size, crop_pct=None, interpolation=None, mean=None, std=None)
         train_tf = val_tf = None
     else:
-        defaults = data_config(model_name)
         size = input_size or defaults["input_size"]
         resolved = {
             "input_size": size,
@@ -123,10 +121,10 @@ def build_data(
             "std": tuple(std) if std is not None else defaults["std"],
         }
         common = {k: resolved[k] for k in ("interpolation", "mean", "std")}
-        val_tf = hdata.build_transforms(False, size, crop_pct=resolved["crop_pct"], **common)
+        val_tf = build_transforms(False, size, crop_pct=resolved["crop_pct"], **common)
         train_tf = val_tf
         if aug is not None:
-            train_tf = hdata.build_transforms(
+            train_tf = build_transforms(
                 True,
                 size,
                 auto_augment=aug.auto_augment,
@@ -136,15 +134,15 @@ def build_data(
                 **common,
             )
     if val_only and data is not None and not (Path(data) / "train").is_dir():
-        classes = hdata.check_split(data, "val")
-        val_ds = hdata.ImageFolderDataset(Path(data) / "val", classes, val_tf, skip_corrupt=skip_corrupt)
+        classes = check_split(data, "val")
+        val_ds = ImageFolderDataset(Path(data) / "val", classes, val_tf, skip_corrupt=skip_corrupt)
         if skip_corrupt:
             val_ds = CorruptFileReporter(val_ds)
         settings = DataSettings(
             dataset=str(data), classes=tuple(classes), in_chans=3, train_size=0, val_size=len(val_ds), **resolved
         )
         return BuiltData(None, val_ds, settings)
-    train_ds, val_ds, classes = hdata.build_datasets(
+    train_ds, val_ds, classes = build_datasets(
         data,
         input_size=size,
         skip_corrupt=skip_corrupt,
