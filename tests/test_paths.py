@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hyenapixel.paths import file_target_problem, numbered_folder, timestamp
+from hyenapixel.paths import file_target_problem, held_files, numbered_folder, timestamp
 
 
 def test_numbered_folder_skips_what_is_taken(tmp_path: Path) -> None:
@@ -49,3 +49,12 @@ def test_file_target_problem_read_only_folder(tmp_path: Path) -> None:
         )
     finally:
         locked.chmod(0o700)
+
+
+def test_held_files_matches_names_and_patterns_in_order(tmp_path: Path) -> None:
+    for name in ("epoch_2.pt", "epoch_10.pt", "config.yaml", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "last.pt").mkdir()  # a folder of that name is not a run file
+    held = held_files(tmp_path, ["config.yaml", "last.pt", "epoch_*.pt", "config.yaml"])
+    assert [p.name for p in held] == ["config.yaml", "epoch_10.pt", "epoch_2.pt"]
+    assert held_files(tmp_path / "config.yaml", ["*"]) == [] and held_files(tmp_path / "missing", ["*"]) == []

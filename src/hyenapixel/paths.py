@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_text",
     "file_target_problem",
     "folder_target_problem",
+    "held_files",
     "numbered_folder",
     "timestamp",
 ]
@@ -37,6 +38,19 @@ def numbered_folder(base: Path, taken: Callable[[Path], bool] = Path.exists) -> 
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+def held_files(folder: str | os.PathLike[str], patterns: Iterable[str]) -> list[Path]:
+    """The files in ``folder`` that match ``patterns`` (file names or glob patterns such as ``epoch_*.pt``), in
+    pattern order; none where ``folder`` is not a directory. What marks a folder as holding a run's output, and what
+    replacing that output removes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        found.update(dict.fromkeys(sorted(folder.glob(pattern))))
+    return [path for path in found if path.is_file()]
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -23,7 +23,7 @@ from hyenapixel.dense.detection import mask_rcnn
 from hyenapixel.dense.engine import segmentation_loader, train_dense
 from hyenapixel.dense.segmentation import upernet
 from hyenapixel.ops.parallel import intra_op_threads
-from hyenapixel.paths import numbered_folder, timestamp
+from hyenapixel.paths import held_files, numbered_folder, timestamp
 
 __all__ = ["TASKS", "DenseRunConfig", "run_builtin"]
 
@@ -86,7 +86,7 @@ def _output_folder(cfg: DenseRunConfig) -> Path:
         out = Path(cfg.output)
         if out.exists() and not out.is_dir():
             raise DenseInputError(f"--output {out} is a file; give a folder")
-        held = [f for f in RUN_MARKERS if (out / f).exists()]
+        held = [path.name for path in held_files(out, RUN_MARKERS)]
         if held and not cfg.overwrite:
             raise DenseInputError(
                 f"--output {out} already holds a run ({', '.join(held)}); choose another --output or pass "

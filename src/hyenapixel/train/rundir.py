@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from hyenapixel.models.weights import save_safetensors, save_training_state
-from hyenapixel.paths import atomic_write_text, folder_target_problem, numbered_folder, timestamp
+from hyenapixel.paths import atomic_write_text, folder_target_problem, held_files, numbered_folder, timestamp
 from hyenapixel.train.config import ConfigError, TrainConfig
 from hyenapixel.train.distributed import DistInfo, broadcast_object
 from hyenapixel.train.plots import plot_training_curves
@@ -45,6 +45,8 @@ RUN_FILES = (
     "best.safetensors",
     "summary.json",
 )
+#: Everything in a run folder that --overwrite removes and that marks the folder as holding a run.
+RUN_PATTERNS = (*RUN_FILES, "epoch_*.pt")
 
 #: Columns of ``metrics.csv``: the record of an epoch but its image count; the EMA columns exist only when the run
 #: keeps an EMA of the weights.
@@ -72,7 +74,7 @@ _DECIMALS: dict[str, int | None] = {
 
 def holds_run(path: Path) -> bool:
     """Whether a directory holds files of a training run (finished or not)."""
-    return path.is_dir() and (any((path / f).exists() for f in RUN_FILES) or any(path.glob("epoch_*.pt")))
+    return bool(held_files(path, RUN_PATTERNS))
 
 
 def default_output(cfg: TrainConfig) -> Path:
@@ -201,7 +203,7 @@ class RunFolder:
         except OSError as exc:
             raise ConfigError("output", f"cannot create the run folder {path}: {exc.strerror or exc}") from None
         if replace:
-            for old in [*(path / f for f in RUN_FILES), *path.glob("epoch_*.pt")]:
+            for old in held_files(path, RUN_PATTERNS):
                 old.unlink(missing_ok=True)
         self.handler = logging.FileHandler(path / "train.log")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
