@@ -84,13 +84,15 @@ def test_bad_arguments_are_named() -> None:
 
 
 def test_builder_selects_the_builtin_dataset() -> None:
-    assert set(BUILTIN_DATASETS) == {"balance", "pathfinder"}
+    assert set(BUILTIN_DATASETS) == {"balance", "pathfinder", "echo"}
     train, val, classes = build_datasets(None, builtin_train_samples=6, builtin_val_samples=4)
     assert isinstance(train, BalanceDataset) and len(train) == 6 and len(val) == 4
     assert classes == BalanceDataset.classes
     train, _, classes = build_datasets(None, builtin="pathfinder", builtin_train_samples=2, builtin_val_samples=2)
     assert type(train).__name__ == "PathfinderDataset" and classes == ["disconnected", "connected"]
-    with pytest.raises(ValueError, match="balance, pathfinder"):
+    train, _, classes = build_datasets(None, builtin="echo", builtin_train_samples=2, builtin_val_samples=2)
+    assert type(train).__name__ == "EchoDataset" and classes == ["other-shift", "echo"]
+    with pytest.raises(ValueError, match="balance, pathfinder, echo"):
         build_datasets(None, builtin="mnist")
     with pytest.raises(DataError, match="built-in balance"):
         build_datasets(None, num_classes=10)

@@ -5,8 +5,10 @@ Public API (used by ``hyenapixel.train``):
 - :class:`DataError`: any bad data; the message names the offending path.
 - :data:`BUILTIN_DATASETS`: the generated two-class long-range tasks used when no data folder is given, by name:
   ``balance`` (:class:`BalanceDataset`, the default: is the left or the right half heavier?) and ``pathfinder``
-  (:class:`PathfinderDataset`: are two dots joined by a curve?), each with its difficulty presets
-  (:data:`BALANCE_DIFFICULTIES`, :data:`PATHFINDER_DIFFICULTIES`) at :data:`BUILTIN_IMAGE_SIZE` pixels.
+  (:class:`PathfinderDataset`: are two dots joined by a curve?) and ``echo`` (:class:`EchoDataset`: is the right
+  half the left half moved down by half the image? a task only long kernels can solve), each with its difficulty
+  presets (:data:`BALANCE_DIFFICULTIES`, :data:`PATHFINDER_DIFFICULTIES`, :data:`ECHO_DIFFICULTIES`) at
+  :data:`BUILTIN_IMAGE_SIZE` pixels.
 - :func:`check_image_folder` (:func:`check_split` for one split), :class:`ImageFolderDataset`: ImageNet-style
   folders, checked before training.
 - :func:`build_transforms`, :func:`build_mixup`: timm augmentation for image folders.
@@ -20,6 +22,7 @@ This package imports only torch, torchvision, timm, PIL and numpy, never ``hyena
 
 from .balance import BALANCE_DIFFICULTIES, BalanceDataset, BalanceDifficulty, BalanceSample
 from .builder import BUILTIN_DATASETS, BUILTIN_SAMPLES, DEFAULT_BUILTIN, build_datasets
+from .echo import ECHO_DIFFICULTIES, EchoDataset, EchoDifficulty, EchoSample
 from .errors import DataError
 from .folder import IMG_EXTENSIONS, ImageFolderDataset, check_image_folder, check_split, to_rgb
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
@@ -30,6 +33,7 @@ __all__ = [
     "BALANCE_DIFFICULTIES",
     "BUILTIN_DATASETS",
     "BUILTIN_IMAGE_SIZE",
+    "ECHO_DIFFICULTIES",
     "BUILTIN_SAMPLES",
     "DEFAULT_BUILTIN",
     "IMG_EXTENSIONS",
@@ -38,6 +42,9 @@ __all__ = [
     "BalanceDifficulty",
     "BalanceSample",
     "DataError",
+    "EchoDataset",
+    "EchoDifficulty",
+    "EchoSample",
     "GeneratedDataset",
     "ImageFolderDataset",
     "PathfinderDataset",

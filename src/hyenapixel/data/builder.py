@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from hyenapixel.constants import DEFAULT_BUILTIN
 
 from .balance import BalanceDataset
+from .echo import EchoDataset
 from .errors import DataError
 from .folder import ImageFolderDataset, check_image_folder
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
@@ -20,7 +21,11 @@ from .transforms import build_transforms
 
 __all__ = ["BUILTIN_DATASETS", "BUILTIN_SAMPLES", "DEFAULT_BUILTIN", "build_datasets"]
 
-BUILTIN_DATASETS: dict[str, type[GeneratedDataset]] = {"balance": BalanceDataset, "pathfinder": PathfinderDataset}
+BUILTIN_DATASETS: dict[str, type[GeneratedDataset]] = {
+    "balance": BalanceDataset,
+    "pathfinder": PathfinderDataset,
+    "echo": EchoDataset,
+}
 """The built-in generated datasets by name (``--builtin``); each class lists its ``difficulties`` presets."""
 
 BUILTIN_SAMPLES = (8_000, 2_000)

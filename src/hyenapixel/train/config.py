@@ -80,7 +80,7 @@ WD_FILTER_RULES = ("paper", "hyena")
 
 #: Names of the built-in generated datasets (the keys of ``hyenapixel.data.BUILTIN_DATASETS``, which a test
 #: compares; spelled out here so that the config, and ``--help``, need neither torch nor the data layer).
-BUILTIN_DATASET_NAMES = ("balance", "pathfinder")
+BUILTIN_DATASET_NAMES = ("balance", "pathfinder", "echo")
 
 
 def _progress_option() -> Any:
@@ -178,7 +178,8 @@ class DataConfig(ImageOptions):
     builtin: str = option(
         DEFAULT_BUILTIN,
         "Built-in generated dataset used without --data: balance (is the left or the right half heavier?) or "
-        "pathfinder (are two dots joined by a curve?). See docs/training.md.",
+        "pathfinder (are two dots joined by a curve?) or echo (is the right half the left half moved down by half the "
+        "image?). See docs/training.md.",
         choices=BUILTIN_DATASET_NAMES,
     )
     train_samples: int = option(8000, "Built-in dataset: number of training images.", bound=">= 1")
@@ -413,7 +414,7 @@ class ValidateConfig(ImageOptions, DeviceOptions):
     seed: int | None = option(None, "Built-in dataset: seed. none: as in the checkpoint's run.")
     builtin: str | None = option(
         None,
-        "Built-in dataset: balance or pathfinder. none: as in the checkpoint's run.",
+        "Built-in dataset: balance, pathfinder or echo. none: as in the checkpoint's run.",
         choices=BUILTIN_DATASET_NAMES,
     )
     difficulty: str | None = option(None, "Built-in dataset: difficulty preset. none: as in the checkpoint's run.")
