@@ -23,14 +23,12 @@ def test_values_and_gradients_equal_torch_conv2d(monkeypatch, batch, k, padding,
         torch.set_num_threads(before)
 
 
-def test_batches_with_several_threads_use_torch_conv2d(monkeypatch) -> None:
-    monkeypatch.setattr(_DepthwiseConv2d, "apply", None)  # must not run
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batches_with_several_threads_take_the_custom_backward(monkeypatch, channels_last) -> None:
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # batches take the custom backward with several threads too
     try:
-        x = torch.randn(2, 3, 6, 6, requires_grad=True)
-        w = torch.randn(3, 1, 3, 3, requires_grad=True)
-        torch.testing.assert_close(depthwise_conv2d(x, w, None, 1), F.conv2d(x, w, padding=1, groups=3))
+        _check_against_conv2d(monkeypatch, 3, 5, 2, channels_last, True)
     finally:
         torch.set_num_threads(before)
 
