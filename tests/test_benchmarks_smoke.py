@@ -255,3 +255,18 @@ def test_bench_busy_measures_a_training_process(capsys) -> None:
     assert set(results) == {"default"} and all(len(v) == 1 and v[0] > 0 for v in results["default"].values())
     out = capsys.readouterr().out
     assert "| default |" in out and "busy 1" in out
+
+
+def test_two_cores_attribution_and_targets_run() -> None:
+    from benchmarks import bench_two_cores as b
+
+    att = b.attribution("train", 1, 32, [1], warmup=0, rounds=1)
+    hpx = att.times[b.HPX]
+    assert all(hpx[str(s), part, 1] > 0 for s in range(1, 5) for part in b.PARTS)  # the filter included
+    assert (str(1), "long conv", 1) not in att.times[b.CONV] and att.times[b.CONV]["all", "whole model", 1] > 0
+    table = b.format_attribution(att, [1])
+    assert "| 1 | long conv |" in table and "| all | rest |" in table
+    targets = b.targets_224(1, 1, 32, [1], warmup=0, rounds=1)
+    assert [t.name for t in targets] == ["eval b1 32 px", "train step b1 32 px"]
+    assert all(t.hpx_s > 0 and t.conv_s > 0 and t.ratio[0] <= t.ratio[1] <= t.ratio[2] for t in targets)
+    assert "ratio (median)" in b.format_targets(targets, 1)
