@@ -266,3 +266,18 @@ def test_bench_busy_times_the_whole_train_command(capsys) -> None:
     assert "| auto |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_busy.main(["--command", "--settings", "passive"])
+
+
+def test_two_cores_attribution_and_targets_run() -> None:
+    from benchmarks import bench_two_cores as b
+
+    att = b.attribution("train", 1, 32, [1], warmup=0, rounds=1)
+    hpx = att.times[b.HPX]
+    assert all(hpx[str(s), part, 1] > 0 for s in range(1, 5) for part in b.PARTS)  # the filter included
+    assert (str(1), "long conv", 1) not in att.times[b.CONV] and att.times[b.CONV]["all", "whole model", 1] > 0
+    table = b.format_attribution(att, [1])
+    assert "| 1 | long conv |" in table and "| all | rest |" in table
+    targets = b.targets_224(1, 1, 32, [1], warmup=0, rounds=1)
+    assert [t.name for t in targets] == ["eval b1 32 px", "train step b1 32 px"]
+    assert all(t.hpx_s > 0 and t.conv_s > 0 and t.ratio[0] <= t.ratio[1] <= t.ratio[2] for t in targets)
+    assert "ratio (median)" in b.format_targets(targets, 1)

@@ -229,3 +229,24 @@ def test_misspelled_keyword_is_an_error(make):
     make()
     with pytest.raises(TypeError, match="kernel_sise"):
         make(kernel_sise=5)
+
+
+@pytest.mark.parametrize(("size", "kernel_size", "dft"), [((7, 7), 13, True), ((5, 9), 9, True), ((20, 18), 39, False)])
+def test_cached_eval_dispatch_computes_the_same_mixer(size, kernel_size, dft):
+    # small maps take the DFT matrix products from the cache (ops.dft.dft_preferred), larger ones the FFT spectrum;
+    # both are Eq. 3 with the direct convolution (float64) and the uncached FFT path (float32)
+    from hyenapixel.ops.dft import DFTSpectrum2d
+
+    m = HyenaPixelMixer(6, kernel_size, 8, qk_norm_layer=MIXER_NORM, out_norm_layer=MIXER_NORM).double().eval()
+    x = torch.randn(2, *size, 6, dtype=torch.float64)
+    with torch.no_grad():
+        got = m(x)
+        (entry,) = m.spectrum_cache._entries.values()
+        assert isinstance(entry, DFTSpectrum2d) == dft
+        torch.testing.assert_close(got, _reference_hpx(m, x), rtol=1e-10, atol=1e-12)
+        m32 = m.float()
+        x32 = x.float()
+        cached = m32(x32)
+        m32.spectrum_cache.enabled = False
+        uncached = m32(x32)
+    torch.testing.assert_close(cached, uncached, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,7 @@
-"""hyenapixel.ops.depthwise_conv2d (the HyenaPixel mixer's short convolution, with its own CPU backward for one sample
-or one torch thread) against torch's ``F.conv2d`` and numerical derivatives: values, all three gradients and
-second derivatives in float64, in every case the dispatch distinguishes (one or several threads and samples, with
-and without a gradient, channels-last inputs)."""
+"""hyenapixel.ops.depthwise_conv2d (the HyenaPixel mixer's short convolution, with its own CPU backward) against
+torch's ``F.conv2d`` and numerical derivatives: values, all three gradients and second derivatives in float64, in
+the cases the function and torch's kernels treat differently (one or several threads and samples, with and without a
+gradient, channels-last inputs)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_values_and_gradients_equal_torch_conv2d(batch, k, padding, threads, cha
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize(("batch", "threads"), [(1, 2), (2, 1)])  # the cases with the function's own backward
+@pytest.mark.parametrize(("batch", "threads"), [(1, 2), (2, 1), (2, 2)])
 def test_gradients_and_second_derivatives_match_numerical_ones(batch: int, threads: int) -> None:
     wrt, _ = _inputs(batch, 3, 1, channels_last=False, bias=True, channels=2)
     with intra_op_threads(threads):

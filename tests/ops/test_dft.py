@@ -9,9 +9,11 @@ import torch
 from hyenapixel.ops import fftconv1d_ref, fftconv2d, fftconv2d_ref, plan_conv1d, plan_conv2d
 from hyenapixel.ops.dft import (
     DFTAxis,
+    DFTSpectrum2d,
     channels_last_spectrum,
     dft_axes2d,
     dft_conv1d,
+    dft_conv2d_cached,
     dft_conv2d_channels_last,
     dft_matrices2d,
     dft_spectrum2d,
@@ -122,3 +124,50 @@ def test_sequence_dft_is_factored() -> None:
     assert m.n == 6272 and m.n >= m.plan.min_len and 1 < m.n1 < m.n2 < 6272
     assert m.fa.shape == (2 * m.n2, -(-3136 // m.n1)) and m.f1.shape == (m.n1, 2 * m.n1)
     assert sum(t.numel() for t in (m.fa, m.tw, m.f1, m.g1, m.ga)) < 100_000
+
+
+# ---- the cached eval path: DFTSpectrum2d and its dispatch ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), [*SHAPES_2D, (14, 14, 27, 27), (9, 12, 33, 5)])
+def test_dft_kernel2d_equals_direct_convolution(h: int, w: int, kh: int, kw: int) -> None:
+    # as the mixer's cache makes it: the kernel cut to the taps that reach the map, under the cropped plan
+    full = plan_conv2d(h, w, kh, kw)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    k = torch.randn(3, kh, kw, dtype=torch.float64)
+    spectrum = DFTSpectrum2d.make(k[(slice(None), *full.taps)], full.cropped())
+    assert spectrum.kr.dtype == torch.float64
+    y = dft_conv2d_cached(x.permute(0, 2, 3, 1), spectrum, full.cropped()).permute(0, 3, 1, 2)
+    ref = fftconv2d_ref(x, k)
+    assert (y - ref).abs().max().item() <= 1e-12 * max(1.0, ref.abs().max().item())
+    # float32 (the models' dtype): within float32 rounding of the float64 result, relative to its scale
+    p32 = DFTSpectrum2d.make(k.float()[(slice(None), *full.taps)], full.cropped())
+    y32 = dft_conv2d_cached(x.float().permute(0, 2, 3, 1), p32, full.cropped()).permute(0, 3, 1, 2)
+    assert y32.dtype == torch.float32 and p32.kr.dtype == torch.float32
+    assert (y32.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+def test_dft_preferred_for_small_cpu_maps_only(monkeypatch) -> None:
+    import hyenapixel.ops.dft as dft
+
+    x = torch.randn(1, 14, 14, 4)
+    assert dft.dft_preferred(plan_conv2d(14, 14, 27, 27).cropped(), x)  # DFT lengths 27 x 27
+    assert dft.dft_preferred(plan_conv2d(7, 7, 13, 13), x)
+    big = plan_conv2d(28, 28, 55, 55)
+    assert max(a.min_len for a in big.axes) > dft.DFT_MAX_LEN and not dft.dft_preferred(big, x)
+    assert not dft.dft_preferred(plan_conv1d(10, 19, False), x)  # 1D plans are not served
+    monkeypatch.setattr(dft, "tracing", lambda: True)  # traced graphs keep the FFT operators
+    assert not dft.dft_preferred(plan_conv2d(7, 7, 13, 13), x)
+
+
+def test_dft_conv2d_cached_stays_float32_under_autocast() -> None:
+    # as the FFT path: a bfloat16 map under CPU autocast is convolved in float32 and returned in bfloat16
+    full = plan_conv2d(7, 7, 13, 13)
+    k = torch.randn(4, 13, 13)
+    spectrum = DFTSpectrum2d.make(k[(slice(None), *full.taps)], full.cropped())
+    x = torch.randn(2, 7, 7, 4).bfloat16()
+    want = dft_conv2d_cached(x.float(), spectrum, full.cropped())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dft_conv2d_cached(x, spectrum, full.cropped())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.bfloat16().float(), rtol=0, atol=0)

@@ -141,3 +141,49 @@ def test_blocks_stay_twice_differentiable_with_several_threads(monkeypatch, bloc
         grads.append(torch.autograd.grad(gx.square().sum() + (gk * gk.detach()).sum(), (x, k)))
     for a, b in zip(*grads):
         _close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("channels", "step", "workers", "slices"),
+    [(128, 121, 2, 2), (64, 30, 2, 4), (5, 4, 2, 2), (1, 1, 2, 1), (7, 6, 1, 2)],
+)
+def test_channel_slices_are_equal_shares_for_the_workers(monkeypatch, channels, step, workers, slices) -> None:
+    # blocks of at most ``step`` channels' spectra: the slices are near-equal rather than ``step`` channels and a
+    # remainder (128 channels in at most 121: 64 and 64, not 121 and 7), and a multiple of the workers (64 in at
+    # most 30 on two threads: four of 16, not three), at most one per channel
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+    plan = plan_conv2d(6, 5, 9, 7)
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", fftconv._spectrum_bytes(plan, torch.float64) * step)
+    blocks = fftconv.Blocks.make(3, channels, plan, torch.float64, torch.device("cpu"), workers)
+    sizes = [cs.stop - cs.start for cs in blocks.channels]
+    assert len(sizes) == slices and max(sizes) - min(sizes) <= 1
+    assert [cs.start for cs in blocks.channels] == [0, *(cs.stop for cs in blocks.channels[:-1])]
+    assert blocks.channels[-1].stop == channels and len(blocks.batch) == 3
+
+
+def test_one_channel_slice_stays_one_with_several_threads() -> None:
+    # below the blocking threshold the batch stays whole and so do the channels (torch's own threads run it)
+    plan = plan_conv2d(6, 5, 9, 7)
+    for workers in (1, 2):
+        blocks = fftconv.Blocks.make(4, 6, plan, torch.float64, torch.device("cpu"), workers)
+        assert (len(blocks.batch), len(blocks.channels)) == (1, 1)
+
+
+def test_saved_spectra_survive_a_thread_count_change_before_backward(monkeypatch) -> None:
+    # the backward of conv_saving_spectrum uses the forward's blocks, whatever the thread count is by then (5
+    # channels in at most 2: three slices with one thread, four with two)
+    x, k, up, plan = _problem(6, 2, 5, 9, 13, 17, 25)
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
+    monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 2 * fftconv._spectrum_bytes(plan, torch.float64))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        y = conv_saving_spectrum(x, k[(slice(None), *plan.taps)], plan.cropped())
+        torch.set_num_threads(1)
+        got = torch.autograd.grad((y * up).sum(), (x, k))
+    finally:
+        torch.set_num_threads(before)
+    ref = fftconv2d_ref(x, k)
+    _close(y, ref)
+    for a, b in zip(got, torch.autograd.grad((ref * up).sum(), (x, k))):
+        _close(a, b)

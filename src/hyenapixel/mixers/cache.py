@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 from hyenapixel.ops import ConvPlan, apply_spectrum, conv_with_plan, kernel_spectrum
 
 __all__ = ["ClearsCacheOnModeSwitch", "SpectrumCache", "clear_spectrum_caches"]
+
+T = TypeVar("T", torch.Tensor, tuple)
 
 
 #: Optimizer steps per parameter. Fused optimizer steps (``fused=True``) change the weights in place without bumping
@@ -95,8 +97,9 @@ class SpectrumCache:
         return len(self._entries)
 
     def nbytes(self) -> int:
-        """Memory held by the cached spectra."""
-        return sum(v.numel() * v.element_size() for v in self._entries.values())
+        """Memory held by the cached spectra (an entry is a tensor or a tuple of tensors)."""
+        entries = (v if isinstance(v, tuple) else (v,) for v in self._entries.values())
+        return sum(t.numel() * t.element_size() for entry in entries for t in entry)
 
     @staticmethod
     def usable(filter_module: nn.Module) -> bool:
@@ -131,8 +134,8 @@ class SpectrumCache:
         kernel = checkpoint(make_kernel, use_reentrant=False) if torch.is_grad_enabled() else make_kernel()
         return conv_with_plan(u, kernel, plan)
 
-    def get(self, filter_module: nn.Module, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Return ``compute()``, from the cache when allowed and valid."""
+    def get(self, filter_module: nn.Module, key: Hashable, compute: Callable[[], T]) -> T:
+        """Return ``compute()`` (a tensor or a tuple of tensors), from the cache when allowed and valid."""
         if not self.enabled or not self.usable(filter_module):
             return compute()
         _count_optimizer_steps()  # before the signature: every later step is counted

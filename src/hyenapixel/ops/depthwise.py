@@ -25,8 +25,8 @@ __all__ = ["depthwise_conv2d"]
 
 def _weight_grad(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
     """``grad_w[c, 0, a, b] = sum_{n,i,j} grad_y[n, c, i, j] * pad(x)[n, c, i + a, j + b]``, one sample at a time
-    (with one thread faster than torch's weight gradient and than stacking the samples as a group's input channels;
-    see docs/benchmarks.md).
+    (faster than torch's weight gradient and than stacking the samples as a group's input channels; see
+    docs/benchmarks.md).
 
     Shape:
         x: (B, C, H, W), grad_y: (B, C, H', W') -> (C, 1, H + 2p - H' + 1, W + 2p - W' + 1)
@@ -65,10 +65,9 @@ class _DepthwiseConv2d(torch.autograd.Function):
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding, groups=C)`` (stride 1, no dilation, zero padding), with the
-    backward above on CPU when a gradient is needed, for one sample or with one torch thread (with several threads
-    the per-sample weight gradient of a batch was slower than torch's, docs/benchmarks.md); everywhere else
-    (batches with several threads, GPUs, no gradient, ``torch.compile`` or ``torch.jit`` tracing) exactly
-    ``F.conv2d``.
+    backward above on CPU when a gradient is needed, at any batch size and thread count (faster than torch's
+    backward with one and with two threads, channels-last or not, docs/benchmarks.md); everywhere else (GPUs, no
+    gradient, ``torch.compile`` or ``torch.jit`` tracing) exactly ``F.conv2d``.
 
     Shape:
         x: (B, C, H, W), weight: (C, 1, kh, kw), bias: (C,) or None -> (B, C, H + 2p - kh + 1, W + 2p - kw + 1)
@@ -82,7 +81,6 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     plain = (
         tracing()  # checked first: dynamo does not trace the rest
         or x.device.type != "cpu"
-        or (x.shape[0] > 1 and torch.get_num_threads() > 1)  # many small per-sample convolutions: slower there
         or not torch.is_grad_enabled()
         or not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
         or padding > min(kh, kw) - 1

@@ -25,22 +25,30 @@ map is a real block matrix acting on the real and imaginary parts at once. 2D ma
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from hyenapixel.ops.fftconv import AxisPlan, next_fast_len, plan_conv1d, plan_conv2d
+from hyenapixel.ops.fftconv import AxisPlan, ConvPlan, next_fast_len, plan_conv1d, plan_conv2d
+from hyenapixel.ops.tracing import tracing
 
 __all__ = [
+    "DFT_MAX_LEN",
     "DFTAxis",
+    "DFTSpectrum2d",
     "SequenceDFT",
     "dft_axes2d",
     "dft_conv1d",
     "channels_last_spectrum",
+    "dft_conv2d_cached",
     "dft_conv2d_channels_last",
     "dft_matrices2d",
+    "dft_preferred",
     "dft_spectrum2d",
+    "plan_matrices2d",
     "sequence_dft",
 ]
 
@@ -88,10 +96,14 @@ class DFTAxis:
         return self.full_inv.reshape(2, -1, 2 * self.n).transpose(0, 1).reshape(-1, 2 * self.n).contiguous()
 
     @staticmethod
-    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64) -> DFTAxis:
-        """Matrices for ``plan``, computed in float64 and stored in ``dtype``."""
+    def make(plan: AxisPlan, dtype: torch.dtype = torch.float64, n: int | None = None) -> DFTAxis:
+        """Matrices for ``plan``, computed in float64 and stored in ``dtype``; DFT length ``n`` (default and
+        minimum: ``plan.min_len``, any larger length is as exact)."""
         d = torch.float64
-        n, length, center = plan.min_len, plan.length, plan.center
+        length, center = plan.length, plan.center
+        n = plan.min_len if n is None else n
+        if n < plan.min_len:
+            raise ValueError(f"DFT length {n} is below {plan.min_len}: the convolution would wrap around")
         bins = n // 2 + 1
         t = torch.arange(length, dtype=d)
         # forward: angle(t, f) = -2 pi f t / n
@@ -305,3 +317,91 @@ def dft_conv1d(
     v = torch.cat([ur * tw[0] + ui * tw[1], ui * tw[0] - ur * tw[1]], -2)  # conjugate twiddle
     y = torch.matmul(ga, v)  # (B, C, q, n1): real part of the inverse over k2, output rows only
     return y.flatten(-2).narrow(-1, offset, length).to(out_dtype)
+
+
+#: Largest DFT length (per axis, :attr:`AxisPlan.min_len`) at which a cached channels-last 2D long convolution runs as
+#: DFT matrix products on CPU rather than FFTs (:func:`dft_preferred`; the timings are in docs/benchmarks.md).
+DFT_MAX_LEN = 32
+
+
+def dft_preferred(plan: ConvPlan, x: torch.Tensor) -> bool:
+    """The one dispatch of a cached (fixed-kernel) channels-last 2D long convolution: whether
+    :func:`dft_conv2d_cached` (DFT matrix products) serves it rather than the FFT path
+    (:func:`~hyenapixel.ops.apply_spectrum` on a channels-first copy). True on CPU for real floating-point maps whose
+    DFT lengths are at most :data:`DFT_MAX_LEN` on both axes (small maps, where the matrix products cost less than
+    the transforms and need no layout change); False while a graph is traced (``torch.compile``, ``torch.export``,
+    ``torch.jit``: their graphs, and fvcore's MAC count of the inference path, keep the FFT operators;
+    :mod:`hyenapixel.export` freezes its own DFT form).
+
+    Shape:
+        x: (B, H, W, C)
+    """
+    if tracing():
+        return False
+    return (
+        x.device.type == "cpu"
+        and x.dtype.is_floating_point
+        and len(plan.axes) == 2
+        and max(a.min_len for a in plan.axes) <= DFT_MAX_LEN
+    )
+
+
+class DFTSpectrum2d(NamedTuple):
+    """A fixed kernel's spectrum for :func:`dft_conv2d_cached`: real and imaginary part in the channels-last layout
+    of :func:`dft_conv2d_channels_last`, in the compute dtype (what the mixers' eval cache keeps; the DFT matrices
+    depend on the plan only and are shared, :func:`plan_matrices2d`). The DFT lengths are the plan's FFT lengths,
+    so it takes the bytes of the FFT path's spectrum.
+
+    Shape:
+        kr/ki: (N, F * C)
+    """
+
+    kr: torch.Tensor
+    ki: torch.Tensor
+
+    @staticmethod
+    def make(k: torch.Tensor, plan: ConvPlan, dtype: torch.dtype | None = None) -> DFTSpectrum2d:
+        """The spectrum of kernel ``k`` for maps of ``plan`` (:func:`~hyenapixel.ops.plan_conv2d`, or its
+        ``cropped()`` form for a kernel already cut down to its taps), computed as the FFT path computes its kernel
+        spectrum (:func:`~hyenapixel.ops.kernel_spectrum`: an FFT in ``promote_types(dtype or k.dtype, float32)``);
+        no gradient flows to ``k``.
+
+        Shape:
+            k: (C, kh, kw) -> two (N, F * C)
+        """
+        if k.dim() != 3 or len(plan.axes) != 2:
+            raise ValueError(f"DFTSpectrum2d needs a 2D plan and a (C, kh, kw) kernel, got shape {tuple(k.shape)}")
+        store = torch.promote_types(dtype or k.dtype, torch.float32)
+        taps = k.detach().to(store)[(slice(None), *plan.taps)]
+        spec = torch.fft.rfft2(taps, s=plan.fft_shape)  # (C, N, F): the DFT lengths are the FFT plan's
+        return DFTSpectrum2d(*channels_last_spectrum(spec.real, spec.imag))
+
+
+@functools.lru_cache(maxsize=16)
+def plan_matrices2d(
+    rows: AxisPlan, cols: AxisPlan, dtype: torch.dtype, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The matrices of :func:`dft_matrices2d` for the axes ``rows`` and ``cols`` of a plan, in ``dtype`` on
+    ``device``; made on first use and kept for the 16 most recent (plan, dtype, device), shared by every kernel
+    convolved under that plan (the mixers of a stage).
+
+    Shape:
+        -> fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F)
+    """
+    mats = dft_matrices2d(DFTAxis.make(rows, n=rows.fft_len), DFTAxis.make(cols, n=cols.fft_len))
+    return {name: m.to(device=device, dtype=dtype).contiguous() for name, m in mats.items()}
+
+
+def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) -> torch.Tensor:
+    """Centered 'same' depthwise 2D convolution of a channels-last map with a fixed kernel given by its
+    :class:`DFTSpectrum2d` under ``plan``, by DFT matrix products (:func:`dft_conv2d_channels_last`): the same
+    linear convolution as :func:`~hyenapixel.ops.apply_spectrum` with the FFT spectrum of that kernel, float
+    rounding apart. Not differentiable with respect to the kernel (the cache's use). The products run in the
+    spectrum's dtype also under autocast (a long convolution is computed in float32 at least, as the FFT path).
+
+    Shape:
+        x: (B, H, W, C) -> (B, H, W, C)
+    """
+    mats = plan_matrices2d(plan.axes[0], plan.axes[1], spectrum.kr.dtype, spectrum.kr.device)
+    with torch.autocast(x.device.type, enabled=False):
+        return dft_conv2d_channels_last(x, spectrum.kr, spectrum.ki, **mats)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from hyenapixel.ops.parallel import parallel_map
+from hyenapixel.ops.parallel import parallel_map, split_evenly
 from hyenapixel.ops.tracing import tracing
 
 __all__ = [
@@ -202,20 +202,39 @@ class Blocks:
     channels: tuple[slice, ...]
 
     @staticmethod
-    def make(batch: int, channels: int, plan: ConvPlan, dtype: torch.dtype, device: torch.device) -> Blocks:
-        """The whole problem on GPUs and when its spectra are small; else blocks of at most about
-        ``SPECTRUM_CHUNK_BYTES`` of spectrum: whole samples while one fits, else single samples split by channel."""
+    def make(
+        batch: int, channels: int, plan: ConvPlan, dtype: torch.dtype, device: torch.device, workers: int = 1
+    ) -> Blocks:
+        """The whole problem on GPUs; on CPU the whole batch when its spectra are small, else blocks of at most
+        about ``SPECTRUM_CHUNK_BYTES`` of spectrum: whole samples while one fits, else single samples split by
+        channel. The channel slices are of near-equal size, and where there are several, with ``workers`` CPU
+        threads their number is a multiple of ``workers`` (at most one slice per channel), so that every thread gets
+        an equal share of the channel slices that :func:`_convolve_blocks` spreads over the threads. One channel
+        slice stays one: its operations use torch's own threads (faster there than Python threads on halves of the
+        channels, docs/benchmarks.md)."""
         per_channel = _spectrum_bytes(plan, dtype)
-        whole = (slice(0, batch),), (slice(0, channels),)
-        if device.type != "cpu" or per_channel * channels * batch <= SPECTRUM_CHUNK_ABOVE:
-            return Blocks(*whole)
-        if per_channel * channels <= SPECTRUM_CHUNK_BYTES:
+        if device.type != "cpu":
+            return Blocks((slice(0, batch),), (slice(0, channels),))
+        slices = 1
+        if per_channel * channels * batch <= SPECTRUM_CHUNK_ABOVE:
+            batches = (slice(0, batch),)
+        elif per_channel * channels <= SPECTRUM_CHUNK_BYTES:
             step = SPECTRUM_CHUNK_BYTES // (per_channel * channels)
-            return Blocks(tuple(slice(i, i + step) for i in range(0, batch, step)), whole[1])
-        step = max(1, SPECTRUM_CHUNK_BYTES // per_channel)
-        return Blocks(
-            tuple(slice(i, i + 1) for i in range(batch)), tuple(slice(c, c + step) for c in range(0, channels, step))
-        )
+            batches = tuple(slice(i, i + step) for i in range(0, batch, step))
+        else:
+            batches = tuple(slice(i, i + 1) for i in range(batch))
+            slices = -(-channels // max(1, SPECTRUM_CHUNK_BYTES // per_channel))
+        if workers > 1 and slices > 1:  # a multiple of the workers: each takes the same number of equal slices
+            slices = min(channels, -(-slices // workers) * workers)
+        return Blocks(batches, tuple(slice(r.start, r.stop) for r in split_evenly(channels, slices)))
+
+
+def _threads_for_blocks(x: torch.Tensor) -> int:
+    """The threads :class:`Blocks` plans for: the torch threads on CPU, 1 elsewhere and while a graph is traced
+    (checked first: dynamo cannot trace the thread count)."""
+    if tracing() or x.device.type != "cpu":
+        return 1
+    return torch.get_num_threads()
 
 
 def _convolve_blocks(
@@ -226,6 +245,7 @@ def _convolve_blocks(
     lengths: tuple[int, ...] | None = None,
     visit: Callable[[slice, slice, torch.Tensor], torch.Tensor] | None = None,
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    blocks: Blocks | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """``crop(IFFT(FFT(x) * K))`` block by block (:class:`Blocks`) into one compact output tensor.
 
@@ -233,14 +253,15 @@ def _convolve_blocks(
     channels, x_f)``, if given, sees each block's input spectrum and returns a tensor; these are summed over the
     batch blocks of each channel slice and, through ``finish`` if given, returned per channel slice (the backward
     makes the kernel gradient from them). The channel slices are independent and run on every CPU thread
-    (:func:`~hyenapixel.ops.parallel.parallel_map`). Built from differentiable operations (slice assignment into
-    a fresh tensor), so it can be used inside a backward that must itself be differentiable (it then runs as one
-    plain loop).
+    (:func:`~hyenapixel.ops.parallel.parallel_map`); ``blocks`` defaults to :meth:`Blocks.make` for the current
+    threads. Built from differentiable operations (slice assignment into a fresh tensor), so it can be used inside
+    a backward that must itself be differentiable (it then runs as one plain loop).
 
     Shape:
         x: (B, C, *spatial), spectrum_of(slice) -> (len(slice), *spectrum) -> (B, C, *lengths), [per channel slice]
     """
-    blocks = Blocks.make(x.shape[0], x.shape[1], plan, _compute_dtype(x.dtype), x.device)
+    if blocks is None:
+        blocks = Blocks.make(x.shape[0], x.shape[1], plan, _compute_dtype(x.dtype), x.device, _threads_for_blocks(x))
     whole = len(blocks.batch) == len(blocks.channels) == 1
     starts = starts if starts is not None else tuple(a.center for a in plan.axes)
     lengths = lengths if lengths is not None else tuple(a.length for a in plan.axes)
@@ -284,10 +305,15 @@ def _shift_phase(plan: ConvPlan, device: torch.device, dtype: torch.dtype) -> to
 
 
 def _conv_backward(
-    ctx, grad_y: torch.Tensor, x: torch.Tensor | None, spectrum_of: Callable[[slice], torch.Tensor]
+    ctx,
+    grad_y: torch.Tensor,
+    x: torch.Tensor | None,
+    spectrum_of: Callable[[slice], torch.Tensor],
+    blocks: Blocks | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Both gradients of a centered FFT convolution, block by block, from the kernel spectrum of each channel slice
-    (``spectrum_of``) and the saved input ``x`` (needed only for the kernel gradient).
+    """Both gradients of a centered FFT convolution, block by block (``blocks``, default :meth:`Blocks.make`),
+    from the kernel spectrum of each channel slice (``spectrum_of``) and the saved input ``x`` (needed only for the
+    kernel gradient).
 
     With ``G`` the spectrum of the output gradient and ``P`` the delay by the kernel center:
     ``grad_x = crop_[0, L)(IFFT(G P conj(K)))`` and ``grad_k = crop_[0, taps)(IFFT(P sum_b G_b conj(X_b)))``; the
@@ -318,9 +344,13 @@ def _conv_backward(
             lengths,
             kernel_grad if need_k else None,
             finish_kernel_grad,
+            blocks,
         )
     elif need_k:
-        blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], plan, grad_y.dtype, grad_y.device)
+        if blocks is None:
+            blocks = Blocks.make(
+                grad_y.shape[0], grad_y.shape[1], plan, grad_y.dtype, grad_y.device, _threads_for_blocks(grad_y)
+            )
 
         def channel_slice(cs: slice) -> torch.Tensor:
             total = None  # summed block by block, as _convolve_blocks does, so one partial sum is alive at a time
@@ -369,8 +399,10 @@ class _FFTConvSavedSpectrum(torch.autograd.Function):
             spectra[cs.start, cs.stop] = _forward_transform(k[cs], plan)
             return spectra[cs.start, cs.stop]
 
-        y, _ = _convolve_blocks(x, spectrum_of, plan)
-        ctx.plan, ctx.kernel_shape, ctx.compute_dtype = plan, tuple(k.shape[1:]), k.dtype
+        # the backward uses the same blocks, whatever the thread count is by then
+        blocks = Blocks.make(x.shape[0], x.shape[1], plan, _compute_dtype(x.dtype), x.device, _threads_for_blocks(x))
+        y, _ = _convolve_blocks(x, spectrum_of, plan, blocks=blocks)
+        ctx.plan, ctx.kernel_shape, ctx.compute_dtype, ctx.blocks = plan, tuple(k.shape[1:]), k.dtype, blocks
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, *(spectra[key] for key in sorted(spectra)))
         return y
 
@@ -378,10 +410,9 @@ class _FFTConvSavedSpectrum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
         x, *spectra = ctx.saved_tensors
-        blocks = Blocks.make(grad_y.shape[0], grad_y.shape[1], ctx.plan, ctx.compute_dtype, grad_y.device)
-        keys = sorted((cs.start, cs.stop) for cs in blocks.channels)
+        keys = sorted((cs.start, cs.stop) for cs in ctx.blocks.channels)
         by_slice = dict(zip(keys, spectra, strict=True))
-        grad_x, grad_k = _conv_backward(ctx, grad_y, x, lambda cs: by_slice[cs.start, cs.stop])
+        grad_x, grad_k = _conv_backward(ctx, grad_y, x, lambda cs: by_slice[cs.start, cs.stop], ctx.blocks)
         return grad_x, grad_k, None
 
 
