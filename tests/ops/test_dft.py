@@ -171,3 +171,22 @@ def test_dft_conv2d_cached_stays_float32_under_autocast() -> None:
         got = dft_conv2d_cached(x, spectrum, full.cropped())
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want.bfloat16().float(), rtol=0, atol=0)
+
+
+def test_matrices_made_in_inference_mode_serve_an_input_gradient_later() -> None:
+    # the shared DFT matrices are made once per plan; the first call may run under torch.inference_mode (validate),
+    # a later one may need the gradient with respect to the input (the ERF of a model in eval mode)
+    from hyenapixel.ops.dft import plan_matrices2d
+
+    plan_matrices2d.cache_clear()
+    full = plan_conv2d(5, 6, 9, 11)
+    k = torch.randn(3, 9, 11, dtype=torch.float64)
+    spectrum = DFTSpectrum2d.make(k[(slice(None), *full.taps)], full.cropped())
+    with torch.inference_mode():
+        dft_conv2d_cached(torch.randn(1, 5, 6, 3, dtype=torch.float64), spectrum, full.cropped())
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    y = dft_conv2d_cached(x.permute(0, 2, 3, 1), spectrum, full.cropped()).permute(0, 3, 1, 2)
+    (got,) = torch.autograd.grad((y * up).sum(), x)
+    (want,) = torch.autograd.grad((fftconv2d_ref(x, k) * up).sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -388,8 +388,11 @@ def plan_matrices2d(
     Shape:
         -> fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F)
     """
-    mats = dft_matrices2d(DFTAxis.make(rows, n=rows.fft_len), DFTAxis.make(cols, n=cols.fft_len))
-    return {name: m.to(device=device, dtype=dtype).contiguous() for name, m in mats.items()}
+    # shared across calls in and out of inference mode: made as normal tensors, which both may use (inference tensors
+    # cannot be saved for a backward, such as an input gradient through the eval path, as the ERF takes)
+    with torch.inference_mode(False):
+        mats = dft_matrices2d(DFTAxis.make(rows, n=rows.fft_len), DFTAxis.make(cols, n=cols.fft_len))
+        return {name: m.to(device=device, dtype=dtype).contiguous() for name, m in mats.items()}
 
 
 def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) -> torch.Tensor:
