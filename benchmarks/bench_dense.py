@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from benchmarks.common import CLOCKS, PeakRSS, compare, machine_info, markdown_table, ms, run_isolated, write_json
+from benchmarks.common import CLOCKS, PeakRSS, compare, finish, machine_info, markdown_table, ms, run_isolated
 
 BASELINE = "convformer_s18"
 STRIDES = (4, 8, 16, 32)
@@ -323,11 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         kernels = covering_kernel_sizes(*size)
         print(f"covering kernels at this size: {kernels}\n")
         print(format_table(speed, memory))
-    if hasattr(os, "getloadavg"):
-        print("\n# load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()), file=sys.stdout)
-    if args.json:
-        write_json(args.json, results)
-    return results
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from benchmarks.common import (
     PeakRSS,
     Stage,
     check_equivalence,
+    finish,
     interleaved_medians,
     machine_info,
     make_ours,
@@ -52,7 +53,6 @@ from benchmarks.common import (
     ms,
     run_isolated,
     set_cache_enabled,
-    write_json,
 )
 
 MODELS = ("hpx_former_s18", "hb_former_s18", "convformer_s18", "caformer_s18")
@@ -505,11 +505,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             results["profile"][s.name] = prof
             print("\n" + format_profile(s, prof))
 
-    if hasattr(os, "getloadavg"):
-        print("\n# load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    if args.json:
-        write_json(args.json, results)
-    return results
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ Results and the machine: docs/benchmarks.md, "Two threads".
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -52,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import machine_info, markdown_table, median_interval, set_cache_enabled, write_json
+from benchmarks.common import finish, machine_info, markdown_table, median_interval, set_cache_enabled
 
 HPX = "hpx_former_s18"
 CONV = "convformer_s18"
@@ -479,11 +478,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"\nIssue 24 targets: {HPX} / {CONV}, wall clock\n")
         print(format_targets(found, args.rounds))
         results["targets"] = [t.__dict__ for t in found]
-    if hasattr(os, "getloadavg"):
-        print("\n# load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    if args.json:
-        write_json(args.json, results)
-    return results
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ bench`` uses too), re-exported here:
   the peak of live tensors, and returns the JSON object the process printed last).
 * :mod:`benchmarks.common.report`: :func:`markdown_table`, :func:`ms`, :func:`interval` (a median with its
   interval as text), :func:`machine_info` (code version, torch, threads, load average), :func:`all_finite`,
-  :func:`write_json`.
+  :func:`write_json`, :func:`finish`.
 * :mod:`benchmarks.common.weights`: :func:`trained_like` (every parameter moved off its initial constant, so that
   exported graphs keep the scale and shift operators of trained weights).
 * :mod:`benchmarks.common.baseline`: the S18 stage shapes (:data:`STAGES`, from :mod:`hyenapixel.models.families`)
@@ -46,6 +46,7 @@ from benchmarks.common.memory import FIXED_MALLOC, PeakRSS, run_isolated
 from benchmarks.common.report import (
     all_finite,
     code_version,
+    finish,
     interval,
     machine_info,
     markdown_table,
@@ -86,4 +87,5 @@ __all__ = [
     "set_cache_enabled",
     "trained_like",
     "write_json",
+    "finish",
 ]

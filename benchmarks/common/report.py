@@ -74,3 +74,13 @@ def write_json(path: str | os.PathLike, results: dict) -> None:
         return asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o)
 
     Path(path).write_text(json.dumps(results, indent=1, default=default))
+
+
+def finish(results: dict, json_path: str | os.PathLike | None) -> dict:
+    """The end of a benchmark run: print the load average (a busy machine shows there) and write ``results`` to
+    ``json_path`` if given; returns ``results``."""
+    if hasattr(os, "getloadavg"):
+        print("\n# load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    if json_path:
+        write_json(json_path, results)
+    return results
