@@ -25,13 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the result against the baseline."""
-    from hyenapixel.configio import ConfigError, build_config
-    from hyenapixel.modelnames import unknown_model_problem
+    from hyenapixel.cli.model_args import check_model_names
+    from hyenapixel.configio import build_config
 
     cfg = build_config(DenseRunConfig, explicit_options(args, DenseRunConfig))
-    problem = unknown_model_problem(cfg.model)  # before torch and timm are imported
-    if problem:
-        raise ConfigError("model", problem)
+    check_model_names([cfg.model])  # before torch and timm are imported
     from hyenapixel.dense.builtin import run_builtin
 
     summary = run_builtin(cfg)

@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hyenapixel.train.errors import NonFiniteLossError
 
     try:
-        check_model_names(getattr(args, "models", None) or ())  # the tools' --model entries, before any import
+        # the tools' --model entries, before any import
+        check_model_names([req.name for req in getattr(args, "models", None) or ()])
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError) as exc:
         kind = "data error" if _is_data_error(exc) else "error"

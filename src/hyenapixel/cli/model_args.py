@@ -110,14 +110,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default: Sequence[st
     )
 
 
-def check_model_names(requests: Sequence[ModelRequest]) -> None:
-    """Raise a :class:`hyenapixel.configio.ConfigError` for the first ``--model`` that no registry knows, with close
-    matches. It reads the registries' sources, so a typo answers before torch and timm are imported."""
+def check_model_names(names: Sequence[str | None]) -> None:
+    """Raise a :class:`hyenapixel.configio.ConfigError` for the first ``--model`` name that no registry knows, with
+    close matches (None entries are skipped). It reads the registries' sources, so a typo answers before torch and
+    timm are imported; every command checks its ``--model`` names here."""
     from hyenapixel.configio import ConfigError
     from hyenapixel.modelnames import unknown_model_problem
 
-    for req in requests:
-        problem = unknown_model_problem(req.name) if req.name else None
+    for name in names:
+        problem = unknown_model_problem(name) if name else None
         if problem:
             raise ConfigError("model", problem)
 

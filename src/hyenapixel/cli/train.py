@@ -92,12 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = explicit_options(args, TrainConfig)
     if "model" in options:  # an unknown name is reported before anything else is said about it (and before timm)
-        from hyenapixel.configio import ConfigError
-        from hyenapixel.modelnames import unknown_model_problem
+        from hyenapixel.cli.model_args import check_model_names
 
-        problem = unknown_model_problem(str(options["model"]))
-        if problem:
-            raise ConfigError("model", problem)
+        check_model_names([str(options["model"])])
     cfg = resolve_train_config(args.recipe, options)
     _check_paths(cfg)  # before torch is imported: a missing folder or file answers at once
     if args.print_config:

@@ -53,13 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_files(cfg: Any) -> None:
     """Model names are known, checkpoints and the data folder exist (checked before torch is imported)."""
-    from hyenapixel.modelnames import unknown_model_problem
+    from hyenapixel.cli.model_args import check_model_names
     from hyenapixel.train.errors import ConfigError
 
-    for name in cfg.model:
-        problem = unknown_model_problem(name)
-        if problem:
-            raise ConfigError("model", problem)
+    check_model_names(cfg.model)
     for checkpoint in cfg.checkpoint:
         if not Path(checkpoint).is_file():
             what = "a folder; give a checkpoint file in it" if Path(checkpoint).is_dir() else "not found"
