@@ -25,17 +25,22 @@ def main() -> None:
     names = list(BUILTIN_DATASETS)
     fig, axes = plt.subplots(len(names), args.per_row, figsize=(1.3 * args.per_row, 1.55 * len(names)))
     for row, name in enumerate(names):
-        ds = BUILTIN_DATASETS[name](args.per_row, seed=args.seed)
+        size = 64 if name == "echo" else 32  # Echo at the size of the ablation (docs/evidence.md)
+        ds = BUILTIN_DATASETS[name](args.per_row, size, seed=args.seed)
         for i in range(args.per_row):
             ax = axes[row, i]
             ax.imshow(ds.render(i), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(ds.classes[ds.label(i)], fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-            if name == "balance":
+            if name in ("balance", "echo"):
                 ax.axvline(ds.image_size / 2 - 0.5, color="tab:red", lw=0.6, alpha=0.7)
         axes[row, 0].set_ylabel(f"{name}\n(default)", fontsize=8)
-    fig.suptitle("Built-in datasets, 32 px (red line: the centre line the Balance label refers to)", fontsize=8)
+    fig.suptitle(
+        "Built-in datasets: Balance and Pathfinder at 32 px, Echo at 64 px (red line: the centre line the Balance "
+        "label refers to; Echo: is the right half the left half rolled down by half the height?)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")

@@ -213,6 +213,11 @@ def test_long_commands_write_line_progress_to_a_log(tmp_path: Path) -> None:
         (["erf", "--model", "hb_fromer_s18"], "--model: unknown model 'hb_fromer_s18'; close matches: hb_former_s18"),
         (["export", "--model", "resnet_19", "-o", "m.onnx"], "--model: unknown model 'resnet_19'"),
         (["dense-train", "--model", "hpx_former_s5"], "--model: unknown model 'hpx_former_s5'"),
+        (
+            ["ablate", "--model", "hpx_iso1_loca"],
+            "--model: unknown model 'hpx_iso1_loca'; close matches: hpx_iso1_local",
+        ),
+        (["ablate", "--seeds", "-1"], "--seeds: seeds must be >= 0"),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v),
 )

@@ -116,7 +116,13 @@ def test_sigterm_saves_the_current_step_and_the_printed_command_continues(tmp_pa
 def test_ctrl_c_prints_the_resume_command(tmp_path: Path) -> None:
     cut = tmp_path / "stopped"
     proc = subprocess.Popen(
-        _cmd(cut, "--log-interval", "1"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _cmd(cut, "--log-interval", "1"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, which the run would inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err = _signal_after(proc, "epoch 1/3 [7/12]", signal.SIGINT)
     assert proc.returncode == 130, err

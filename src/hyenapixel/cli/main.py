@@ -36,6 +36,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("bench", "hyenapixel.cli.bench"),
     ("export", "hyenapixel.cli.export"),
     ("dense-train", "hyenapixel.cli.dense_train"),
+    ("ablate", "hyenapixel.cli.ablate"),
 ]
 
 

@@ -32,8 +32,10 @@ class GeneratedDataset(Dataset, Generic[D]):
         seed: non-negative seed; use :meth:`splits` for train and validation sets with disjoint seeds.
         difficulty: a preset name of ``difficulties`` or an instance of the subclass's difficulty dataclass.
         in_chans: the grayscale image is repeated to this many channels.
-        mean: normalisation mean, one value or one per channel, applied to images in [0, 1].
-        std: normalisation std, one value or one per channel.
+        mean: normalisation mean, one value or one per channel, applied to images in [0, 1]. None: the class's
+            ``default_mean`` (0.5; Echo: its pixels' mean).
+        std: normalisation std, one value or one per channel. None: the class's ``default_std`` (0.5; Echo: its
+            pixels' standard deviation, so that its images have unit variance).
         cache: keep rendered uint8 images (``image_size ** 2`` bytes each) in memory for later epochs.
 
     Shape:
@@ -45,6 +47,8 @@ class GeneratedDataset(Dataset, Generic[D]):
     difficulties: ClassVar[Mapping[str, Any]] = {}
     difficulty_type: ClassVar[type] = object
     min_image_size: ClassVar[int] = 16
+    default_mean: ClassVar[float] = 0.5
+    default_std: ClassVar[float] = 0.5
 
     def __init__(
         self,
@@ -53,8 +57,8 @@ class GeneratedDataset(Dataset, Generic[D]):
         seed: int = 0,
         difficulty: str | D = "default",
         in_chans: int = 3,
-        mean: float | Sequence[float] = 0.5,
-        std: float | Sequence[float] = 0.5,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
         cache: bool = True,
     ) -> None:
         if num_samples < 0:
@@ -77,8 +81,8 @@ class GeneratedDataset(Dataset, Generic[D]):
         self.seed = seed
         self.difficulty: D = difficulty
         self.in_chans = in_chans
-        self.mean = self._per_channel(mean, in_chans, "mean")
-        self.std = self._per_channel(std, in_chans, "std")
+        self.mean = self._per_channel(self.default_mean if mean is None else mean, in_chans, "mean")
+        self.std = self._per_channel(self.default_std if std is None else std, in_chans, "std")
         if (self.std <= 0).any():
             raise ValueError(f"std must be positive, got {std}")
         self.cache = cache

@@ -136,6 +136,22 @@ class ImplicitFilter2d(nn.Module):
         self.skip = nn.Parameter(torch.randn(channels))
         self.register_buffer("distance", radial_distance(kh, kw), persistent=False)
 
+    @torch.no_grad()
+    def reset_ffn(self, gain: float = 1.0) -> ImplicitFilter2d:
+        """Initialise the FFN's linear layers as ``nn.Linear`` does by default (uniform in ``+-1/sqrt(fan_in)``),
+        the output layer's weights times ``gain``.
+
+        A MetaFormer initialises every linear layer, the filter's too, with a truncated normal of std 0.02, which
+        starts the long kernel near zero next to the skip term (the mixer is local at first). With this
+        initialisation, times a gain of a few, the long taps start at a few percent of the skip term, so that training
+        finds long-range relations sooner; the isotropic ablation models use it (:mod:`hyenapixel.models.isotropic`).
+        """
+        linears = [m for m in self.mlp if isinstance(m, nn.Linear)]
+        for module in linears:
+            module.reset_parameters()
+        linears[-1].weight.mul_(gain)
+        return self
+
     def window(self) -> torch.Tensor:
         """The modulation window ``exp(-|alpha| * dist) + b`` of Eq. 4.
 

@@ -1,7 +1,7 @@
 """Generic building blocks of the MetaFormer framework (paper Section 3, "Hierarchical transformer", Fig. 3)."""
 
 from hyenapixel.layers.activations import SquaredReLU, StarReLU
-from hyenapixel.layers.attention import Attention
+from hyenapixel.layers.attention import Attention, PositionalAttention
 from hyenapixel.layers.blocks import DepthwiseConv2d, Mlp, MlpHead, PixelLinear, PointwiseConvMlp, Scale, SepConv
 from hyenapixel.layers.norms import LayerNormNoBias
 
@@ -13,6 +13,7 @@ __all__ = [
     "MlpHead",
     "PixelLinear",
     "PointwiseConvMlp",
+    "PositionalAttention",
     "Scale",
     "SepConv",
     "SquaredReLU",

@@ -28,12 +28,14 @@ from hyenapixel.models.introspect import (
     LONG_CONV_MIXERS,
     data_config,
     default_input_size,
+    hyenapixel_kernel_sizes,
     input_channels,
     input_side,
     model_name,
     module_inputs,
     stage_sizes,
 )
+from hyenapixel.models.isotropic import ISO_IMAGE_SIZE, ISO_KERNEL_SIZE, ISOTROPIC_MODELS
 from hyenapixel.models.metaformer import MetaFormer, MetaFormerBlock, MetaFormerStage
 from hyenapixel.models.resample import load_checkpoint_into, load_initial_weights, resample_hyenapixel_filters
 from hyenapixel.models.weights import Checkpoint, WeightsError, load_model, read_checkpoint, read_weights
@@ -44,6 +46,9 @@ __all__ = [
     "FEATURE_SIZES",
     "FILTER_EMB_DIMS",
     "HUB_FOLDER_FILES",
+    "ISOTROPIC_MODELS",
+    "ISO_IMAGE_SIZE",
+    "ISO_KERNEL_SIZE",
     "KERNEL_SIZES",
     "LONG_CONV_MIXERS",
     "MIXER_NORM",
@@ -63,6 +68,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "data_config",
     "default_input_size",
+    "hyenapixel_kernel_sizes",
     "evaluate",
     "hb_a_layout",
     "hb_layout",

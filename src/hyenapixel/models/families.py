@@ -112,7 +112,7 @@ def hb_a_layout() -> list[MixerFactory]:
     return [hb_mixer(0, norm=False), hb_mixer(1, norm=False), Attention, Attention]
 
 
-def _with_kernel_sizes(mixers: list[MixerFactory], kernel_sizes: Sequence[int] | None) -> list[MixerFactory]:
+def with_kernel_sizes(mixers: list[MixerFactory], kernel_sizes: Sequence[int] | None) -> list[MixerFactory]:
     """Override the long-kernel size of the HyenaPixel stages (e.g. [191, 95, 47, 23] at 384 px)."""
     if kernel_sizes is None:
         return mixers
@@ -128,7 +128,7 @@ def _create(variant: str, pretrained: bool, size: ModelSize, mixers: list[MixerF
     """Build ``variant`` through timm (pretrained cfg, checkpoint filter, ``features_only``); keyword arguments
     override ``depths``, ``dims``, ``token_mixers``, ``kernel_sizes`` and every :class:`MetaFormer` argument."""
     mixers = kwargs.pop("token_mixers", None) or mixers
-    mixers = _with_kernel_sizes(mixers, kwargs.pop("kernel_sizes", None))
+    mixers = with_kernel_sizes(mixers, kwargs.pop("kernel_sizes", None))
     feature_cls = kwargs.get("feature_cls")
     if kwargs.get("features_only") and feature_cls not in (None, "getter"):
         # timm's hook/dict extractors read module outputs, and the stages run channels-last (B, H, W, C) inside

@@ -17,6 +17,7 @@ from hyenapixel.mixers import HyenaMixer1d, HyenaPixelMixer
 
 __all__ = [
     "LONG_CONV_MIXERS",
+    "hyenapixel_kernel_sizes",
     "data_config",
     "default_input_size",
     "input_channels",
@@ -38,6 +39,11 @@ def _pretrained_cfg(model: nn.Module) -> dict[str, Any]:
 def model_name(model: nn.Module) -> str:
     """The timm architecture name (``hpx_former_s18``), else the class name."""
     return _pretrained_cfg(model).get("architecture") or type(model).__name__
+
+
+def hyenapixel_kernel_sizes(model: nn.Module) -> list[tuple[int, int]]:
+    """The long-kernel size (rows, columns) of every HyenaPixel mixer of ``model``, in module order."""
+    return [tuple(m.filter.kernel_size) for m in model.modules() if isinstance(m, HyenaPixelMixer)]
 
 
 def input_channels(model: nn.Module) -> int:
