@@ -10,6 +10,7 @@ truncation, Fig. 7 kernels), trained on the built-in Echo task: what ``hyenapixe
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from hyenapixel.analysis.erf import erf, plot_erf
 from hyenapixel.analysis.kernel_size import learned_filter_sizes, plot_kernel_size, truncation_curve
 from hyenapixel.analysis.kernels import learned_kernels, plot_kernels
 from hyenapixel.analysis.report import save_report
-from hyenapixel.analysis.sites import long_conv_sites
 from hyenapixel.data import EchoDataset
 from hyenapixel.models import load_model, read_checkpoint
 from hyenapixel.models.weights import Checkpoint
@@ -67,7 +67,7 @@ def analyse_ablation(
 
     images = _test_images(loaded[first[global_model]][1], erf_images)
     erfs = [erf(loaded[name][0], images, name=model, weights=name, progress=progress) for model, name in first.items()]
-    written += save_report(target, "erf", [r.numbers() for r in erfs], plot_erf(erfs), {m: n for m, n in first.items()})
+    written += save_report(target, "erf", [r.numbers() for r in erfs], plot_erf(erfs), dict(first))
 
     truncations, sizes = [], []
     for name in sorted(by_model[global_model]):
@@ -84,9 +84,7 @@ def analyse_ablation(
     numbers = {"filter_sizes": [_plain(s) for s in sizes], "truncation": [_plain(t) for t in truncations]}
     written += save_report(target, "kernel-size", numbers, plot_kernel_size(sizes, truncations))
 
-    model = loaded[first[global_model]][0]
-    long_conv_sites(model, "kernels")
-    kernels = [learned_kernels(model, name=first[global_model])]
+    kernels = [learned_kernels(loaded[first[global_model]][0], name=first[global_model])]
     written += save_report(target, "kernels", [k.numbers() for k in kernels], plot_kernels(kernels))
     return written
 
@@ -98,6 +96,4 @@ def _test_images(ckpt: Checkpoint, num: int) -> torch.Tensor:
 
 
 def _plain(result: Any) -> Any:
-    import dataclasses
-
     return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
