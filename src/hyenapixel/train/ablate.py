@@ -30,6 +30,7 @@ from hyenapixel.configio import ConfigError, build_config, check_options, option
 from hyenapixel.errors import UserError
 from hyenapixel.paths import atomic_write_text
 from hyenapixel.progress import Progress, format_seconds, progress_mode
+from hyenapixel.train.recipes import RECIPES
 
 __all__ = [
     "ABLATION_LRS",
@@ -43,6 +44,7 @@ __all__ = [
     "test_accuracy",
 ]
 
+_ECHO = RECIPES["echo"]  # the recipe every run of the ablation trains with
 GLOBAL_MODEL = "hpx_iso1"
 TWINS = ("hpx_iso1_local", "sepconv_iso1", "attn_iso1")
 
@@ -127,10 +129,7 @@ class RunSpec(NamedTuple):
             if value is not None:
                 args += ["--" + name.replace("_", "-"), str(value)]
         if cfg.epochs is not None:  # the warmup keeps its share of the run
-            from hyenapixel.train.recipes import RECIPES
-
-            recipe = RECIPES["echo"]
-            warmup = recipe["warmup_epochs"] * cfg.epochs / recipe["epochs"]
+            warmup = _ECHO["warmup_epochs"] * cfg.epochs / _ECHO["epochs"]
             args += ["--epochs", str(cfg.epochs), "--warmup-epochs", f"{warmup:g}"]
         args += ["--threads", str(threads), "--progress", "none", "--output", str(folder)]
         if (folder / "last.pt").is_file():
@@ -152,9 +151,7 @@ class RunResult(NamedTuple):
 
 def learning_rate(model: str) -> float:
     """The tuned peak lr of an ablation model (:data:`ABLATION_LRS`), else the echo recipe's."""
-    from hyenapixel.train.recipes import RECIPES
-
-    return ABLATION_LRS.get(model, RECIPES["echo"]["lr"])
+    return ABLATION_LRS.get(model, _ECHO["lr"])
 
 
 def plan_runs(cfg: AblationConfig) -> list[RunSpec]:
@@ -184,9 +181,7 @@ def _epochs_done(folder: Path) -> int:
 
 
 def _run_epochs(cfg: AblationConfig) -> int:
-    from hyenapixel.train.recipes import RECIPES
-
-    return cfg.epochs or int(RECIPES["echo"]["epochs"])
+    return cfg.epochs or int(_ECHO["epochs"])
 
 
 def train_runs(

@@ -79,16 +79,27 @@ def plot_training_curves(
     Returns the written path, or None when matplotlib is not installed or the CSV has no rows. The picture is
     written atomically (:func:`hyenapixel.paths.atomic_write`).
     """
-    try:
-        import matplotlib  # noqa: F401  (optional dependency: only its absence is checked here)
-    except ImportError:
-        log.info("matplotlib is not installed: no curves.png (pip install 'hyenapixel[analysis]')")
+    if not _have_matplotlib("curves.png"):
         return None
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    fig = draw_training_curves(rows, title=title, chance=chance)
+    return _save(draw_training_curves(rows, title=title, chance=chance), png)
+
+
+def _have_matplotlib(what: str) -> bool:
+    """Whether matplotlib (an optional dependency) is installed; logs that ``what`` is not drawn if not."""
+    try:
+        import matplotlib  # noqa: F401  (only its absence is checked here)
+    except ImportError:
+        log.info("matplotlib is not installed: no %s (pip install 'hyenapixel[analysis]')", what)
+        return False
+    return True
+
+
+def _save(fig: Any, png: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` to ``png`` atomically (:func:`hyenapixel.paths.atomic_write`)."""
     return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
@@ -140,12 +151,6 @@ def draw_ablation(results: Sequence[Any], global_model: str, *, chance: float = 
 
 def plot_ablation(results: Sequence[Any], global_model: str, png: str | os.PathLike[str]) -> Path | None:
     """Draw :func:`draw_ablation` into ``png``; None without matplotlib or results."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        log.info("matplotlib is not installed: no ablation.png (pip install 'hyenapixel[analysis]')")
+    if not _have_matplotlib("ablation.png") or not results or any(r.test_top1 is None for r in results):
         return None
-    if not results or any(r.test_top1 is None for r in results):
-        return None
-    fig = draw_ablation(results, global_model)
-    return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    return _save(draw_ablation(results, global_model), png)

@@ -10,7 +10,7 @@ like a run's ``config.yaml``) < command-line flags.
 * ``in1k-b36``: the same with stochastic depth 0.6.
 * ``echo``: the kernel-size ablation of ``hyenapixel ablate`` (not a paper recipe): one isotropic block
   (``hpx_iso1`` or a twin) on the built-in Echo task at 64 px, batch 128, AdamW lr 3e-3, 6 epochs of 8000 images
-  (375 steps) with 1.5 warmup epochs, no augmentation (a crop or flip would change the relation the label depends on).
+  (372 steps) with 1.5 warmup epochs, no augmentation (a crop or flip would change the relation the label depends on).
 * ``ft384`` / ``ft512``: fine-tuning of HpxFormer-S18 at 384 / 512 pixels for 30 epochs with AdamW lr 5e-5 at
   batch 1024, EMA, head dropout 0.4; no Mixup/CutMix and a constant learning rate. Values the paper does not
   state follow the MetaFormer fine-tuning procedure it cites (drop path 0.3, EMA decay 0.9999, no warmup).
