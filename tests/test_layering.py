@@ -1,9 +1,9 @@
 """The import rule of the package: imports only go downward,
-``cli -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
-the four layers under the CLI never import each other, the shared torch-free modules (``hyenapixel.configio``,
-``constants``, ``errors``, ``lazy``, ``modelnames``, ``paths``, ``progress``) may be imported by every layer and
-import no layer (nor torch), and no module imports another module's ``_private`` names. Relative imports count like
-absolute ones.
+``cli -> evidence -> (train | analysis | dense | export) -> (models | data) -> mixers -> (filters | layers) -> ops``,
+the four layers under ``evidence`` never import each other, the shared torch-free modules (``hyenapixel.configio``,
+``constants``, ``errors``, ``figures``, ``lazy``, ``modelnames``, ``paths``, ``progress``) may be imported by every
+layer and import no layer (nor torch), and no module imports another module's ``_private`` names. Relative imports
+count like absolute ones.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ RANK = {
     "configio": -0.5,  # above errors, which it imports
     "constants": -1,
     "errors": -1,
+    "figures": -0.5,  # above paths, which it imports
     "lazy": -1,
     "modelnames": -1,
     "paths": -1,
@@ -31,6 +32,7 @@ RANK = {
     "analysis": 4,
     "dense": 4,
     "export": 4,
+    "evidence": 4.5,  # the ablation: training runs, then the analysis tools on them
     "cli": 5,
 }
 UPPER = ("train", "analysis", "dense", "export")

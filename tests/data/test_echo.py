@@ -8,6 +8,7 @@ import pytest
 
 from hyenapixel.data import BUILTIN_DATASETS, EchoDataset, EchoDifficulty
 from hyenapixel.data.echo import TEST_SEED, echo_label, echo_texture
+from hyenapixel.data.settings import RunData
 
 
 def _shifts_that_match(image: np.ndarray) -> list[int]:
@@ -120,11 +121,13 @@ def test_default_normalisation_gives_unit_variance_and_the_test_split_is_held_ou
     test = EchoDataset.test_split(4, 32)
     assert test.seed == TEST_SEED and TEST_SEED % 2 == 1  # training sets use even seeds 2 s
     run = {"input_size": 48, "in_chans": 1, "config": {"data": {"builtin": "echo", "difficulty": "hard"}}}
-    own = EchoDataset.run_test_split(run, 6)
+    own = EchoDataset.run_test_split(RunData.from_meta(run), 6)
     assert (own.image_size, own.in_chans, own.seed, len(own)) == (48, 1, TEST_SEED, 6)
     assert own.difficulty == EchoDataset.difficulties["hard"]
     with pytest.raises(ValueError, match="Echo"):
-        EchoDataset.run_test_split({"input_size": 32, "config": {"data": {"builtin": "balance"}}}, 4)
+        EchoDataset.run_test_split(RunData.from_meta({"input_size": 32, "config": {"data": {"builtin": "balance"}}}), 4)
+    with pytest.raises(ValueError, match="Echo"):
+        EchoDataset.run_test_split(RunData.from_meta({"input_size": 32}), 4)  # not a training run of ours
 
 
 def test_both_halves_hold_the_same_stride_aligned_blocks_in_both_classes() -> None:

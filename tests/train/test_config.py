@@ -218,3 +218,23 @@ def test_amp_dtype_is_resolved_once_for_training_and_evaluation() -> None:
     assert amp_dtype_for(True, "bfloat16", cpu) is torch.bfloat16
     assert amp_dtype_for(False, "bfloat16", cuda) is None
     assert ValidateConfig(checkpoint=("a.pt",), amp_dtype="bfloat16").amp_dtype == "bfloat16"
+
+
+def test_run_data_reads_what_a_run_records_and_defaults_to_the_training_defaults() -> None:
+    from hyenapixel.data.settings import RunData
+
+    defaults = TrainConfig()
+    assert RunData() == RunData(
+        folder=defaults.data.data,
+        builtin=defaults.data.builtin,
+        difficulty=defaults.data.difficulty,
+        train_samples=defaults.data.train_samples,
+        val_samples=defaults.data.val_samples,
+        seed=defaults.run.seed,
+    )
+    cfg = TrainConfig.from_dict(
+        {"builtin": "echo", "difficulty": "hard", "train_samples": 96, "val_samples": 40, "seed": 7, "input_size": 64}
+    )
+    meta = {"config": cfg.to_dict(), "input_size": [1, 64, 64], "in_chans": 1}
+    assert RunData.from_meta(meta) == RunData(None, "echo", "hard", 96, 40, 7, 64, 1)
+    assert RunData.from_meta({"input_size": [3, 224, 224]}) is None  # weights no training run of ours wrote

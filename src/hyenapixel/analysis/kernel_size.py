@@ -338,23 +338,23 @@ def evaluation_data(
     """The labelled images to evaluate truncation on, or None if there are none.
 
     ``data``: an image folder with ``val/<class>/...`` (or the class folders themselves), transformed with the
-    model's evaluation settings. Without it, a training checkpoint of ours supplies its run's data: its image
-    folder, or the built-in generated validation set it was trained on (same task, difficulty, size and seed).
-    ``max_images`` keeps the first images only.
+    model's evaluation settings (:func:`hyenapixel.models.data_config`; a model loaded from a run's checkpoint has
+    that run's normalisation and crop). Without it, a training checkpoint of ours supplies its run's data
+    (:class:`~hyenapixel.data.settings.RunData`): its image folder, or the built-in generated validation set it was
+    trained on (same task, difficulty, size and seed). ``max_images`` keeps the first images only.
     """
     from pathlib import Path
 
     import hyenapixel.data as hdata
+    from hyenapixel.data.settings import RunData
 
     meta: dict[str, Any] = {}
     if checkpoint is not None:
         from hyenapixel.models import read_checkpoint
 
         meta = read_checkpoint(checkpoint).meta
-    run = meta.get("config") or {}
-    run_data = run.get("data") or {}
-    resolved = run.get("resolved") or {}
-    folder = data or run_data.get("data")
+    run = RunData.from_meta(meta)
+    folder = data or (run.folder if run else None)
     settings = data_config(model)
     if folder is not None:
         root = Path(folder)
@@ -382,32 +382,30 @@ def evaluation_data(
         transform = hdata.build_transforms(
             False,
             size,
-            crop_pct=float(resolved.get("crop_pct") or settings["crop_pct"]),
+            crop_pct=settings["crop_pct"],
             interpolation=settings["interpolation"],
-            mean=tuple(resolved.get("mean") or settings["mean"]),
-            std=tuple(resolved.get("std") or settings["std"]),
+            mean=settings["mean"],
+            std=settings["std"],
         )
         dataset: Any = hdata.ImageFolderDataset(split_dir, classes, transform)
         label = str(split_dir)
-    elif run:
-        builtin = run_data.get("builtin") or hdata.DEFAULT_BUILTIN
-        size = input_side(meta.get("input_size")) or int(run_data.get("input_size") or hdata.BUILTIN_IMAGE_SIZE)
+    elif run is not None:
+        size = run.input_size or hdata.BUILTIN_IMAGE_SIZE
         if img_size is not None and img_size != size:
             raise UserError(
-                f"the built-in {builtin} data of this checkpoint is generated at {size} px; drop --input-size"
+                f"the built-in {run.builtin} data of this checkpoint is generated at {size} px; drop --input-size"
             )
-        difficulty = run_data.get("difficulty") or "default"
         _, dataset, _ = hdata.build_datasets(
             None,
             input_size=size,
-            builtin=builtin,
-            builtin_difficulty=difficulty,
-            builtin_train_samples=int(run_data.get("train_samples") or 1),
-            builtin_val_samples=int(run_data.get("val_samples") or 2000),
-            seed=int((run.get("run") or {}).get("seed") or 0),
-            in_chans=int(meta.get("in_chans") or 3),
+            builtin=run.builtin,
+            builtin_difficulty=run.difficulty,
+            builtin_train_samples=1,  # the validation split does not depend on the training split's size
+            builtin_val_samples=run.val_samples,
+            seed=run.seed,
+            in_chans=run.in_chans,
         )
-        label = f"built-in {builtin}-{difficulty} val"
+        label = f"{run.describe()} val"
     else:
         return None
     if len(dataset) == 0:

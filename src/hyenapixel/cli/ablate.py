@@ -22,7 +22,7 @@ HELP = "train the global model and its local twins on Echo: table, figure and an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hyenapixel.train.ablate import AblationConfig
+    from hyenapixel.evidence.ablate import AblationConfig
 
     add_dataclass_arguments(parser, AblationConfig)
     parser.add_argument(
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hyenapixel.train.ablate import AblationConfig
+    from hyenapixel.evidence.ablate import AblationConfig
 
     options = explicit_options(args, AblationConfig)
     if "model" in options:
@@ -39,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
         check_model_names([str(m) for m in options["model"]])
     cfg = AblationConfig.from_dict(options)
-    from hyenapixel.train.ablate import describe, run_ablation
+    from hyenapixel.evidence.ablate import describe, run_ablation
 
     results, record, out = run_ablation(cfg)
     print(describe(results, record, out, tuning=bool(cfg.tune_lr)))
     if args.analysis and not cfg.tune_lr:
-        from hyenapixel.analysis.evidence import analyse_ablation
+        from hyenapixel.evidence.analysis import analyse_ablation
 
         for path in analyse_ablation(out, [r.spec.name for r in results if r.spec.kernel_size is None], cfg.model):
             print(f"wrote {path}")

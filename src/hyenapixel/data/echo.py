@@ -28,13 +28,15 @@ Everything is generated on the fly with numpy from ``(seed, index)``: no files a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .generated import BUILTIN_IMAGE_SIZE, GeneratedDataset
+
+if TYPE_CHECKING:
+    from .settings import RunData
 
 PIXEL_MEAN = 128.0
 PIXEL_STD = 42.0
@@ -200,21 +202,16 @@ class EchoDataset(GeneratedDataset[EchoDifficulty]):
             )
 
     @classmethod
-    def run_test_split(cls, run: Mapping[str, Any], num_samples: int) -> EchoDataset:
-        """The test split at the image size, difficulty and channels of a training run on Echo, from what its
-        checkpoint records (``Checkpoint.meta``: ``input_size``, ``in_chans`` and the run's ``config``).
+    def run_test_split(cls, run: RunData | None, num_samples: int) -> EchoDataset:
+        """The test split at the image size, difficulty and channels of a training run on Echo (``run``: what its
+        checkpoint records, :meth:`RunData.from_meta <hyenapixel.data.settings.RunData.from_meta>`).
 
         Raises:
             ValueError: the run did not train on the built-in Echo task.
         """
-        config = run.get("config") or {}
-        data = config.get("data", {}) if isinstance(config, Mapping) else {}
-        size = run.get("input_size") or data.get("input_size")
-        if data.get("data") or data.get("builtin") != "echo" or not size:
+        if run is None or run.folder or run.builtin != "echo" or not run.input_size:
             raise ValueError("not a run on the built-in Echo task (its checkpoint records other data)")
-        size = int(size[-1] if isinstance(size, (list, tuple)) else size)
-        difficulty = data.get("difficulty") or "default"
-        return cls.test_split(num_samples, size, difficulty=difficulty, in_chans=int(run.get("in_chans") or 3))
+        return cls.test_split(num_samples, run.input_size, difficulty=run.difficulty, in_chans=run.in_chans)
 
     @classmethod
     def test_split(cls, num_samples: int, image_size: int = BUILTIN_IMAGE_SIZE, **kwargs: Any) -> EchoDataset:

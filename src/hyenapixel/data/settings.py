@@ -3,7 +3,8 @@
 :func:`build_data` resolves input size, normalisation and crop (options given, else the model's own settings from
 its pretrained cfg, which the caller passes in: paper Section 4.1 evaluates at the model's own settings), checks
 names and presets of the built-in datasets, and wraps datasets for the ``--skip-corrupt`` count. Training and
-``validate`` build their datasets with it.
+``validate`` build their datasets with it. :class:`RunData` is the one reader of the data a finished run used, as
+its checkpoint records it (``validate``, the analysis tools and the ablation's test split start from it).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hyenapixel.configio import ConfigError
+from hyenapixel.constants import DEFAULT_BUILTIN
 
-from .builder import BUILTIN_DATASETS, build_datasets
+from .builder import BUILTIN_DATASETS, BUILTIN_SAMPLES, build_datasets
 from .folder import ImageFolderDataset, check_split
 from .generated import BUILTIN_IMAGE_SIZE
 from .loaders import CorruptFileReporter
 from .transforms import build_transforms
 
-__all__ = ["BuiltData", "DataSettings", "build_data", "default_workers"]
+__all__ = ["BuiltData", "DataSettings", "RunData", "build_data", "default_workers"]
 
 #: DataLoader workers per process for image folders (the built-in data is generated in the main process).
 MAX_FOLDER_WORKERS = 8
@@ -66,6 +68,50 @@ class DataSettings:
             "mean": list(self.mean) if self.mean is not None else None,
             "std": list(self.std) if self.std is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The data of a training run of ours, as its checkpoint records it; the defaults are the training defaults.
+
+    ``folder`` is the run's image folder (None: the built-in ``builtin`` task at ``difficulty``, generated from
+    ``seed`` with ``train_samples`` / ``val_samples`` images); ``input_size`` is the side length the model trained
+    at (None where the file does not say) and ``in_chans`` its input channels.
+    """
+
+    folder: str | None = None
+    builtin: str = DEFAULT_BUILTIN
+    difficulty: str = "default"
+    train_samples: int = BUILTIN_SAMPLES[0]
+    val_samples: int = BUILTIN_SAMPLES[1]
+    seed: int = 0
+    input_size: int | None = None
+    in_chans: int = 3
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> RunData | None:
+        """The run data in a checkpoint's metadata (``Checkpoint.meta``: the run's ``config``, ``input_size``,
+        ``in_chans``); None for weight files that no training run of ours wrote."""
+        config = meta.get("config")
+        if not isinstance(config, Mapping) or not config:
+            return None
+        data, run = config.get("data") or {}, config.get("run") or {}
+        size = meta.get("input_size") or data.get("input_size")
+        given = {
+            "folder": data.get("data"),
+            "builtin": data.get("builtin"),
+            "difficulty": data.get("difficulty"),
+            "train_samples": data.get("train_samples"),
+            "val_samples": data.get("val_samples"),
+            "seed": run.get("seed"),
+            "input_size": size[-1] if isinstance(size, (list, tuple)) else size,
+            "in_chans": meta.get("in_chans"),
+        }
+        return cls(**{k: (v if isinstance(v, str) else int(v)) for k, v in given.items() if v is not None})
+
+    def describe(self) -> str:
+        """The folder, or ``built-in <task>-<difficulty>``."""
+        return self.folder or f"built-in {self.builtin}-{self.difficulty}"
 
 
 class BuiltData(NamedTuple):

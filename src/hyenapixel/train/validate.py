@@ -16,19 +16,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from hyenapixel.data.loaders import ShardSampler, make_loader
-from hyenapixel.data.settings import DataSettings, build_data, default_workers
+from hyenapixel.data.settings import DataSettings, RunData, build_data, default_workers
 from hyenapixel.models import data_config, input_side, load_model, read_checkpoint
 from hyenapixel.models.evaluation import amp_dtype_for, evaluate, format_accuracy, predict, topk_from_probs
 from hyenapixel.progress import Progress, progress_mode
 from hyenapixel.train.build import check_model_flag
-from hyenapixel.train.config import ConfigError, DataConfig, RunConfig, ValidateConfig
+from hyenapixel.train.config import ConfigError, ValidateConfig
 from hyenapixel.train.distributed import resolve_device
 
 __all__ = ["CropResult", "Member", "MemberInfo", "MemberResult", "ValidationResult", "format_crop", "validate"]
@@ -43,13 +43,9 @@ class Member:
     name: str
     checkpoint: str | None
     model: nn.Module
-    run_config: dict[str, Any] = field(default_factory=dict)
+    run: RunData | None = None  # the data of the run that wrote the checkpoint (None for other weight files)
     num_classes: int | None = None
     input_size: int | None = None
-
-    def run_option(self, section: str, name: str) -> Any:
-        """An option of the run that wrote the checkpoint (None for other weight files)."""
-        return (self.run_config.get(section) or {}).get(name)
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
                 name=name or str(ck.model_name),
                 checkpoint=path,
                 model=model,
-                run_config=ck.meta.get("config") or {},
+                run=RunData.from_meta(ck.meta),
                 num_classes=ck.meta.get("num_classes") or getattr(model, "num_classes", None),
                 input_size=input_side(ck.meta.get("input_size")),
             )
@@ -153,27 +149,10 @@ def load_members(cfg: ValidateConfig) -> list[Member]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DataSource:
-    """Which validation split: an image folder, or a built-in dataset with its generation settings."""
-
-    data: str | None
-    builtin: str
-    difficulty: str
-    val_samples: int
-    seed: int
-
-
 def _check_same_data(members: Sequence[Member]) -> None:
     """Without --data an ensemble is evaluated on the data of its first member's run: refuse members whose runs
     trained on other data."""
-
-    def data_of(m: Member) -> tuple[Any, ...] | None:
-        if not m.run_config:
-            return None  # not a run of ours: no data of its own
-        return tuple(m.run_option("data", k) for k in ("data", "builtin", "difficulty"))
-
-    known = {m.checkpoint or m.name: d for m in members if (d := data_of(m)) is not None}
+    known = {m.checkpoint or m.name: (r.folder, r.builtin, r.difficulty) for m in members if (r := m.run) is not None}
     if len(set(known.values())) > 1:
         described = "; ".join(f"{k}: {v[0] or f'built-in {v[1]} ({v[2]})'}" for k, v in known.items())
         raise ConfigError(
@@ -181,34 +160,25 @@ def _check_same_data(members: Sequence[Member]) -> None:
         )
 
 
-def data_source(cfg: ValidateConfig, first: Member) -> DataSource:
-    """Options given > the settings of the first checkpoint's run > the training defaults."""
-    defaults, run_defaults = DataConfig(), RunConfig()
-    data = cfg.data
-    if data is None and first.run_option("data", "data"):
-        data = first.run_option("data", "data")
-        log.info("no --data: evaluating on %s/val, the data of the checkpoint's run", data)
-    from_run = cfg.data is None
-
-    def pick(given: Any, section: str, name: str, default: Any) -> Any:
-        if given is not None:
-            return given
-        stored = first.run_option(section, name) if from_run else None
-        return stored if stored is not None else default
-
-    return DataSource(
-        data=data,
-        builtin=pick(cfg.builtin, "data", "builtin", defaults.builtin),
-        difficulty=pick(cfg.difficulty, "data", "difficulty", defaults.difficulty),
-        val_samples=pick(cfg.val_samples, "data", "val_samples", defaults.val_samples),
-        seed=pick(cfg.seed, "run", "seed", run_defaults.seed),
-    )
+def data_source(cfg: ValidateConfig, first: Member) -> RunData:
+    """Options given > the data of the first checkpoint's run (without --data) > the training defaults."""
+    base = first.run if cfg.data is None and first.run is not None else RunData()
+    if cfg.data is None and base.folder:
+        log.info("no --data: evaluating on %s/val, the data of the checkpoint's run", base.folder)
+    given = {
+        "folder": cfg.data,
+        "builtin": cfg.builtin,
+        "difficulty": cfg.difficulty,
+        "val_samples": cfg.val_samples,
+        "seed": cfg.seed,
+    }
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
 class ValidationSets:
     """Validation datasets per (member, crop), built once per distinct transform."""
 
-    def __init__(self, cfg: ValidateConfig, source: DataSource) -> None:
+    def __init__(self, cfg: ValidateConfig, source: RunData) -> None:
         self.cfg, self.source = cfg, source
         self._cache: dict[tuple, tuple[Any, DataSettings]] = {}
 
@@ -221,7 +191,7 @@ class ValidationSets:
         key = (size, crop, defaults["mean"], defaults["std"], self.cfg.interpolation)
         if key not in self._cache:
             data = build_data(
-                self.source.data,
+                self.source.folder,
                 defaults=defaults,
                 input_size=size,
                 crop_pct=crop,
@@ -272,7 +242,7 @@ def evaluate_crop(
 ) -> CropResult:
     """Accuracy of every member at ``crop`` (None: each model's default) and of their softmax average."""
     mode = progress_mode(cfg.progress)
-    workers = cfg.workers if cfg.workers is not None else default_workers(sets.source.data)
+    workers = cfg.workers if cfg.workers is not None else default_workers(sets.source.folder)
     results: list[MemberResult] = []
     prob_sum: torch.Tensor | None = None
     targets: torch.Tensor | None = None
@@ -330,7 +300,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     if cfg.data is None:
         _check_same_data(members)
     crops = cfg.crop_pcts() or [None]
-    if source.data is None and crops != [None]:
+    if source.folder is None and crops != [None]:
         log.info("the built-in dataset is generated at the input size: there is no crop to choose")
         crops = [None]
     sets = ValidationSets(cfg, source)

@@ -10,7 +10,7 @@ import pytest
 
 from hyenapixel.configio import ConfigError
 from hyenapixel.errors import UserError
-from hyenapixel.train.ablate import (
+from hyenapixel.evidence.ablate import (
     ABLATION_LRS,
     AblationConfig,
     RunResult,
@@ -170,7 +170,7 @@ def test_the_echo_recipe_is_the_ablation_setting() -> None:
 
 def test_the_figure_shows_every_model_and_the_kernel_sweep(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from hyenapixel.train.plots import draw_ablation, plot_ablation
+    from hyenapixel.evidence.plots import draw_ablation, plot_ablation
 
     results = [_result("hpx_iso1", s, 99.0 + s / 10) for s in range(3)]
     results += [_result("hpx_iso1", 0, 52.0, kernel=7), _result("hpx_iso1", 0, 98.0, kernel=15)]

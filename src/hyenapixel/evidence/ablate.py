@@ -261,11 +261,12 @@ def test_accuracy(folder: Path, samples: int, *, batch_size: int = 250) -> tuple
     import torch
 
     from hyenapixel.data import EchoDataset
+    from hyenapixel.data.settings import RunData
     from hyenapixel.models import evaluate, hyenapixel_kernel_sizes, load_model, read_checkpoint
 
     ckpt = read_checkpoint(folder / "best.safetensors")
     model = load_model(checkpoint=ckpt).eval()
-    test = EchoDataset.run_test_split(ckpt.meta, samples)
+    test = EchoDataset.run_test_split(RunData.from_meta(ckpt.meta), samples)
     metrics = evaluate(model, torch.utils.data.DataLoader(test, batch_size=batch_size))
     kernels = hyenapixel_kernel_sizes(model)
     return float(metrics.top1), sum(p.numel() for p in model.parameters()), kernels[0][0] if kernels else None
@@ -347,7 +348,7 @@ def write_results(cfg: AblationConfig, results: Sequence[RunResult], out: Path) 
         writer.writerows(_row(r) for r in results)
     atomic_write_text(out / "table.md", _table(results, bool(cfg.tune_lr)))
     if not cfg.tune_lr:
-        from hyenapixel.train.plots import plot_ablation
+        from hyenapixel.evidence.plots import plot_ablation
 
         plot_ablation(results, cfg.model[0], out / "ablation.png")
     return record

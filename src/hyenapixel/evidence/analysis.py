@@ -23,6 +23,7 @@ from hyenapixel.analysis.kernel_size import learned_filter_sizes, plot_kernel_si
 from hyenapixel.analysis.kernels import learned_kernels, plot_kernels
 from hyenapixel.analysis.report import save_report
 from hyenapixel.data import EchoDataset
+from hyenapixel.data.settings import RunData
 from hyenapixel.models import load_model, read_checkpoint
 from hyenapixel.models.weights import Checkpoint
 
@@ -72,7 +73,7 @@ def analyse_ablation(
     truncations, sizes = [], []
     for name in sorted(by_model[global_model]):
         model, ckpt = loaded[name]
-        test = EchoDataset.run_test_split(ckpt.meta, test_samples)
+        test = EchoDataset.run_test_split(RunData.from_meta(ckpt.meta), test_samples)
         loader = torch.utils.data.DataLoader(test, batch_size=250)
         side = test.image_size
         truncations.append(
@@ -91,7 +92,7 @@ def analyse_ablation(
 
 def _test_images(ckpt: Checkpoint, num: int) -> torch.Tensor:
     """Shape: -> (num, C, S, S) normalised Echo test images."""
-    test = EchoDataset.run_test_split(ckpt.meta, num)
+    test = EchoDataset.run_test_split(RunData.from_meta(ckpt.meta), num)
     return torch.stack([test[i][0] for i in range(len(test))])
 
 
