@@ -44,8 +44,14 @@ def _seed() -> None:
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def block_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Torch threads for the blocked CPU paths (:mod:`hyenapixel.ops.parallel`): with 1 their blocks run as one plain
-    loop, with 2 on two threads. Yields the names of the threads other than the test's own that ran blocks (seen
-    through the standard library's thread-pool interface), so a test can check that it ran threaded."""
+    loop, with 2 on two threads, however small the test's problem (the sizes from which the FFT convolution and the
+    implicit filter spread their blocks over threads are set to 0). Yields the names of the threads other than the
+    test's own that ran blocks (seen through the standard library's thread-pool interface), so a test can check that
+    it ran threaded."""
+    from hyenapixel.ops import fftconv, implicit
+
+    monkeypatch.setattr(fftconv, "THREADS_FROM_PLANE", 0)
+    monkeypatch.setattr(implicit, "THREADS_FROM_TAPS", 0)
     caller = threading.current_thread()
     ran_on: list[str] = []
     submit = ThreadPoolExecutor.submit

@@ -46,6 +46,18 @@ def test_a_plain_loop_while_autograd_records(block_threads) -> None:
         parallel_map(lambda _: None, range(2))
 
 
+def test_small_blocks_stay_a_plain_loop_on_torchs_threads() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            assert block_workers(4, spread=False) == 1
+            seen = parallel_map(lambda _: (threading.current_thread().name, torch.get_num_threads()), range(4), False)
+            assert set(seen) == {(threading.current_thread().name, 2)}  # no worker, torch keeps both threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_no_nesting_and_errors_reach_the_caller() -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(2)

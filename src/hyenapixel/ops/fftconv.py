@@ -59,6 +59,9 @@ SPECTRUM_CHUNK_BYTES = 3 << 19
 SPECTRUM_CHUNK_ABOVE = 12 << 20
 # Padded elements per transformed plane from which the forward transform is one multi-dimensional FFT.
 MULTIDIM_FFT_ABOVE = 64 * 64
+# Padded elements per transformed plane from which the channel slices run on Python threads
+# (:func:`~hyenapixel.ops.parallel.parallel_map`); smaller planes go as one loop on torch's threads.
+THREADS_FROM_PLANE = 1 << 15
 
 
 @functools.lru_cache(maxsize=4096)
@@ -209,9 +212,10 @@ class Blocks:
         about ``SPECTRUM_CHUNK_BYTES`` of spectrum: whole samples while one fits, else single samples split by
         channel. The channel slices are of near-equal size, and where there are several, with ``workers`` CPU
         threads their number is a multiple of ``workers`` (at most one slice per channel), so that every thread gets
-        an equal share of the channel slices that :func:`_convolve_blocks` spreads over the threads. One channel
-        slice stays one: its operations use torch's own threads (faster there than Python threads on halves of the
-        channels, docs/benchmarks.md)."""
+        an equal share of the channel slices where :func:`_convolve_blocks` spreads them over the threads (on smaller
+        planes, one loop on torch's threads was fastest with the same slices). One channel slice stays one: its
+        operations use torch's own threads (faster there than Python threads on halves of the channels,
+        docs/benchmarks.md)."""
         per_channel = _spectrum_bytes(plan, dtype)
         if device.type != "cpu":
             return Blocks((slice(0, batch),), (slice(0, channels),))
@@ -237,6 +241,11 @@ def _threads_for_blocks(x: torch.Tensor) -> int:
     return torch.get_num_threads()
 
 
+def _spread(plan: ConvPlan) -> bool:
+    """Whether the channel slices of a convolution under ``plan`` are worth Python threads (``THREADS_FROM_PLANE``)."""
+    return math.prod(plan.fft_shape) >= THREADS_FROM_PLANE
+
+
 def _convolve_blocks(
     x: torch.Tensor,
     spectrum_of: Callable[[slice], torch.Tensor],
@@ -252,10 +261,10 @@ def _convolve_blocks(
     ``spectrum_of(channels)`` gives the kernel spectrum ``K`` of a channel slice (once per slice). ``visit(batch,
     channels, x_f)``, if given, sees each block's input spectrum and returns a tensor; these are summed over the
     batch blocks of each channel slice and, through ``finish`` if given, returned per channel slice (the backward
-    makes the kernel gradient from them). The channel slices are independent and run on every CPU thread
-    (:func:`~hyenapixel.ops.parallel.parallel_map`); ``blocks`` defaults to :meth:`Blocks.make` for the current
-    threads. Built from differentiable operations (slice assignment into a fresh tensor), so it can be used inside
-    a backward that must itself be differentiable (it then runs as one plain loop).
+    makes the kernel gradient from them). The channel slices are independent; on large planes they run on every CPU
+    thread (:func:`~hyenapixel.ops.parallel.parallel_map`, ``THREADS_FROM_PLANE``); ``blocks`` defaults to
+    :meth:`Blocks.make` for the current threads. Built from differentiable operations (slice assignment into a fresh
+    tensor), so it can be used inside a backward that must itself be differentiable (it then runs as one plain loop).
 
     Shape:
         x: (B, C, *spatial), spectrum_of(slice) -> (len(slice), *spectrum) -> (B, C, *lengths), [per channel slice]
@@ -282,7 +291,7 @@ def _convolve_blocks(
             total = finish(total)
         return (y if out is None else None), total
 
-    results = parallel_map(channel_slice, blocks.channels)
+    results = parallel_map(channel_slice, blocks.channels, _spread(plan))
     if whole:  # the cropped view would otherwise keep the whole padded inverse-FFT buffer
         out = results[0][0].contiguous()
     return out, [total for _, total in results]
@@ -359,7 +368,7 @@ def _conv_backward(
                 total = part if total is None else total + part
             return finish_kernel_grad(total)
 
-        grad_k_slices = parallel_map(channel_slice, blocks.channels)
+        grad_k_slices = parallel_map(channel_slice, blocks.channels, _spread(plan))
     if need_k:
         grad_k = grad_k_slices[0] if len(grad_k_slices) == 1 else torch.cat(grad_k_slices)
     return grad_x, grad_k

@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from hyenapixel.ops.parallel import block_workers, parallel_map, split_evenly
 from hyenapixel.ops.tracing import tracing
 
-__all__ = ["BLOCK_ELEMENTS", "implicit_kernel", "implicit_kernel_ref"]
+__all__ = ["BLOCK_ELEMENTS", "THREADS_FROM_TAPS", "implicit_kernel", "implicit_kernel_ref"]
 
 
 def _with_ones_row(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -70,6 +70,10 @@ def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return torch.outer(decay.abs(), dist).neg_().exp_()
 
 
+#: Kernel taps per call from which the row blocks run on Python threads
+#: (:func:`~hyenapixel.ops.parallel.parallel_map`); fewer go as one loop on torch's threads.
+THREADS_FROM_TAPS = 1 << 15
+
 #: Positions per block of the fused kernel evaluation: about this many elements in its widest activation (512 KiB
 #: in float32), so the whole MLP chain of a block runs in cache (timings: docs/benchmarks.md).
 BLOCK_ELEMENTS = 1 << 17
@@ -86,6 +90,11 @@ def _row_blocks(z: torch.Tensor, widest: int) -> list[slice]:
         return [slice(0, rows)]
     step = max(1, BLOCK_ELEMENTS // (widest * width))
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+def _spread(z: torch.Tensor) -> bool:
+    """Whether the row blocks of a kernel over the positions of ``z`` (E, h, w) are worth Python threads."""
+    return z.shape[1] * z.shape[2] >= THREADS_FROM_TAPS
 
 
 def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[slice]:
@@ -117,7 +126,7 @@ class _ImplicitKernel(torch.autograd.Function):
             window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
             out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
 
-        parallel_map(block, _mlp_row_blocks(z, w_out, weights))
+        parallel_map(block, _mlp_row_blocks(z, w_out, weights), _spread(z))
         return out
 
     @staticmethod
@@ -157,8 +166,8 @@ class _ImplicitKernel(torch.autograd.Function):
             return [g_shift, g_decay, g_out, *g_weights]
 
         # each worker sums its own contiguous share of the blocks; the shares are added in a fixed order
-        groups = split_evenly(len(blocks), block_workers(len(blocks)))
-        partials = parallel_map(run, groups)
+        groups = split_evenly(len(blocks), block_workers(len(blocks), _spread(z)))
+        partials = parallel_map(run, groups, _spread(z))
         g_shift, g_decay, g_out, *g_weights = (functools.reduce(torch.add, p) for p in zip(*partials))
         return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
 

@@ -2,15 +2,21 @@
 implicit filter of Eq. 4).
 
 The FFT convolution and the implicit filter run on CPU as many cache-sized blocks (channel slices, rows of kernel
-taps), each a handful of small operations. One intra-op thread pool gains little on operations that small, so the
-blocks themselves are spread over ``torch.get_num_threads()`` Python threads (torch releases the GIL inside its
-operations), each running its operations on one intra-op thread; the calling thread works too. Blocks must write
-disjoint outputs; reductions are left to the caller (per-worker partial results, summed in a fixed order).
+taps), each a handful of operations. Where those operations are large (dense-prediction maps), one intra-op thread
+pool gains little on them, so the blocks themselves are spread over ``torch.get_num_threads()`` Python threads
+(torch releases the GIL inside its operations), each running its operations on one intra-op thread; the calling
+thread works too. Blocks must write disjoint outputs; reductions are left to the caller (per-worker partial results,
+summed in a fixed order).
+
+Python threads pay only for large blocks. Starting them costs a core for a few milliseconds: with torch's default
+OpenMP wait policy the caller's idle intra-op thread keeps spinning for a while after the last parallel operation,
+on the core a worker needs. Callers whose blocks are small say ``spread=False``, and their blocks run as one plain
+loop whose operations use torch's own threads (docs/benchmarks.md has the measurements behind each caller's choice).
 
 Blocks run one after the other, exactly as a plain loop would, where threads cannot help or are unsafe: one intra-op
-thread, fewer than two blocks, while autograd records operations (the workers would record into one graph at the
-same time; forward and backward of an autograd function run without recording), while ``torch.compile`` or
-``torch.jit`` traces, and inside a worker (no nesting).
+thread, fewer than two blocks, ``spread=False``, while autograd records operations (the workers would record into one
+graph at the same time; forward and backward of an autograd function run without recording), while
+``torch.compile`` or ``torch.jit`` traces, and inside a worker (no nesting).
 """
 
 from __future__ import annotations
@@ -58,11 +64,11 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def block_workers(items: int) -> int:
+def block_workers(items: int, spread: bool = True) -> int:
     """How many threads :func:`parallel_map` would use for ``items`` blocks now (1: a plain loop)."""
     if tracing():
         return 1
-    if items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
+    if not spread or items < 2 or getattr(_state, "inside", False) or torch.is_grad_enabled():
         return 1
     return max(1, min(torch.get_num_threads(), items))
 
@@ -87,15 +93,16 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _pools[workers]
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``[fn(item) for item in items]``, with the items shared out over :func:`block_workers` threads.
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], spread: bool = True) -> list[R]:
+    """``[fn(item) for item in items]``, with the items shared out over :func:`block_workers` threads
+    (``spread=False``: the plain loop, for blocks too small for Python threads to pay).
 
     The calling thread and ``workers - 1`` pool threads take the next item in turn until none is left; while they
     run, torch uses one intra-op thread (``torch.set_num_threads`` is process-wide: other threads running torch
     operations at the same time get one thread too; restored afterwards), and each worker runs with the caller's
     inference-mode setting and without recording gradients. The first exception is re-raised.
     """
-    workers = block_workers(len(items))
+    workers = block_workers(len(items), spread)
     if workers == 1:
         return [fn(item) for item in items]
     results: list = [None] * len(items)
