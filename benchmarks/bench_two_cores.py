@@ -22,6 +22,11 @@ turn, so a change of machine load hits all alike):
   ``whole model`` is the model's own eval forward / training step (cross-entropy, backward, AdamW step) timed in the
   same rounds, and ``rest`` the whole model minus the parts (stem, downsampling, head, loss, optimizer; and the
   difference between parts alone and in the model).
+* ``--dispatch``: the choice between Python threads and one plain loop on torch's threads
+  (:mod:`hyenapixel.ops.parallel`) for the long convolution and the implicit filter of each HyenaPixel-S18 stage,
+  forward and backward, at 2 threads: at 224 px (batch ``--train-batch``) and at ``--dense-size`` with covering
+  kernels (batch 1). Each op runs with its blocks on Python threads, as one loop, and as the library chooses
+  (``THREADS_FROM_PLANE``, ``THREADS_FROM_TAPS``).
 * ``--targets``: every target of issue 24 at 2 threads as the median over rounds of the per-round ratio
   hpx_former_s18 / convformer_s18 with its distribution-free 95 % interval: eval batch 16 and training step batch 8
   at 224 px, the 800 x 1333 ``features_only`` training step with covering kernels (``[667, 333, 167, 83]``, batch 1,
@@ -32,6 +37,7 @@ Run from the repository root, holding the machine's CPU lock::
 
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --attribution
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --targets
+    flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --dispatch
     .venv/bin/python -m benchmarks.bench_two_cores --quick     # smoke run of both modes at 64 px
 
 Results and the machine: docs/benchmarks.md, "Two threads".
@@ -40,10 +46,12 @@ Results and the machine: docs/benchmarks.md, "Two threads".
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -413,6 +421,85 @@ def format_targets(targets: Sequence[Target], rounds: int) -> str:
     )
 
 
+# ---- dispatch: Python threads or one loop ----
+
+
+@contextlib.contextmanager
+def _spread_from(plane: float, taps: float) -> Iterator[None]:
+    """The sizes from which the FFT convolution (padded plane) and the implicit filter (kernel taps) spread their
+    blocks over Python threads, set for the ``with`` block (0: always, inf: never) and restored after it."""
+    from hyenapixel.ops import fftconv, implicit
+
+    saved = fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS
+    fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS = plane, taps
+    try:
+        yield
+    finally:
+        fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS = saved
+
+
+def _in_setting(fn: Fn, plane: float, taps: float) -> Fn:
+    def run() -> None:
+        with _spread_from(plane, taps):
+            fn()
+
+    return run
+
+
+def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[str, tuple[Fn, bool]]:
+    """Per stage, the long convolution (a fresh kernel, forward and both gradients) and the implicit filter (forward
+    and backward) of the first mixer of ``model`` on a ``batch`` of its feature maps for ``size`` input, each with
+    whether the library spreads it over threads."""
+    from hyenapixel.mixers import HyenaPixelMixer
+    from hyenapixel.ops import conv_fresh_kernel, fftconv, implicit, plan_conv2d
+
+    ops: dict[str, tuple[Fn, bool]] = {}
+    firsts: dict[int, HyenaPixelMixer] = {}  # the first mixer of each stage (the stages' widths differ)
+    for m in model.modules():
+        if isinstance(m, HyenaPixelMixer):
+            firsts.setdefault(m.filter.channels, m)
+    for i, m in enumerate(firsts.values()):
+        stride = 4 * 2**i
+        h, w = -(-size[0] // stride), -(-size[1] // stride)
+        kh, kw = m.filter.kernel_size
+        full = plan_conv2d(h, w, kh, kw)
+        u = torch.randn(batch, m.filter.channels, h, w, requires_grad=True)
+        with torch.no_grad():
+            k = m.kernel(full.taps).requires_grad_()
+        plane = math.prod(full.fft_shape)
+        taps = (full.taps[0].stop - full.taps[0].start) * (full.taps[1].stop - full.taps[1].start)
+
+        def conv(u: torch.Tensor = u, k: torch.Tensor = k, full=full) -> None:  # noqa: ANN001 - a ConvPlan
+            torch.autograd.backward(conv_fresh_kernel(u, k, full.cropped()), _grad_like(u))
+
+        def kernel(m: HyenaPixelMixer = m, full=full) -> None:  # noqa: ANN001 - a ConvPlan
+            m.zero_grad(set_to_none=True)
+            out = m.kernel(full.taps)
+            torch.autograd.backward(out, _grad_like(out))
+
+        where = f"stage {i + 1} {batch} x {m.filter.channels} x {h} x {w}"
+        ops[f"{where}, kernel {kh}: long conv (plane {plane})"] = (conv, plane >= fftconv.THREADS_FROM_PLANE)
+        ops[f"{where}, kernel {kh}: filter ({taps} taps)"] = (kernel, taps >= implicit.THREADS_FROM_TAPS)
+    return ops
+
+
+def dispatch(batch: int, img: int, dense: tuple[int, int], threads: int, warmup: int, rounds: int) -> list[list]:
+    """Rows: op, ms on Python threads, ms as one loop, their ratio with its interval, the library's choice."""
+    from benchmarks.bench_dense import ROWS
+
+    ops = dispatch_ops(create_model(HPX), batch, (img, img))
+    ops |= dispatch_ops(ROWS["hpx_former_s18 (covering kernels)"].build(*dense), 1, dense)
+    rows = []
+    for name, (fn, spread) in ops.items():
+        fns = {"threads": (threads, _in_setting(fn, 0, 0)), "loop": (threads, _in_setting(fn, math.inf, math.inf))}
+        raw = timed_rounds(fns, warmup, rounds)
+        lo, med, hi = median_interval([a / b for a, b in zip(raw["threads"], raw["loop"])])
+        choice = "threads" if spread else "loop"
+        t, p = (1000 * statistics.median(raw[k]) for k in ("threads", "loop"))
+        rows.append([name, f"{t:.1f}", f"{p:.1f}", f"{med:.2f}x [{lo:.2f}, {hi:.2f}]", choice])
+    return rows
+
+
 # ---- command line ----
 
 
@@ -420,6 +507,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--attribution", action="store_true", help="per stage and part at 1 and 2 threads (default)")
     p.add_argument("--targets", action="store_true", help="every target of issue 24 with its interval")
+    p.add_argument("--dispatch", action="store_true", help="Python threads or one loop, per op and stage size")
     p.add_argument("--modes", default="eval,train", help="attribution: eval, train or both")
     p.add_argument("--threads", default=None, help="comma list (attribution default 1,2; targets default 2)")
     p.add_argument("--eval-batch", type=int, default=16)
@@ -434,7 +522,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 2, 1 round, 64x96 dense")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    if not (args.attribution or args.targets):
+    if not (args.attribution or args.targets or args.dispatch):
         args.attribution = True
     if args.quick:
         args.img, args.eval_batch, args.train_batch, args.rounds, args.warmup = 64, 2, 2, 1, 0
@@ -478,6 +566,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"\nIssue 24 targets: {HPX} / {CONV}, wall clock\n")
         print(format_targets(found, args.rounds))
         results["targets"] = [t.__dict__ for t in found]
+    if args.dispatch:
+        threads = max(int(t) for t in (args.threads or "2").split(","))
+        print(f"# {machine_info(threads)}")
+        h, w = (int(v) for v in args.dense_size.split("x"))
+        t0 = time.perf_counter()
+        rows = dispatch(args.train_batch, args.img, (h, w), threads, max(1, args.warmup), args.rounds)
+        print(f"dispatch done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        print(f"\nForward + backward at {threads} threads, ms (median of {args.rounds} interleaved rounds)\n")
+        header = ["op (batch x channels x map)", "Python threads", "one loop", "threads / loop", "library"]
+        print(markdown_table(header, rows))
+        results["dispatch"] = rows
     return finish(results, args.json)
 
 

@@ -281,3 +281,18 @@ def test_two_cores_attribution_and_targets_run() -> None:
     assert [t.name for t in targets] == ["eval b1 32 px", "train step b1 32 px"]
     assert all(t.hpx_s > 0 and t.conv_s > 0 and t.ratio[0] <= t.ratio[1] <= t.ratio[2] for t in targets)
     assert "ratio (median)" in b.format_targets(targets, 1)
+
+
+def test_two_cores_dispatch_times_both_settings_and_restores_the_thresholds() -> None:
+    from benchmarks import bench_two_cores as b
+    from hyenapixel.ops import fftconv, implicit
+
+    before = fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS
+    ops = b.dispatch_ops(b.create_model(b.HPX), 1, (32, 32))
+    assert len(ops) == 8 and all(not spread for _, spread in ops.values())  # 32-px maps: one loop everywhere
+    assert "stage 1 1 x 64 x 8 x 8, kernel 111: long conv (plane 240)" in ops  # 8 + 7 padded to 15 x 16
+    with b._spread_from(0, 0):
+        assert (fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS) == (0, 0)
+    assert (fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS) == before
+    rows = b.dispatch(1, 32, (32, 48), 1, warmup=0, rounds=1)
+    assert len(rows) == 16 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
