@@ -23,10 +23,11 @@ turn, so a change of machine load hits all alike):
   same rounds, and ``rest`` the whole model minus the parts (stem, downsampling, head, loss, optimizer; and the
   difference between parts alone and in the model).
 * ``--dispatch``: the choice between Python threads and one plain loop on torch's threads
-  (:mod:`hyenapixel.ops.parallel`) for the long convolution and the implicit filter of each HyenaPixel-S18 stage,
-  forward and backward, at 2 threads: at 224 px (batch ``--train-batch``) and at ``--dense-size`` with covering
-  kernels (batch 1). Each op runs with its blocks on Python threads, as one loop, and as the library chooses
-  (``THREADS_FROM_PLANE``, ``THREADS_FROM_TAPS``).
+  (:mod:`hyenapixel.ops.parallel`) for the long convolution (forward and backward, and the cached eval forward) and
+  the implicit filter (forward and backward) of each HyenaPixel-S18 stage, at 2 threads: at 224 px (batch
+  ``--train-batch``) and at ``--dense-size`` with covering kernels (batch 1). Each op runs with its blocks on Python
+  threads and as one loop, each timed call right after an untimed one in the same setting; the table says which
+  the library chooses (``THREADS_FROM_PLANE``, ``THREADS_FROM_TAPS``).
 * ``--targets``: every target of issue 24 at 2 threads as the median over rounds of the per-round ratio
   hpx_former_s18 / convformer_s18 with its distribution-free 95 % interval: eval batch 16 and training step batch 8
   at 224 px, the 800 x 1333 ``features_only`` training step with covering kernels (``[667, 333, 167, 83]``, batch 1,
@@ -448,11 +449,11 @@ def _in_setting(fn: Fn, plane: float, taps: float) -> Fn:
 
 
 def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[str, tuple[Fn, bool]]:
-    """Per stage, the long convolution (a fresh kernel, forward and both gradients) and the implicit filter (forward
-    and backward) of the first mixer of ``model`` on a ``batch`` of its feature maps for ``size`` input, each with
-    whether the library spreads it over threads."""
+    """Per stage, the long convolution (a fresh kernel, forward and both gradients; and the eval forward from the
+    kernel's spectrum) and the implicit filter (forward and backward) of the first mixer of ``model`` on a ``batch``
+    of its feature maps for ``size`` input, each with whether the library spreads it over threads."""
     from hyenapixel.mixers import HyenaPixelMixer
-    from hyenapixel.ops import conv_fresh_kernel, fftconv, implicit, plan_conv2d
+    from hyenapixel.ops import apply_spectrum, conv_fresh_kernel, fftconv, implicit, kernel_spectrum, plan_conv2d
 
     ops: dict[str, tuple[Fn, bool]] = {}
     firsts: dict[int, HyenaPixelMixer] = {}  # the first mixer of each stage (the stages' widths differ)
@@ -473,6 +474,14 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
         def conv(u: torch.Tensor = u, k: torch.Tensor = k, full=full) -> None:  # noqa: ANN001 - a ConvPlan
             torch.autograd.backward(conv_fresh_kernel(u, k, full.cropped()), _grad_like(u))
 
+        with torch.no_grad():
+            k_f = kernel_spectrum(k, full.cropped())
+            u_eval = u.detach()
+
+        def conv_eval(u: torch.Tensor = u_eval, k_f: torch.Tensor = k_f, full=full) -> None:  # noqa: ANN001
+            with torch.no_grad():
+                apply_spectrum(u, k_f, full.cropped())
+
         def kernel(m: HyenaPixelMixer = m, full=full) -> None:  # noqa: ANN001 - a ConvPlan
             m.zero_grad(set_to_none=True)
             out = m.kernel(full.taps)
@@ -480,6 +489,7 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
 
         where = f"stage {i + 1} {batch} x {m.filter.channels} x {h} x {w}"
         ops[f"{where}, kernel {kh}: long conv (plane {plane})"] = (conv, plane >= fftconv.THREADS_FROM_PLANE)
+        ops[f"{where}, kernel {kh}: long conv, eval (plane {plane})"] = (conv_eval, plane >= fftconv.THREADS_FROM_PLANE)
         ops[f"{where}, kernel {kh}: filter ({taps} taps)"] = (kernel, taps >= implicit.THREADS_FROM_TAPS)
     return ops
 
@@ -590,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         t0 = time.perf_counter()
         rows = dispatch(args.train_batch, args.img, (h, w), threads, max(1, args.warmup), args.rounds)
         print(f"dispatch done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        print(f"\nForward + backward at {threads} threads, ms (median of {args.rounds} interleaved rounds)\n")
+        print(f"\nForward + backward (eval: forward) at {threads} threads, ms (median of {args.rounds} rounds)\n")
         header = ["op (batch x channels x map)", "Python threads", "one loop", "threads / loop", "library"]
         print(markdown_table(header, rows))
         results["dispatch"] = rows

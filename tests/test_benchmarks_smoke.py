@@ -289,10 +289,10 @@ def test_two_cores_dispatch_times_both_settings_and_restores_the_thresholds() ->
 
     before = fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS
     ops = b.dispatch_ops(b.create_model(b.HPX), 1, (32, 32))
-    assert len(ops) == 8 and all(not spread for _, spread in ops.values())  # 32-px maps: one loop everywhere
+    assert len(ops) == 12 and all(not spread for _, spread in ops.values())  # 32-px maps: one loop everywhere
     assert "stage 1 1 x 64 x 8 x 8, kernel 111: long conv (plane 240)" in ops  # 8 + 7 padded to 15 x 16
     with b._spread_from(0, 0):
         assert (fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS) == (0, 0)
     assert (fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS) == before
     rows = b.dispatch(1, 32, (32, 48), 1, warmup=0, rounds=1)
-    assert len(rows) == 16 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert len(rows) == 24 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
