@@ -60,8 +60,9 @@ SPECTRUM_CHUNK_ABOVE = 12 << 20
 # Padded elements per transformed plane from which the forward transform is one multi-dimensional FFT.
 MULTIDIM_FFT_ABOVE = 64 * 64
 # Padded elements per transformed plane from which the channel slices run on Python threads
-# (:func:`~hyenapixel.ops.parallel.parallel_map`); smaller planes go as one loop on torch's threads.
-THREADS_FROM_PLANE = 1 << 15
+# (:func:`~hyenapixel.ops.parallel.parallel_map`); smaller planes go as one loop on torch's threads. Between the
+# largest plane of a 224-px model (112 x 112) and the stage-3 planes of dense inputs (docs/benchmarks.md).
+THREADS_FROM_PLANE = 14 << 10
 
 
 @functools.lru_cache(maxsize=4096)

@@ -71,8 +71,9 @@ def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 
 #: Kernel taps per call from which the row blocks run on Python threads
-#: (:func:`~hyenapixel.ops.parallel.parallel_map`); fewer go as one loop on torch's threads.
-THREADS_FROM_TAPS = 1 << 15
+#: (:func:`~hyenapixel.ops.parallel.parallel_map`); fewer go as one loop on torch's threads. Between the largest
+#: kernel of a 224-px model (111 x 111) and the stage-3 kernels of dense inputs (docs/benchmarks.md).
+THREADS_FROM_TAPS = 14 << 10
 
 #: Positions per block of the fused kernel evaluation: about this many elements in its widest activation (512 KiB
 #: in float32), so the whole MLP chain of a block runs in cache (timings: docs/benchmarks.md).
