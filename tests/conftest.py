@@ -76,6 +76,26 @@ def block_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.fixture
+def two_threads_pool_tasks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Two torch threads for the test; yields a list that gets an entry for every task handed to a thread pool (a
+    test clears it between its cases)."""
+    tasks: list[str] = []
+    submit = ThreadPoolExecutor.submit
+
+    def recording_submit(pool: ThreadPoolExecutor, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        tasks.append(threading.current_thread().name)
+        return submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", recording_submit)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield tasks
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
 def trained_mlp():  # noqa: ANN201 - a hyenapixel.layers.Mlp
     """A StarReLU MLP (12 channels, 36 hidden) in eval mode, with its scale and shift away from their initial 1 and 0
     (trained weights, as the folding and export tests need)."""

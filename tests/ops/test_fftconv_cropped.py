@@ -131,34 +131,23 @@ def test_blocks_on_several_threads_equal_the_direct_convolution(monkeypatch, blo
 
 
 @pytest.mark.parametrize(("x_grad", "k_grad"), [(True, True), (False, True)])
-def test_only_planes_from_the_threshold_on_spread_over_threads(monkeypatch, x_grad, k_grad) -> None:
+def test_only_planes_from_the_threshold_on_spread_over_threads(monkeypatch, two_threads_pool_tasks, x_grad, k_grad):
     # with two threads and forced blocks: a plane below THREADS_FROM_PLANE runs its channel slices as one loop on
     # torch's threads, one at or above it on Python threads; both equal the direct convolution
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_ABOVE", 0)
     monkeypatch.setattr(fftconv, "SPECTRUM_CHUNK_BYTES", 1)
     small, large = (6, 9, 11, 17), (10, 17, 35, 35)
     threshold = plan_conv2d(*large).fft_shape[0] * plan_conv2d(*large).fft_shape[1]
     assert plan_conv2d(*small).fft_shape[0] * plan_conv2d(*small).fft_shape[1] < threshold
     monkeypatch.setattr(fftconv, "THREADS_FROM_PLANE", threshold)
-    pools: list[str] = []
-    submit = ThreadPoolExecutor.submit
-    monkeypatch.setattr(ThreadPoolExecutor, "submit", lambda *a, **kw: pools.append("pool") or submit(*a, **kw))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for shape, spreads in ((small, False), (large, True)):
-            pools.clear()
-            x, k, up, plan = _problem(7, 2, 4, *shape, x_grad, k_grad)
-            _check_against_direct(conv_with_plan, x, k, up, plan)
-            k_f = kernel_spectrum(k.detach(), plan)
-            with torch.inference_mode():
-                _close(apply_spectrum(x.detach(), k_f, plan), fftconv2d_ref(x.detach(), k.detach()))
-            assert bool(pools) == spreads, (shape, threading.current_thread().name)
-    finally:
-        torch.set_num_threads(before)
+    for shape, spreads in ((small, False), (large, True)):
+        two_threads_pool_tasks.clear()
+        x, k, up, plan = _problem(7, 2, 4, *shape, x_grad, k_grad)
+        _check_against_direct(conv_with_plan, x, k, up, plan)
+        k_f = kernel_spectrum(k.detach(), plan)
+        with torch.inference_mode():
+            _close(apply_spectrum(x.detach(), k_f, plan), fftconv2d_ref(x.detach(), k.detach()))
+        assert bool(two_threads_pool_tasks) == spreads, shape
 
 
 def test_blocks_stay_twice_differentiable_with_several_threads(monkeypatch, block_threads) -> None:

@@ -48,9 +48,9 @@ def test_fused_kernel_equals_the_written_out_kernel(monkeypatch, block_elements)
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
 
 
-def test_row_blocks_on_two_threads_equal_the_written_out_kernel(monkeypatch, block_threads) -> None:
-    monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 16)
-    z, dist, decay, shift, w_out, weights = _inputs(1, size=(9, 4))
+def _check_written_out(seed: int, size: tuple[int, int]) -> None:
+    """The fused kernel on ``size`` taps equals the written-out one, values and the parameters' gradients."""
+    z, dist, decay, shift, w_out, weights = _inputs(seed, size=size)
     got = implicit_kernel(z, dist, decay, shift, w_out, *weights)
     want = _written_out(z, dist, decay, shift, w_out, weights)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -59,28 +59,17 @@ def test_row_blocks_on_two_threads_equal_the_written_out_kernel(monkeypatch, blo
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
 
 
-def test_only_kernels_from_the_threshold_on_spread_their_rows_over_threads(monkeypatch) -> None:
+def test_row_blocks_on_two_threads_equal_the_written_out_kernel(monkeypatch, block_threads) -> None:
+    monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 16)
+    _check_written_out(1, (9, 4))
+
+
+def test_only_kernels_from_the_threshold_on_spread_their_rows_over_threads(monkeypatch, two_threads_pool_tasks) -> None:
     # two threads, blocks of one row: fewer taps than THREADS_FROM_TAPS run as one loop on torch's threads, at least
     # that many on Python threads; both equal the written-out kernel, values and gradients
-    from concurrent.futures import ThreadPoolExecutor
-
     monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 16)
     monkeypatch.setattr(implicit, "THREADS_FROM_TAPS", 36)
-    pools: list[str] = []
-    submit = ThreadPoolExecutor.submit
-    monkeypatch.setattr(ThreadPoolExecutor, "submit", lambda *a, **kw: pools.append("pool") or submit(*a, **kw))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for size, spreads in (((5, 7), False), ((6, 6), True)):
-            pools.clear()
-            z, dist, decay, shift, w_out, weights = _inputs(2, size=size)
-            got = implicit_kernel(z, dist, decay, shift, w_out, *weights)
-            want = _written_out(z, dist, decay, shift, w_out, weights)
-            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-            wrt = [decay, shift, w_out, *weights]
-            for a, b in zip(torch.autograd.grad(got.sum(), wrt), torch.autograd.grad(want.sum(), wrt)):
-                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
-            assert bool(pools) == spreads, size
-    finally:
-        torch.set_num_threads(before)
+    for size, spreads in (((5, 7), False), ((6, 6), True)):
+        two_threads_pool_tasks.clear()
+        _check_written_out(2, size)
+        assert bool(two_threads_pool_tasks) == spreads, size
