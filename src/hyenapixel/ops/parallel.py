@@ -2,11 +2,11 @@
 implicit filter of Eq. 4).
 
 The FFT convolution and the implicit filter run on CPU as many cache-sized blocks (channel slices, rows of kernel
-taps), each a handful of operations. Where those operations are large (dense-prediction maps), one intra-op thread
-pool gains little on them, so the blocks themselves are spread over ``torch.get_num_threads()`` Python threads
-(torch releases the GIL inside its operations), each running its operations on one intra-op thread; the calling
-thread works too. Blocks must write disjoint outputs; reductions are left to the caller (per-worker partial results,
-summed in a fixed order).
+taps), each a handful of operations that one intra-op thread pool speeds up little (small matrix products,
+memory-bound transforms). On the large maps of dense prediction, where the blocks are many, the blocks themselves are
+spread over ``torch.get_num_threads()`` Python threads (torch releases the GIL inside its operations), each running
+its operations on one intra-op thread; the calling thread works too. Blocks must write disjoint outputs; reductions
+are left to the caller (per-worker partial results, summed in a fixed order).
 
 Python threads pay only for large blocks. Starting them costs a core for a few milliseconds: with torch's default
 OpenMP wait policy the caller's idle intra-op thread keeps spinning for a while after the last parallel operation,
