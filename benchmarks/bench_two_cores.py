@@ -61,7 +61,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import finish, machine_info, markdown_table, median_interval, set_cache_enabled
-from hyenapixel.ops.parallel import intra_op_threads
 
 HPX = "hpx_former_s18"
 CONV = "convformer_s18"
@@ -82,16 +81,22 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 # ---- timing ----
 
 
-def timed_rounds(fns: dict[str, tuple[int, Fn]], warmup: int, rounds: int) -> dict[str, list[float]]:
+def timed_rounds(
+    fns: dict[str, tuple[int, Fn]], warmup: int, rounds: int, after_itself: bool = False
+) -> dict[str, list[float]]:
     """Wall seconds of every timed call of each ``(threads, fn)``: ``warmup`` untimed rounds, then ``rounds`` timed
     ones, each round calling every function once in turn with ``torch.set_num_threads(threads)`` set before (outside
-    the clock). The thread count in force before is restored."""
+    the clock). With ``after_itself`` each timed call comes right after an untimed call of the same function: what the
+    allocator and the thread pools hold when a call starts depends on the call before (one loop of blocks timed right
+    after a threaded call ran up to 2x slower than after a loop). The thread count in force before is restored."""
     before = torch.get_num_threads()
     times: dict[str, list[float]] = {k: [] for k in fns}
     try:
         for r in range(warmup + rounds):
             for key, (threads, fn) in fns.items():
                 torch.set_num_threads(threads)
+                if after_itself:
+                    fn()
                 t0 = time.perf_counter()
                 fn()
                 if r >= warmup:
@@ -494,22 +499,6 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
     return ops
 
 
-def _timed_after_itself(fns: dict[str, Fn], threads: int, warmup: int, rounds: int) -> dict[str, list[float]]:
-    """Like :func:`timed_rounds`, but each timed call comes right after an untimed call of the same function: what
-    the allocator and the thread pools hold when a call starts depends on the call before (one loop timed right
-    after a threaded call ran up to 2x slower than after a loop)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    with intra_op_threads(threads):
-        for r in range(warmup + rounds):
-            for key, fn in fns.items():
-                fn()
-                t0 = time.perf_counter()
-                fn()
-                if r >= warmup:
-                    times[key].append(time.perf_counter() - t0)
-    return times
-
-
 def dispatch(batch: int, img: int, dense: tuple[int, int], threads: int, warmup: int, rounds: int) -> list[list]:
     """Rows: op, ms on Python threads, ms as one loop, their ratio with its interval, the library's choice."""
     from benchmarks.bench_dense import ROWS
@@ -519,7 +508,7 @@ def dispatch(batch: int, img: int, dense: tuple[int, int], threads: int, warmup:
     rows = []
     for name, (fn, spread) in ops.items():
         settings = {"threads": _in_setting(fn, 0, 0), "loop": _in_setting(fn, math.inf, math.inf)}
-        raw = _timed_after_itself(settings, threads, warmup, rounds)
+        raw = timed_rounds({k: (threads, f) for k, f in settings.items()}, warmup, rounds, after_itself=True)
         lo, med, hi = median_interval([a / b for a, b in zip(raw["threads"], raw["loop"])])
         choice = "threads" if spread else "loop"
         t, p = (1000 * statistics.median(raw[k]) for k in ("threads", "loop"))

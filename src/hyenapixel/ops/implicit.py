@@ -167,8 +167,9 @@ class _ImplicitKernel(torch.autograd.Function):
             return [g_shift, g_decay, g_out, *g_weights]
 
         # each worker sums its own contiguous share of the blocks; the shares are added in a fixed order
-        groups = split_evenly(len(blocks), block_workers(len(blocks), _spread(z)))
-        partials = parallel_map(run, groups, _spread(z))
+        spread = _spread(z)
+        groups = split_evenly(len(blocks), block_workers(len(blocks), spread))
+        partials = parallel_map(run, groups, spread)
         g_shift, g_decay, g_out, *g_weights = (functools.reduce(torch.add, p) for p in zip(*partials))
         return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
 
