@@ -474,7 +474,8 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
         with torch.no_grad():
             k = m.kernel(full.taps).requires_grad_()
         plane = math.prod(full.fft_shape)
-        taps = (full.taps[0].stop - full.taps[0].start) * (full.taps[1].stop - full.taps[1].start)
+        region = m.filter.pos_emb[(slice(None), *full.taps)]  # the filter's input for these taps: (E, h, w)
+        taps = region.shape[1] * region.shape[2]
 
         def conv(u: torch.Tensor = u, k: torch.Tensor = k, full=full) -> None:  # noqa: ANN001 - a ConvPlan
             torch.autograd.backward(conv_fresh_kernel(u, k, full.cropped()), _grad_like(u))
@@ -493,9 +494,11 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
             torch.autograd.backward(out, _grad_like(out))
 
         where = f"stage {i + 1} {batch} x {m.filter.channels} x {h} x {w}"
-        ops[f"{where}, kernel {kh}: long conv (plane {plane})"] = (conv, plane >= fftconv.THREADS_FROM_PLANE)
-        ops[f"{where}, kernel {kh}: long conv, eval (plane {plane})"] = (conv_eval, plane >= fftconv.THREADS_FROM_PLANE)
-        ops[f"{where}, kernel {kh}: filter ({taps} taps)"] = (kernel, taps >= implicit.THREADS_FROM_TAPS)
+        # the library's own decisions, not a copy of their rule
+        spread_conv, spread_filter = fftconv._spread(full), implicit._spread(region)
+        ops[f"{where}, kernel {kh}: long conv (plane {plane})"] = (conv, spread_conv)
+        ops[f"{where}, kernel {kh}: long conv, eval (plane {plane})"] = (conv_eval, spread_conv)
+        ops[f"{where}, kernel {kh}: filter ({taps} taps)"] = (kernel, spread_filter)
     return ops
 
 
