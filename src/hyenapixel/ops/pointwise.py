@@ -1,9 +1,14 @@
-"""Per-pixel linear maps of channels-last feature maps (the projections and channel MLPs of the MetaFormer blocks,
-paper Section 3, Fig. 3) through the convolution kernels on multi-threaded CPUs.
+"""Per-pixel operations of the MetaFormer blocks (paper Section 3, Fig. 3): the projections and channel MLPs of
+channels-last feature maps, and the MLPs' StarReLU activation.
 
 On CPU, ``F.linear`` runs on the BLAS GEMM (MKL), while a 1 x 1 convolution of a channels-last map can run on
 oneDNN, which was faster for the dense-size maps of the HyenaPixel backbones, forward and backward (timings in
 docs/benchmarks.md); with several threads this is the speed ConvFormer's 1 x 1 convolutions get.
+
+StarReLU ``s * relu(x) ** 2 + b`` written as three operations allocates three maps as large as the MLP's hidden
+layer (four times the block's channels); at large batches and maps each is a fresh, page-faulted allocation, which
+costs more than the arithmetic. :func:`star_relu` computes the same values with one allocation (none in place),
+and its backward saves one map instead of two.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from hyenapixel.ops.tracing import tracing
 
-__all__ = ["pixel_linear"]
+__all__ = ["pixel_linear", "star_relu", "star_relu_ref"]
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -81,3 +86,68 @@ def pixel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 def _onednn_available() -> bool:
     """Whether torch has oneDNN (checked after ``torch.compile``'s tracing, which cannot trace ``torch.backends``)."""
     return torch.backends.mkldnn.is_available()
+
+
+def star_relu_ref(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """StarReLU ``scale * relu(x) ** 2 + bias`` as plain operations: the reference of :func:`star_relu`, and the
+    form traced graphs, mixed dtypes and autocast get.
+
+    Shape:
+        x: any, scale / bias: broadcastable to x (StarReLU: one element each) -> x's shape
+    """
+    return torch.addcmul(bias, scale, torch.relu(x).square())
+
+
+class _StarReLU(torch.autograd.Function):
+    """:func:`star_relu_ref` with one allocation in forward (the squared ReLU, scaled and shifted in place) and the
+    input the only saved map. Backward: ``dx = 2 s g r``, ``ds = sum(g r^2) = sum(g r x)``, ``db = sum(g)`` with
+    ``r = relu(x)`` (zero where ``x <= 0``, so is ``dx``); with ``create_graph`` it is built from differentiable
+    operations of ``x``, so it can be differentiated again."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):  # noqa: ANN205
+        ctx.save_for_backward(x, scale)
+        ctx.bias_shape = bias.shape
+        out = torch.relu(x)
+        out.mul_(out)
+        return torch.addcmul(bias, scale, out, out=out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
+        x, scale = ctx.saved_tensors
+        grad_bias = grad.sum().reshape(ctx.bias_shape) if ctx.needs_input_grad[2] else None
+        if torch.is_grad_enabled():  # double backward: every step differentiable in x
+            t = grad * torch.relu(x)
+            grad_scale = (t * x).sum()
+            grad_x = t * (2 * scale)
+        else:
+            t = torch.relu(x).mul_(grad)  # g r
+            grad_scale = (t * x).sum() if ctx.needs_input_grad[1] else None  # g r x = g r^2
+            grad_x = t.mul_(2 * scale)
+        grad_scale = grad_scale.reshape(scale.shape) if ctx.needs_input_grad[1] else None
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_scale, grad_bias
+
+
+def star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """StarReLU ``scale * relu(x) ** 2 + bias`` (:func:`star_relu_ref`) with fewer passes and allocations over
+    ``x``: without autograd recording, one allocation (``inplace=True``: none, ``x`` is overwritten and returned);
+    with it, one allocation in forward and one map saved for backward (:class:`_StarReLU`; ``inplace`` does not
+    apply, ``x`` is left as it is). The same values as the reference (the same operations in the same order); the
+    gradients equal its gradients up to float rounding. Traced graphs, autocast, inputs whose dtype differs from
+    ``scale``'s or ``bias``'s and a ``scale`` or ``bias`` that broadcasts ``x`` to a larger shape take the reference.
+
+    Shape:
+        x: any, scale / bias: broadcastable to x (StarReLU: one element each) -> x's shape
+    """
+    if (
+        tracing()  # first: dynamo cannot trace the checks below
+        or torch.is_autocast_enabled(x.device.type)
+        or not x.dtype == scale.dtype == bias.dtype
+        or torch.broadcast_shapes(x.shape, scale.shape, bias.shape) != x.shape
+    ):
+        return star_relu_ref(x, scale, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or bias.requires_grad):
+        return _StarReLU.apply(x, scale, bias)
+    r = torch.relu_(x) if inplace else torch.relu(x)
+    r.mul_(r)
+    return torch.addcmul(bias, scale, r, out=r)
