@@ -250,3 +250,25 @@ def test_cached_eval_dispatch_computes_the_same_mixer(size, kernel_size, dft):
         m32.spectrum_cache.enabled = False
         uncached = m32(x32)
     torch.testing.assert_close(cached, uncached, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("size", "kernel_size", "dft"), [((7, 7), 13, True), ((5, 9), 9, True), ((20, 18), 39, False)])
+def test_training_dispatch_computes_the_same_mixer_and_gradients(size, kernel_size, dft, monkeypatch):
+    # in training, small maps take DFT matrix products with the kernel regenerated (ops.dft.dft_conv2d), larger ones
+    # the FFT path; values and the gradients of the input and of every parameter equal Eq. 3 with the direct
+    # convolution (float64)
+    import hyenapixel.mixers.hyenapixel as hpx_module
+
+    calls, original = [], hpx_module.dft_conv2d
+    monkeypatch.setattr(hpx_module, "dft_conv2d", lambda *a: calls.append(1) or original(*a))
+    m = HyenaPixelMixer(6, kernel_size, 8, qk_norm_layer=MIXER_NORM, out_norm_layer=MIXER_NORM).double().train()
+    x = torch.randn(2, *size, 6, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, *size, 6, dtype=torch.float64)
+    params = [x, *m.parameters()]
+    got = m(x)
+    assert bool(calls) == dft and not m.spectrum_cache._entries
+    grads = torch.autograd.grad((got * up).sum(), params)
+    ref = _reference_hpx(m, x)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    for a, e in zip(grads, torch.autograd.grad((ref * up).sum(), params)):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)

@@ -13,6 +13,7 @@ from hyenapixel.ops.dft import (
     channels_last_spectrum,
     dft_axes2d,
     dft_conv1d,
+    dft_conv2d,
     dft_conv2d_cached,
     dft_conv2d_channels_last,
     dft_matrices2d,
@@ -190,3 +191,46 @@ def test_matrices_made_in_inference_mode_serve_an_input_gradient_later() -> None
     (got,) = torch.autograd.grad((y * up).sum(), x)
     (want,) = torch.autograd.grad((fftconv2d_ref(x, k) * up).sum(), x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+# ---- the training path: dft_conv2d, differentiable in map and kernel ------------------------------------------------
+
+
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), [*SHAPES_2D, (14, 14, 27, 27), (9, 12, 33, 5)])
+def test_dft_conv2d_values_and_both_gradients_equal_direct_convolution(h: int, w: int, kh: int, kw: int) -> None:
+    # as the mixer calls it in training: the kernel cut to the taps that reach the map, under the cropped plan
+    full = plan_conv2d(h, w, kh, kw)
+    g = torch.Generator().manual_seed(h * 100 + kh)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(3, kh, kw, dtype=torch.float64, generator=g, requires_grad=True)
+    up = torch.randn(2, 3, h, w, dtype=torch.float64, generator=g)
+    y = dft_conv2d(x.permute(0, 2, 3, 1), k[(slice(None), *full.taps)], full.cropped()).permute(0, 3, 1, 2)
+    ref = fftconv2d_ref(x, k)
+    scale = max(1.0, ref.abs().max().item())
+    assert (y - ref).abs().max().item() <= 1e-12 * scale
+    got = torch.autograd.grad((y * up).sum(), (x, k))
+    want = torch.autograd.grad((ref * up).sum(), (x, k))
+    for a, e in zip(got, want):
+        assert (a - e).abs().max().item() <= 1e-11 * max(1.0, e.abs().max().item())
+
+
+def test_dft_conv2d_numerical_first_and_second_derivatives() -> None:
+    full = plan_conv2d(4, 5, 7, 9)
+    x = torch.randn(1, 4, 5, 2, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 7, 9, dtype=torch.float64)[(slice(None), *full.taps)].detach().requires_grad_()
+    fn = lambda a, b: dft_conv2d(a, b, full.cropped())  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, k))
+    assert torch.autograd.gradgradcheck(fn, (x, k))
+
+
+def test_dft_conv2d_in_float32_under_autocast_and_refuses_mismatched_channels() -> None:
+    full = plan_conv2d(7, 7, 13, 13)
+    k = torch.randn(4, 13, 13)
+    x = torch.randn(2, 7, 7, 4).bfloat16()
+    want = dft_conv2d(x.float(), k, full)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dft_conv2d(x, k, full)
+    assert got.dtype == torch.bfloat16  # computed in float32, returned in the map's dtype (as the FFT path)
+    torch.testing.assert_close(got.float(), want.bfloat16().float(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"\(C, kh, kw\) kernel"):
+        dft_conv2d(torch.randn(1, 7, 7, 5), k, full)

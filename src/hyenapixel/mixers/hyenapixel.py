@@ -18,7 +18,7 @@ from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.layers import DepthwiseConv2d, PixelLinear
 from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
 from hyenapixel.ops import conv_fresh_kernel, plan_conv2d
-from hyenapixel.ops.dft import DFTSpectrum2d, dft_conv2d_cached, dft_preferred
+from hyenapixel.ops.dft import DFTSpectrum2d, dft_conv2d, dft_conv2d_cached, dft_preferred
 
 __all__ = ["HyenaPixelMixer", "projection_branches", "tap_mask", "with_skip"]
 
@@ -233,25 +233,26 @@ class HyenaPixelMixer(ClearsCacheOnModeSwitch, nn.Module):
         return conv_fresh_kernel(u, self.kernel(taps), plan)
 
     def long_conv_channels_last(self, u: torch.Tensor) -> torch.Tensor:
-        """:meth:`long_conv` on a channels-last map (:attr:`frozen_conv` takes it as it is). From the cache, small
-        maps go through DFT matrix products instead of FFTs (:func:`~hyenapixel.ops.dft.dft_preferred`): the same
-        convolution up to float rounding.
+        """:meth:`long_conv` on a channels-last map (:attr:`frozen_conv` takes it as it is). Small maps go through
+        DFT matrix products instead of FFTs (:func:`~hyenapixel.ops.dft.dft_preferred`), from the cache or with the
+        kernel regenerated (training): the same convolution up to float rounding.
 
         Shape:
             (B, H, W, C) -> (B, H, W, C)
         """
         if self.frozen_conv is not None:
             return self.frozen_conv(u)
-        if self.spectrum_cache.active(self.filter):
-            kh, kw = self.filter.kernel_size
-            full = plan_conv2d(u.shape[1], u.shape[2], kh, kw)
-            plan = full.cropped()
-            if dft_preferred(plan, u):  # small maps: DFT matrix products on the channels-last map, no layout change
-                key = (plan, u.dtype, u.device, DFTSpectrum2d)
-                spectrum = self.spectrum_cache.get(
-                    self.filter, key, lambda: DFTSpectrum2d.make(self.kernel(full.taps), plan, u.dtype)
-                )
-                return dft_conv2d_cached(u, spectrum, plan)
+        kh, kw = self.filter.kernel_size
+        full = plan_conv2d(u.shape[1], u.shape[2], kh, kw)
+        plan = full.cropped()
+        if dft_preferred(plan, u):  # small maps: DFT matrix products on the channels-last map, no layout change
+            if not self.spectrum_cache.active(self.filter):
+                return dft_conv2d(u, self.kernel(full.taps), plan)
+            key = (plan, u.dtype, u.device, DFTSpectrum2d)
+            spectrum = self.spectrum_cache.get(
+                self.filter, key, lambda: DFTSpectrum2d.make(self.kernel(full.taps), plan, u.dtype)
+            )
+            return dft_conv2d_cached(u, spectrum, plan)
         # the FFT wants (B, C, H, W) contiguous: one layout change
         return self.long_conv(u.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
 

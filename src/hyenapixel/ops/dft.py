@@ -43,6 +43,7 @@ __all__ = [
     "dft_axes2d",
     "dft_conv1d",
     "channels_last_spectrum",
+    "dft_conv2d",
     "dft_conv2d_cached",
     "dft_conv2d_channels_last",
     "dft_matrices2d",
@@ -319,19 +320,20 @@ def dft_conv1d(
     return y.flatten(-2).narrow(-1, offset, length).to(out_dtype)
 
 
-#: Largest DFT length (per axis, :attr:`AxisPlan.min_len`) at which a cached channels-last 2D long convolution runs as
-#: DFT matrix products on CPU rather than FFTs (:func:`dft_preferred`; the timings are in docs/benchmarks.md).
+#: Largest DFT length (per axis, :attr:`AxisPlan.min_len`) at which a channels-last 2D long convolution runs as DFT
+#: matrix products on CPU rather than FFTs (:func:`dft_preferred`; the timings are in docs/benchmarks.md).
 DFT_MAX_LEN = 32
 
 
 def dft_preferred(plan: ConvPlan, x: torch.Tensor) -> bool:
-    """The one dispatch of a cached (fixed-kernel) channels-last 2D long convolution: whether
-    :func:`dft_conv2d_cached` (DFT matrix products) serves it rather than the FFT path
-    (:func:`~hyenapixel.ops.apply_spectrum` on a channels-first copy). True on CPU for real floating-point maps whose
-    DFT lengths are at most :data:`DFT_MAX_LEN` on both axes (small maps, where the matrix products cost less than
-    the transforms and need no layout change); False while a graph is traced (``torch.compile``, ``torch.export``,
-    ``torch.jit``: their graphs, and fvcore's MAC count of the inference path, keep the FFT operators;
-    :mod:`hyenapixel.export` freezes its own DFT form).
+    """The one dispatch of a channels-last 2D long convolution: whether DFT matrix products serve it
+    (:func:`dft_conv2d_cached` for a fixed kernel's spectrum, :func:`dft_conv2d` for a kernel that is being learned)
+    rather than the FFT path (:func:`~hyenapixel.ops.apply_spectrum` / :func:`~hyenapixel.ops.conv_fresh_kernel` on
+    a channels-first copy). True on CPU for real floating-point maps whose DFT lengths are at most
+    :data:`DFT_MAX_LEN` on both axes (small maps, where the matrix products cost less than the transforms and need
+    no layout change); False while a graph is traced (``torch.compile``, ``torch.export``, ``torch.jit``: their
+    graphs, and fvcore's MAC count of the inference path, keep the FFT operators; :mod:`hyenapixel.export` freezes
+    its own DFT form).
 
     Shape:
         x: (B, H, W, C)
@@ -408,3 +410,27 @@ def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) 
     mats = plan_matrices2d(plan.axes[0], plan.axes[1], spectrum.kr.dtype, spectrum.kr.device)
     with torch.autocast(x.device.type, enabled=False):
         return dft_conv2d_channels_last(x, spectrum.kr, spectrum.ki, **mats)
+
+
+def dft_conv2d(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
+    """Centered 'same' depthwise 2D convolution of a channels-last map with the kernel ``k`` under ``plan``, by DFT
+    matrix products (:func:`dft_conv2d_channels_last`), differentiable in ``x`` and ``k`` (any order): the kernel's
+    spectrum is an FFT of the kernel in the graph, as in the FFT path. The same linear convolution as
+    :func:`~hyenapixel.ops.conv_fresh_kernel` on the channels-first map, float rounding apart; computed in
+    ``promote_types(x.dtype, float32)`` also under autocast, as the FFT path. ``plan`` as for
+    :meth:`DFTSpectrum2d.make`.
+
+    Shape:
+        x: (B, H, W, C), k: (C, kh, kw) -> (B, H, W, C)
+    """
+    if k.dim() != 3 or len(plan.axes) != 2 or k.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"dft_conv2d needs a 2D plan, a (B, H, W, C) map and a (C, kh, kw) kernel, got shapes {tuple(x.shape)} "
+            f"and {tuple(k.shape)}"
+        )
+    compute = torch.promote_types(x.dtype, torch.float32)
+    mats = plan_matrices2d(plan.axes[0], plan.axes[1], compute, x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        spec = torch.fft.rfft2(k.to(compute)[(slice(None), *plan.taps)], s=plan.fft_shape)  # (C, N, F)
+        kr, ki = channels_last_spectrum(spec.real, spec.imag)
+        return dft_conv2d_channels_last(x, kr, ki, **mats)
