@@ -1,5 +1,5 @@
-"""CPU benchmark of two alternatives for the cached-eval HyenaPixel mixer (paper Section 3, Fig. 3), kept to make the
-negative results in docs/benchmarks.md ("the shared-ops floor") rerunnable:
+"""CPU benchmark of alternatives for the HyenaPixel mixer's long convolution and projections (paper Section 3, Fig. 3).
+They make the choices and negative results in docs/benchmarks.md ("the shared-ops floor") rerunnable:
 
 1. **Long convolution as DFT matrix products in channels-last layout.** The cached kernel spectrum is applied by
    real matrix products along W (real input -> F = N_w // 2 + 1 bins, stacked real/imag), then along H (stacked
@@ -9,6 +9,10 @@ negative results in docs/benchmarks.md ("the shared-ops floor") rerunnable:
    NCHW copy of the input, output permuted back), same kernel.
 2. **Projections as oneDNN 1x1 convolutions** on the channels-last view instead of ``F.linear``, at the mixer's
    ``in_proj`` (C -> 3C) and ``out_proj`` (C -> C) shapes, in eval and forward+backward.
+3. **The training long convolution by DFT products** (the library's :func:`hyenapixel.ops.dft.dft_conv2d`,
+   differentiable in map and kernel) against the FFT path (:func:`hyenapixel.ops.conv_fresh_kernel` on the NCHW
+   copy), forward and both gradients with a given kernel: what ``ops.dft.dft_preferred`` chooses between in
+   training.
 
 Timing is interleaved round-robin (:func:`benchmarks.common.interleaved_medians`); ratios are alternative / current
 (< 1: the alternative is faster). Run ``python -m benchmarks.bench_eval_alternatives`` from the repository root.
@@ -27,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import STAGES, Stage, interleaved_medians, machine_info
-from hyenapixel.ops import AxisPlan, ConvPlan, apply_spectrum, kernel_spectrum, plan_conv2d
+from hyenapixel.ops import AxisPlan, ConvPlan, apply_spectrum, conv_fresh_kernel, kernel_spectrum, plan_conv2d
+from hyenapixel.ops.dft import dft_conv2d
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,28 @@ def bench_long_conv(stage: Stage, batch: int, warmup: int, repeats: int) -> dict
     return {"fft_ms": 1e3 * r["fft"], "dft_ms": 1e3 * r["dft"]}
 
 
+def _train_fft(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan, grad: torch.Tensor) -> None:
+    conv_fresh_kernel(x.permute(0, 3, 1, 2).contiguous(), k, plan).permute(0, 2, 3, 1).backward(grad)
+
+
+def _train_dft(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan, grad: torch.Tensor) -> None:
+    dft_conv2d(x, k, plan).backward(grad)
+
+
+def bench_long_conv_train(stage: Stage, batch: int, warmup: int, repeats: int) -> dict[str, float]:
+    """ms per forward + backward (map and kernel gradient) of the FFT path and of the DFT products, same kernel."""
+    torch.manual_seed(0)
+    full = plan_conv2d(stage.size, stage.size, stage.kernel, stage.kernel)
+    plan = full.cropped()
+    k = torch.randn(stage.dim, stage.kernel, stage.kernel)[(slice(None), *full.taps)].contiguous().requires_grad_()
+    x = torch.randn(batch, stage.size, stage.size, stage.dim, requires_grad=True)
+    grad = torch.randn(batch, stage.size, stage.size, stage.dim)
+    r = interleaved_medians(
+        {"fft": partial(_train_fft, x, k, plan, grad), "dft": partial(_train_dft, x, k, plan, grad)}, warmup, repeats
+    )
+    return {"train_fft_ms": 1e3 * r["fft"], "train_dft_ms": 1e3 * r["dft"]}
+
+
 def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.linear(x, w, bias)
 
@@ -184,8 +211,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     torch.set_num_threads(args.threads)
     print(f"# {machine_info(args.threads)}; clock: wall")
     print(
-        "\n| stage | long conv FFT path ms | DFT products ms | ratio | in_proj conv1x1/linear eval, train "
-        "| out_proj conv1x1/linear eval, train |\n|---|---|---|---|---|---|"
+        "\n| stage | long conv FFT path ms | DFT products ms | ratio | training FFT path ms | training DFT products ms "
+        "| ratio | in_proj conv1x1/linear eval, train | out_proj conv1x1/linear eval, train |"
+        "\n|---|---|---|---|---|---|---|---|---|"
     )
     results: dict[str, dict[str, float]] = {}
     for key in [s.strip() for s in args.stages.split(",") if s.strip()]:
@@ -193,11 +221,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
             raise SystemExit(f"unknown stage {key!r}; choose from {', '.join(STAGES)}")
         stage = STAGES[key]
         r = bench_long_conv(stage, args.batch, args.warmup, args.repeats)
+        r |= bench_long_conv_train(stage, args.batch, args.warmup, args.repeats)
         r |= bench_projections(stage, args.batch, args.warmup, args.repeats)
         results[key] = r
         print(
             f"| {key}: {stage.dim}ch {stage.size}x{stage.size} k{stage.kernel} | {r['fft_ms']:.2f} "
             f"| {r['dft_ms']:.2f} | {r['dft_ms'] / r['fft_ms']:.2f} "
+            f"| {r['train_fft_ms']:.2f} | {r['train_dft_ms']:.2f} | {r['train_dft_ms'] / r['train_fft_ms']:.2f} "
             f"| {r['in_proj_eval_ratio']:.2f}, {r['in_proj_train_ratio']:.2f} "
             f"| {r['out_proj_eval_ratio']:.2f}, {r['out_proj_train_ratio']:.2f} |",
             flush=True,

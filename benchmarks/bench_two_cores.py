@@ -12,8 +12,9 @@ turn, so a change of machine load hits all alike):
   - ``projections``: the 1x1 layers of the mixer (hpx: ``in_proj`` C -> 3C and ``out_proj``; ConvFormer's SepConv:
     ``pwconv1`` C -> 2C and ``pwconv2``);
   - ``short conv``: the depthwise convolution (hpx 5x5 on 3C channels, SepConv 7x7 on 2C);
-  - ``long conv``: hpx's long convolution with its layout change (eval: the cached kernel spectrum; training: the
-    FFT convolution with a fresh kernel and both gradients);
+  - ``long conv``: hpx's long convolution as the mixer dispatches it (``ops.dft.dft_preferred``: DFT products on
+    the channels-last map for small maps, else the FFT with its layout change; eval: the cached kernel spectrum;
+    training: a given kernel and both gradients);
   - ``filter``: hpx's implicit kernel (training only; eval uses the cached spectrum);
   - ``norms, gating``: the block's two LayerNorms and residual scales and adds, and the mixer's elementwise parts
     (hpx: ``q * k``, qk norm, ``v * .``, out norm; SepConv: its StarReLU);
@@ -152,6 +153,7 @@ def _run(train: bool, module: nn.Module, body: Callable[[], Sequence[torch.Tenso
 def hpx_parts(block: nn.Module, x: torch.Tensor, train: bool) -> dict[str, Fn]:
     """The parts of a HyenaPixel MetaFormer block on its input ``x`` (B, H, W, C), as eval or training calls."""
     from hyenapixel.ops import conv_fresh_kernel, plan_conv2d
+    from hyenapixel.ops.dft import dft_conv2d, dft_preferred
 
     m = block.token_mixer
     with torch.no_grad():  # the tensors that reach each part in a forward of the block
@@ -194,8 +196,10 @@ def hpx_parts(block: nn.Module, x: torch.Tensor, train: bool) -> dict[str, Fn]:
         k0 = m.kernel(full.taps)
     k_l = _leaf(k0, True)
 
-    def long_conv() -> list[torch.Tensor]:  # the model's path with the kernel given: layout change, FFT, back
-        un = u_l.permute(0, 3, 1, 2).contiguous()
+    def long_conv() -> list[torch.Tensor]:  # the model's path with the kernel given (the mixer's one dispatch)
+        if dft_preferred(full.cropped(), u_l):  # small maps: DFT products on the channels-last map
+            return [dft_conv2d(u_l, k_l, full.cropped())]
+        un = u_l.permute(0, 3, 1, 2).contiguous()  # else layout change, FFT, back
         return [conv_fresh_kernel(un, k_l, full.cropped()).permute(0, 2, 3, 1)]
 
     parts["long conv"] = long_conv
