@@ -98,6 +98,16 @@ def star_relu_ref(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> t
     return torch.addcmul(bias, scale, torch.relu(x).square())
 
 
+def _square_scale_shift_(r: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``bias + scale * r ** 2`` written over ``r`` (the last two operations of :func:`star_relu_ref`, in its order).
+
+    Shape:
+        r: any, scale / bias: broadcastable to r without enlarging it -> r's shape
+    """
+    r.mul_(r)
+    return torch.addcmul(bias, scale, r, out=r)
+
+
 class _StarReLU(torch.autograd.Function):
     """:func:`star_relu_ref` with one allocation in forward (the squared ReLU, scaled and shifted in place) and the
     input the only saved map. Backward: ``dx = 2 s g r``, ``ds = sum(g r^2) = sum(g r x)``, ``db = sum(g)`` with
@@ -108,24 +118,20 @@ class _StarReLU(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):  # noqa: ANN205
         ctx.save_for_backward(x, scale)
         ctx.bias_shape = bias.shape
-        out = torch.relu(x)
-        out.mul_(out)
-        return torch.addcmul(bias, scale, out, out=out)
+        return _square_scale_shift_(torch.relu(x), scale, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
         x, scale = ctx.saved_tensors
-        grad_bias = grad.sum().reshape(ctx.bias_shape) if ctx.needs_input_grad[2] else None
-        if torch.is_grad_enabled():  # double backward: every step differentiable in x
-            t = grad * torch.relu(x)
-            grad_scale = (t * x).sum()
-            grad_x = t * (2 * scale)
-        else:
-            t = torch.relu(x).mul_(grad)  # g r
-            grad_scale = (t * x).sum() if ctx.needs_input_grad[1] else None  # g r x = g r^2
-            grad_x = t.mul_(2 * scale)
-        grad_scale = grad_scale.reshape(scale.shape) if ctx.needs_input_grad[1] else None
-        return (grad_x if ctx.needs_input_grad[0] else None), grad_scale, grad_bias
+        need_x, need_scale, need_bias = ctx.needs_input_grad
+        recorded = torch.is_grad_enabled()  # double backward: every step differentiable in x, nothing in place
+        t = grad * torch.relu(x) if recorded else torch.relu(x).mul_(grad)  # g r
+        grad_scale = (t * x).sum().reshape(scale.shape) if need_scale else None  # g r x = g r^2
+        grad_bias = grad.sum().reshape(ctx.bias_shape) if need_bias else None
+        grad_x = None
+        if need_x:
+            grad_x = t * (2 * scale) if recorded else t.mul_(2 * scale)
+        return grad_x, grad_scale, grad_bias
 
 
 def star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -148,6 +154,4 @@ def star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, inplace:
         return star_relu_ref(x, scale, bias)
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or bias.requires_grad):
         return _StarReLU.apply(x, scale, bias)
-    r = torch.relu_(x) if inplace else torch.relu(x)
-    r.mul_(r)
-    return torch.addcmul(bias, scale, r, out=r)
+    return _square_scale_shift_(torch.relu_(x) if inplace else torch.relu(x), scale, bias)
