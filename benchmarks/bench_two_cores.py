@@ -152,8 +152,8 @@ def _run(train: bool, module: nn.Module, body: Callable[[], Sequence[torch.Tenso
 
 def hpx_parts(block: nn.Module, x: torch.Tensor, train: bool) -> dict[str, Fn]:
     """The parts of a HyenaPixel MetaFormer block on its input ``x`` (B, H, W, C), as eval or training calls."""
-    from hyenapixel.ops import conv_fresh_kernel, plan_conv2d
-    from hyenapixel.ops.dft import dft_conv2d, dft_preferred
+    from hyenapixel.ops import plan_conv2d
+    from hyenapixel.ops.dft import conv2d_channels_last
 
     m = block.token_mixer
     with torch.no_grad():  # the tensors that reach each part in a forward of the block
@@ -196,11 +196,8 @@ def hpx_parts(block: nn.Module, x: torch.Tensor, train: bool) -> dict[str, Fn]:
         k0 = m.kernel(full.taps)
     k_l = _leaf(k0, True)
 
-    def long_conv() -> list[torch.Tensor]:  # the model's path with the kernel given (the mixer's one dispatch)
-        if dft_preferred(full.cropped(), u_l):  # small maps: DFT products on the channels-last map
-            return [dft_conv2d(u_l, k_l, full.cropped())]
-        un = u_l.permute(0, 3, 1, 2).contiguous()  # else layout change, FFT, back
-        return [conv_fresh_kernel(un, k_l, full.cropped()).permute(0, 2, 3, 1)]
+    def long_conv() -> list[torch.Tensor]:  # the model's path with the kernel given (the mixer's dispatch)
+        return [conv2d_channels_last(u_l, k_l, full.cropped())]
 
     parts["long conv"] = long_conv
     parts["filter"] = lambda: [m.kernel(full.taps)]

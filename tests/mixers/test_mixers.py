@@ -257,10 +257,10 @@ def test_training_dispatch_computes_the_same_mixer_and_gradients(size, kernel_si
     # in training, small maps take DFT matrix products with the kernel regenerated (ops.dft.dft_conv2d), larger ones
     # the FFT path; values and the gradients of the input and of every parameter equal Eq. 3 with the direct
     # convolution (float64)
-    import hyenapixel.mixers.hyenapixel as hpx_module
+    import hyenapixel.ops.dft as dft_module
 
-    calls, original = [], hpx_module.dft_conv2d
-    monkeypatch.setattr(hpx_module, "dft_conv2d", lambda *a: calls.append(1) or original(*a))
+    calls, original = [], dft_module.dft_conv2d
+    monkeypatch.setattr(dft_module, "dft_conv2d", lambda *a: calls.append(1) or original(*a))
     m = HyenaPixelMixer(6, kernel_size, 8, qk_norm_layer=MIXER_NORM, out_norm_layer=MIXER_NORM).double().train()
     x = torch.randn(2, *size, 6, dtype=torch.float64, requires_grad=True)
     up = torch.randn(2, *size, 6, dtype=torch.float64)

@@ -18,7 +18,7 @@ from hyenapixel.filters import ImplicitFilter2d
 from hyenapixel.layers import DepthwiseConv2d, PixelLinear
 from hyenapixel.mixers.cache import ClearsCacheOnModeSwitch, SpectrumCache
 from hyenapixel.ops import conv_fresh_kernel, plan_conv2d
-from hyenapixel.ops.dft import DFTSpectrum2d, dft_conv2d, dft_conv2d_cached, dft_preferred
+from hyenapixel.ops.dft import DFTSpectrum2d, conv2d_channels_last, dft_conv2d_cached, dft_preferred
 
 __all__ = ["HyenaPixelMixer", "projection_branches", "tap_mask", "with_skip"]
 
@@ -245,9 +245,9 @@ class HyenaPixelMixer(ClearsCacheOnModeSwitch, nn.Module):
         kh, kw = self.filter.kernel_size
         full = plan_conv2d(u.shape[1], u.shape[2], kh, kw)
         plan = full.cropped()
+        if not self.spectrum_cache.active(self.filter):
+            return conv2d_channels_last(u, self.kernel(full.taps), plan)
         if dft_preferred(plan, u):  # small maps: DFT matrix products on the channels-last map, no layout change
-            if not self.spectrum_cache.active(self.filter):
-                return dft_conv2d(u, self.kernel(full.taps), plan)
             key = (plan, u.dtype, u.device, DFTSpectrum2d)
             spectrum = self.spectrum_cache.get(
                 self.filter, key, lambda: DFTSpectrum2d.make(self.kernel(full.taps), plan, u.dtype)

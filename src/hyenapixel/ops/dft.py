@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from hyenapixel.ops.fftconv import AxisPlan, ConvPlan, next_fast_len, plan_conv1d, plan_conv2d
+from hyenapixel.ops.fftconv import AxisPlan, ConvPlan, conv_fresh_kernel, next_fast_len, plan_conv1d, plan_conv2d
 from hyenapixel.ops.tracing import tracing
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "dft_axes2d",
     "dft_conv1d",
     "channels_last_spectrum",
+    "conv2d_channels_last",
     "dft_conv2d",
     "dft_conv2d_cached",
     "dft_conv2d_channels_last",
@@ -434,3 +435,17 @@ def dft_conv2d(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor
         spec = torch.fft.rfft2(k.to(compute)[(slice(None), *plan.taps)], s=plan.fft_shape)  # (C, N, F)
         kr, ki = channels_last_spectrum(spec.real, spec.imag)
         return dft_conv2d_channels_last(x, kr, ki, **mats)
+
+
+def conv2d_channels_last(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
+    """The long convolution of a channels-last map with a kernel that may be learned (gradients to ``x`` and ``k``):
+    :func:`dft_conv2d` where :func:`dft_preferred` says so, else :func:`~hyenapixel.ops.conv_fresh_kernel` on a
+    channels-first copy (the FFT wants ``(B, C, H, W)`` contiguous: one layout change each way). ``plan`` as for
+    :meth:`DFTSpectrum2d.make`.
+
+    Shape:
+        x: (B, H, W, C), k: (C, kh, kw) -> (B, H, W, C)
+    """
+    if dft_preferred(plan, x):
+        return dft_conv2d(x, k, plan)
+    return conv_fresh_kernel(x.permute(0, 3, 1, 2).contiguous(), k, plan).permute(0, 2, 3, 1)
