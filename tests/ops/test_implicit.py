@@ -73,3 +73,33 @@ def test_only_kernels_from_the_threshold_on_spread_their_rows_over_threads(monke
         two_threads_pool_tasks.clear()
         _check_written_out(2, size)
         assert bool(two_threads_pool_tasks) == spreads, size
+
+
+def _check_region() -> None:
+    """The taps rows 1-5, columns 2-8 of a 7 x 10 kernel: values as the written-out kernel of that crop; the gradient
+    of z is the crop's gradient inside the region and zero outside it (autograd of the slicing in the reference)."""
+    z, dist, decay, shift, w_out, weights = _inputs(3, size=(7, 10))
+    region = (slice(1, 6), slice(2, 9))
+    got = implicit_kernel(z, dist, decay, shift, w_out, *weights, region=region)
+    want = _written_out(z[:, 1:6, 2:9], dist[1:6, 2:9], decay, shift, w_out, weights)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    ref = implicit_kernel_ref(z, dist, decay, shift, w_out, *weights, region=region)
+    torch.testing.assert_close(ref, want, rtol=1e-12, atol=0)
+    up = torch.randn(want.shape, dtype=torch.float64)
+    wrt = [z, decay, shift, w_out, *weights]
+    got_grads = torch.autograd.grad((got * up).sum(), wrt)
+    for a, b in zip(got_grads, torch.autograd.grad((want * up).sum(), wrt)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+    outside = torch.ones(7, 10, dtype=torch.bool)
+    outside[1:6, 2:9] = False
+    assert got_grads[0][:, outside].eq(0).all()
+    assert got_grads[0][:, 1:6, 2:9].ne(0).all()
+
+
+def test_region_in_one_block_equals_the_written_out_kernel_of_its_taps() -> None:
+    _check_region()
+
+
+def test_region_in_row_blocks_equals_the_written_out_kernel_of_its_taps(monkeypatch, block_threads) -> None:
+    monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 16)  # blocks of one kernel row, on two threads in the 2nd case
+    _check_region()

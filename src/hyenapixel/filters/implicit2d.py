@@ -176,17 +176,15 @@ class ImplicitFilter2d(nn.Module):
         Shape:
             -> (channels, kh, kw), or (channels, len(rows), len(cols)) for a region
         """
-        pos_emb, dist = self.pos_emb, self.distance
-        if region is not None:
-            pos_emb, dist = pos_emb[:, region[0], region[1]], dist[region[0], region[1]]
         *body, last = list(self.mlp)
         weights = [  # each sine frequency and bias folded into its linear layer
             torch.cat([sine.freq[:, None] * linear.weight, (sine.freq * linear.bias)[:, None]], 1)
             for linear, sine in zip(body[0::2], body[1::2])
         ]
+        pos_emb = self.pos_emb
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            k = implicit_kernel(pos_emb, dist, self.decay, self.shift, last.weight, *weights)
-        size = pos_emb.shape[1:]
+            k = implicit_kernel(pos_emb, self.distance, self.decay, self.shift, last.weight, *weights, region=region)
+        size = pos_emb.shape[1:] if region is None else pos_emb[0, region[0], region[1]].shape
         return k.view(self.channels, *size)
 
     @torch.no_grad()

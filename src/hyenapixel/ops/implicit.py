@@ -51,9 +51,9 @@ def _sine_layers(
     hs = [h]
     for w in weights:
         out = _with_ones_row(w.shape[0], h.shape[1], h)
-        if pre is None:  # forward: no out= argument, which torch.export refuses while parameters require grad
-            out[:-1] = torch.mm(w, h).sin_()
-        else:  # backward only
+        if pre is None:  # forward: the product written where its sine goes (no copy)
+            torch.mm(w, h, out=out[:-1]).sin_()
+        else:  # backward
             pre.append(torch.mm(w, h))
             torch.sin(pre[-1], out=out[:-1])
         hs.append(out)
@@ -61,13 +61,21 @@ def _sine_layers(
     return hs
 
 
-def _decay(decay: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """``exp(-|decay_c| * dist_p)``.
+def _decay(neg_rate: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """``exp(neg_rate_c * dist_p)`` (``neg_rate = -|decay|``).
 
     Shape:
-        decay (C,), dist (P,) -> (C, P)
+        neg_rate (C,), dist (P,) -> (C, P)
     """
-    return torch.outer(decay.abs(), dist).neg_().exp_()
+    return torch.outer(neg_rate, dist).exp_()
+
+
+Region = tuple[slice, slice]
+
+
+def _taps(t: torch.Tensor, region: Region | None) -> torch.Tensor:
+    """The taps ``region = (rows, cols)`` of a ``(..., h, w)`` tensor (a view; all of it for ``None``)."""
+    return t if region is None else t[..., region[0], region[1]]
 
 
 #: Kernel taps per call from which the row blocks run on Python threads
@@ -104,28 +112,34 @@ def _mlp_row_blocks(z: torch.Tensor, w_out: torch.Tensor, weights: Sequence[torc
 
 
 class _ImplicitKernel(torch.autograd.Function):
-    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4).
+    """``kernel = W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` (Eq. 4) over the
+    taps ``region`` of ``z`` and ``dist`` (all of them for ``None``).
 
     The caller folds the sine frequencies and biases into ``weights``: ``[f_i W_i | f_i b_i]`` per hidden layer,
     since ``sin(f (W h + b)) = sin((f W) h + f b)``. Forward and backward run over blocks of kernel rows
     (:data:`BLOCK_ELEMENTS`), each block's whole MLP chain in cache; only the inputs are saved, and backward
     recomputes a block's activations right before using them (for a 667 x 667 stage-1 kernel a hidden activation
-    is 114 MiB, a block's 512 KiB). Not twice differentiable.
+    is 114 MiB, a block's 512 KiB). The gradient of ``z`` is written block by block into a tensor of ``z``'s whole
+    shape, zero outside the region (no region-sized gradient to copy into it afterwards). Not twice differentiable.
 
     Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
+        z: (E, kh, kw), dist: (kh, kw), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1)
+        -> (C, h * w) for the region's h x w taps
     """
 
     @staticmethod
-    def forward(ctx, z, dist, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
+    def forward(ctx, z, dist, region, decay, shift, w_out, *weights):  # noqa: ANN001, ANN205 - autograd signature
         ctx.save_for_backward(z, dist, decay, shift, w_out, *weights)
+        ctx.region = region
+        z, dist = _taps(z, region), _taps(dist, region)
         width = z.shape[2]
         out = z.new_empty(w_out.shape[0], z.shape[1] * width)
+        neg_rate = decay.abs().neg_()
 
         def block(rows: slice) -> None:
             h = _sine_layers(z[:, rows], weights)[-1][:-1]
-            window = _decay(decay, dist[rows].reshape(-1)).add_(shift[:, None])
-            out[:, rows.start * width : rows.stop * width] = torch.mm(w_out, h).mul_(window)
+            window = _decay(neg_rate, dist[rows].reshape(-1)).add_(shift[:, None])
+            torch.mul(torch.mm(w_out, h), window, out=out[:, rows.start * width : rows.stop * width])
 
         parallel_map(block, _mlp_row_blocks(z, w_out, weights), _spread(z))
         return out
@@ -133,11 +147,15 @@ class _ImplicitKernel(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
-        z, dist, decay, shift, w_out, *weights = ctx.saved_tensors
+        z_all, dist, decay, shift, w_out, *weights = ctx.saved_tensors
+        region = ctx.region
+        z, dist = _taps(z_all, region), _taps(dist, region)
         grad = grad.contiguous()
         width = z.shape[2]
-        g_z = torch.empty_like(z, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
+        g_z = _zero_outside(z_all, region) if ctx.needs_input_grad[0] else None
+        g_z_taps = None if g_z is None else _taps(g_z, region)
         blocks = _mlp_row_blocks(z, w_out, weights)
+        neg_rate = decay.abs().neg_()
 
         def run(group: range) -> list[torch.Tensor]:
             """The parameter gradients from the row blocks ``group`` (g_z is written in place, rows disjoint)."""
@@ -150,7 +168,7 @@ class _ImplicitKernel(torch.autograd.Function):
                 h = hs.pop()[:-1]
                 g = grad[:, rows.start * width : rows.stop * width]
                 d = dist[rows].reshape(-1)
-                e = _decay(decay, d)
+                e = _decay(neg_rate, d)
                 t = torch.mm(w_out, h).mul_(g)  # grad * raw kernel
                 g_shift += t.sum(1)
                 g_decay.addmv_(t.mul_(e), d)
@@ -162,8 +180,8 @@ class _ImplicitKernel(torch.autograd.Function):
                     g_a = g_h.mul_(pre[i].cos_())  # the pre-activation turned in place into sin'(W x + b)
                     g_weights[i].addmm_(g_a, x.t())  # bias gradient in the last column
                     g_h = torch.mm(w[:, :-1].t(), g_a) if i > 0 or g_z is not None else None
-                if g_z is not None:
-                    g_z[:, rows] = g_h.view(g_h.shape[0], -1, width)
+                if g_z_taps is not None:
+                    g_z_taps[:, rows] = g_h.view(g_h.shape[0], -1, width)
             return [g_shift, g_decay, g_out, *g_weights]
 
         # each worker sums its own contiguous share of the blocks; the shares are added in a fixed order
@@ -171,18 +189,44 @@ class _ImplicitKernel(torch.autograd.Function):
         groups = split_evenly(len(blocks), block_workers(len(blocks), spread))
         partials = parallel_map(run, groups, spread)
         g_shift, g_decay, g_out, *g_weights = (functools.reduce(torch.add, p) for p in zip(*partials))
-        return g_z, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
+        return g_z, None, None, g_decay.mul_(-decay.sign()), g_shift, g_out, *g_weights
+
+
+def _zero_outside(z: torch.Tensor, region: Region | None) -> torch.Tensor:
+    """An uninitialised tensor like ``z`` (contiguous) whose entries outside the taps ``region`` are zero: the
+    region is written by the caller.
+
+    Shape:
+        z: (E, kh, kw) -> (E, kh, kw)
+    """
+    out = torch.empty_like(z, memory_format=torch.contiguous_format)
+    if region is None:
+        return out
+    rows, cols = (range(*s.indices(n)) for s, n in zip(region, z.shape[1:]))
+    out[:, : rows.start].zero_()
+    out[:, rows.stop :].zero_()
+    out[:, rows.start : rows.stop, : cols.start].zero_()
+    out[:, rows.start : rows.stop, cols.stop :].zero_()
+    return out
 
 
 def implicit_kernel_ref(
-    z: torch.Tensor, dist: torch.Tensor, decay: torch.Tensor, shift: torch.Tensor, w_out: torch.Tensor, *weights
+    z: torch.Tensor,
+    dist: torch.Tensor,
+    decay: torch.Tensor,
+    shift: torch.Tensor,
+    w_out: torch.Tensor,
+    *weights: torch.Tensor,
+    region: Region | None = None,
 ) -> torch.Tensor:
     """What :class:`_ImplicitKernel` computes, in plain differentiable ops: the reference of :func:`implicit_kernel`
     and its path while a graph is traced (dynamo cannot trace the fused function's saved tensors).
 
     Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
+        z: (E, kh, kw), dist: (kh, kw), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1)
+        -> (C, h * w) for the region's h x w taps
     """
+    z, dist = _taps(z, region), _taps(dist, region)
     h = z.reshape(z.shape[0], -1)
     for w in weights:
         h = torch.sin(torch.addmm(w[:, -1:], w[:, :-1], h))
@@ -191,15 +235,24 @@ def implicit_kernel_ref(
 
 
 def implicit_kernel(
-    z: torch.Tensor, dist: torch.Tensor, decay: torch.Tensor, shift: torch.Tensor, w_out: torch.Tensor, *weights
+    z: torch.Tensor,
+    dist: torch.Tensor,
+    decay: torch.Tensor,
+    shift: torch.Tensor,
+    w_out: torch.Tensor,
+    *weights: torch.Tensor,
+    region: Region | None = None,
 ) -> torch.Tensor:
-    """``W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` for every position of
-    ``z``; each hidden layer's weight carries its bias as a last column (fold a sine frequency ``f`` in as
-    ``[f W | f b]``). The fused function in eager calls (not twice differentiable), :func:`implicit_kernel_ref`
-    while a graph is traced.
+    """``W_out sin(W_n ... sin(W_1 z + b_1) ... + b_n) * (exp(-|decay| dist) + shift)`` for the positions
+    ``region = (rows, cols)`` of ``z`` and ``dist`` (two unit-step slices; ``None``: every position); each hidden
+    layer's weight carries its bias as a last column (fold a sine frequency ``f`` in as ``[f W | f b]``). The
+    fused function in eager calls (not twice differentiable; the gradient of ``z`` is zero outside the region),
+    :func:`implicit_kernel_ref` while a graph is traced.
 
     Shape:
-        z: (E, h, w), dist: (h, w), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1) -> (C, h * w)
+        z: (E, kh, kw), dist: (kh, kw), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1)
+        -> (C, h * w) for the region's h x w taps
     """
-    fn = implicit_kernel_ref if tracing() else _ImplicitKernel.apply
-    return fn(z, dist, decay, shift, w_out, *weights)
+    if tracing():
+        return implicit_kernel_ref(z, dist, decay, shift, w_out, *weights, region=region)
+    return _ImplicitKernel.apply(z, dist, region, decay, shift, w_out, *weights)
