@@ -23,6 +23,10 @@ turn, so a change of machine load hits all alike):
   ``whole model`` is the model's own eval forward / training step (cross-entropy, backward, AdamW step) timed in the
   same rounds, and ``rest`` the whole model minus the parts (stem, downsampling, head, loss, optimizer; and the
   difference between parts alone and in the model).
+* ``--dense-attribution``: the same table for the training step at ``--dense-size`` (default 800 x 1333), batch
+  1, on ``bench_dense``'s ``features_only`` backbones (hpx with covering kernels ``2F - 1``); the whole model is
+  ``bench_dense``'s training step (backward of the feature means, no optimizer) and at most 5 rounds are taken.
+  It shows where the dense target's time goes.
 * ``--dispatch``: the choice between Python threads and one plain loop on torch's threads
   (:mod:`hyenapixel.ops.parallel`) for the long convolution (forward and backward, and the cached eval forward) and
   the implicit filter (forward and backward) of each HyenaPixel-S18 stage, at 2 threads: at 224 px (batch
@@ -38,6 +42,7 @@ turn, so a change of machine load hits all alike):
 Run from the repository root, holding the machine's CPU lock::
 
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --attribution
+    flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --dense-attribution
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --targets
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_two_cores --dispatch
     .venv/bin/python -m benchmarks.bench_two_cores --quick     # smoke run of both modes at 64 px
@@ -65,6 +70,7 @@ from benchmarks.common import finish, machine_info, markdown_table, median_inter
 
 HPX = "hpx_former_s18"
 CONV = "convformer_s18"
+DENSE_ROWS = {HPX: "hpx_former_s18 (covering kernels)", CONV: CONV}  # bench_dense's rows for --dense-attribution
 PARTS = ("projections", "short conv", "long conv", "filter", "norms, gating", "MLP")
 Fn = Callable[[], object]
 
@@ -234,19 +240,33 @@ def conv_parts(block: nn.Module, x: torch.Tensor, train: bool) -> dict[str, Fn]:
     return {name: _run(train, block, body) for name, body in parts.items()}
 
 
+def model_stages(model: nn.Module) -> list[nn.Module]:
+    """The stages of a MetaFormer, also of its ``features_only`` wrappers (timm's ``FeatureGetterNet`` keeps the
+    model as ``.model``; ``FeatureListNet`` names the stages ``stages_0``, ``stages_1``, ...)."""
+    inner = getattr(model, "model", model)
+    if hasattr(inner, "stages"):
+        return list(inner.stages)
+    named = dict(model.named_children())
+    stages = [named[f"stages_{i}"] for i in range(len(named)) if f"stages_{i}" in named]
+    if not stages:
+        raise ValueError(f"no stages found in {type(model).__name__}")
+    return stages
+
+
 def stage_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, int]]:
     """The first block of every stage, the tensor that reaches it in an eval forward of ``x`` (cloned, strides kept)
     and the stage's depth."""
     seen: dict[int, torch.Tensor] = {}
+    stages = model_stages(model)
     hooks = [
         stage.blocks[0].register_forward_pre_hook(lambda _m, args, i=i: seen.__setitem__(i, _leaf(args[0], False)))
-        for i, stage in enumerate(model.stages)
+        for i, stage in enumerate(stages)
     ]
     with torch.no_grad():
         model.eval()(x)
     for hk in hooks:
         hk.remove()
-    return [(stage.blocks[0], seen[i], len(stage.blocks)) for i, stage in enumerate(model.stages)]
+    return [(stage.blocks[0], seen[i], len(stage.blocks)) for i, stage in enumerate(stages)]
 
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -265,23 +285,37 @@ class Attribution:
     times: dict[str, dict[tuple[str, str, int], float]]  # model -> (stage, part, threads) -> seconds
 
 
-def attribution(mode: str, batch: int, img: int, threads: Sequence[int], warmup: int, rounds: int) -> Attribution:
+def attribution(
+    mode: str,
+    batch: int,
+    img: int,
+    threads: Sequence[int],
+    warmup: int,
+    rounds: int,
+    dense: tuple[int, int] | None = None,
+) -> Attribution:
     """Time every part of every stage's first block (times the stage depth) and the whole model, for
-    ``mode`` ``"eval"`` or ``"train"``, at each thread count, interleaved."""
+    ``mode`` ``"eval"`` or ``"train"``, at each thread count, interleaved. ``dense = (height, width)``: the
+    ``features_only`` backbones of ``bench_dense`` at that size instead (hpx with covering kernels; the whole model
+    is ``bench_dense``'s eval forward or training step) and ``img`` is ignored."""
     train = mode == "train"
-    x = torch.randn(batch, 3, img, img)
+    x = torch.randn(batch, 3, *(dense or (img, img)))
     labels = torch.randint(0, 1000, (batch,))
     fns: dict[str, tuple[int, Fn]] = {}
     depth: dict[str, int] = {}
     for name, parts_of in ((HPX, hpx_parts), (CONV, conv_parts)):
-        model = create_model(name)
+        model = create_model(name) if dense is None else dense_backbone(name, dense)
         for s, (block, xin, d) in enumerate(stage_inputs(model, x), start=1):
             block.train(train)
             for part, fn in parts_of(block, xin, train).items():
                 for t in threads:
                     fns[f"{name}|{s}|{part}|{t}"] = (t, fn)
                 depth[f"{name}|{s}|{part}"] = d
-        if train:
+        if dense is not None:
+            from benchmarks.bench_dense import KINDS
+
+            whole = KINDS[mode](model, x)
+        elif train:
             model.train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             whole: Fn = partial(_train_step, model, opt, x, labels)
@@ -305,6 +339,13 @@ def attribution(mode: str, batch: int, img: int, threads: Sequence[int], warmup:
             parts_sum = sum(v for (s, _, tt), v in out[name].items() if s != "all" and tt == t)
             out[name]["all", "rest", t] = out[name]["all", "whole model", t] - parts_sum
     return Attribution(mode, batch, out)
+
+
+def dense_backbone(name: str, size: tuple[int, int]) -> nn.Module:
+    """``bench_dense``'s ``features_only`` backbone of ``name`` at ``size``: hpx with covering kernels."""
+    from benchmarks.bench_dense import ROWS
+
+    return ROWS[DENSE_ROWS[name]].build(*size)
 
 
 def format_attribution(att: Attribution, threads: Sequence[int]) -> str:
@@ -392,11 +433,10 @@ def targets_224(
 
 def target_dense(size: tuple[int, int], threads: int, warmup: int, rounds: int) -> Target:
     """The ``features_only`` training step at ``size`` with covering kernels against ConvFormer (batch 1)."""
-    from benchmarks.bench_dense import ROWS, train_step
+    from benchmarks.bench_dense import train_step
 
     x = torch.randn(1, 3, *size)
-    hpx = ROWS["hpx_former_s18 (covering kernels)"].build(*size)
-    conv = ROWS[CONV].build(*size)
+    hpx, conv = dense_backbone(HPX, size), dense_backbone(CONV, size)
     name = f"train step {size[0]}x{size[1]} covering kernels b1"
     return _ratio_target(name, 1.4, threads, train_step(hpx, x), train_step(conv, x), warmup, rounds)
 
@@ -505,10 +545,8 @@ def dispatch_ops(model: nn.Module, batch: int, size: tuple[int, int]) -> dict[st
 
 def dispatch(batch: int, img: int, dense: tuple[int, int], threads: int, warmup: int, rounds: int) -> list[list]:
     """Rows: op, ms on Python threads, ms as one loop, their ratio with its interval, the library's choice."""
-    from benchmarks.bench_dense import ROWS
-
     ops = dispatch_ops(create_model(HPX), batch, (img, img))
-    ops |= dispatch_ops(ROWS["hpx_former_s18 (covering kernels)"].build(*dense), 1, dense)
+    ops |= dispatch_ops(dense_backbone(HPX, dense), 1, dense)
     rows = []
     for name, (fn, spread) in ops.items():
         settings = {"threads": _in_setting(fn, 0, 0), "loop": _in_setting(fn, math.inf, math.inf)}
@@ -526,6 +564,11 @@ def dispatch(batch: int, img: int, dense: tuple[int, int], threads: int, warmup:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--attribution", action="store_true", help="per stage and part at 1 and 2 threads (default)")
+    p.add_argument(
+        "--dense-attribution",
+        action="store_true",
+        help="the attribution of the training step at --dense-size (batch 1, features_only, covering kernels)",
+    )
     p.add_argument("--targets", action="store_true", help="every target of issue 24 with its interval")
     p.add_argument("--dispatch", action="store_true", help="Python threads or one loop, per op and stage size")
     p.add_argument("--modes", default="eval,train", help="attribution: eval, train or both")
@@ -542,7 +585,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 2, 1 round, 64x96 dense")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    if not (args.attribution or args.targets or args.dispatch):
+    if not (args.attribution or args.dense_attribution or args.targets or args.dispatch):
         args.attribution = True
     if args.quick:
         args.img, args.eval_batch, args.train_batch, args.rounds, args.warmup = 64, 2, 2, 1, 0
@@ -570,6 +613,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
             results[f"attribution_{mode}"] = {
                 n: {"|".join(map(str, k)): v for k, v in d.items()} for n, d in att.times.items()
             }
+    if args.dense_attribution:
+        threads = [int(t) for t in (args.threads or "1,2").split(",")]
+        h, w = (int(v) for v in args.dense_size.split("x"))
+        print(f"# {machine_info(max(threads))}")
+        t0 = time.perf_counter()
+        att = attribution("train", 1, args.img, threads, args.warmup, min(args.rounds, 5), dense=(h, w))
+        print(f"dense attribution done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        print(
+            f"\ntraining step (parts: forward + backward), batch 1, {h} x {w} px, features_only, hpx with covering "
+            f"kernels: wall ms per stage (block x depth), median of {min(args.rounds, 5)} interleaved rounds\n"
+        )
+        print(format_attribution(att, threads))
+        results["attribution_dense"] = {
+            n: {"|".join(map(str, k)): v for k, v in d.items()} for n, d in att.times.items()
+        }
     if args.targets:
         threads = [int(t) for t in (args.threads or "2").split(",")]
         print(f"# {machine_info(max(threads))}")

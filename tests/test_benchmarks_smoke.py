@@ -283,6 +283,21 @@ def test_two_cores_attribution_and_targets_run() -> None:
     assert "ratio (median)" in b.format_targets(targets, 1)
 
 
+def test_two_cores_dense_attribution_runs_on_the_features_only_backbones() -> None:
+    from benchmarks import bench_two_cores as b
+
+    att = b.attribution("train", 1, 0, [1], warmup=0, rounds=1, dense=(64, 96))
+    hpx, conv = att.times[b.HPX], att.times[b.CONV]
+    assert all(hpx[str(s), part, 1] > 0 for s in range(1, 5) for part in b.PARTS)
+    assert conv["all", "whole model", 1] > 0 and ("1", "filter", 1) not in conv
+    # covering kernels at 64 x 96: 2 * ceil(96 / stride) - 1 per stage, as bench_dense builds them
+    kernels = [
+        stage.blocks[0].token_mixer.filter.kernel_size for stage in b.model_stages(b.dense_backbone(b.HPX, (64, 96)))
+    ]
+    assert kernels == [(47, 47), (23, 23), (11, 11), (5, 5)]
+    assert len(b.model_stages(b.dense_backbone(b.CONV, (64, 96)))) == 4
+
+
 def test_two_cores_dispatch_times_both_settings_and_restores_the_thresholds() -> None:
     from benchmarks import bench_two_cores as b
     from hyenapixel.ops import fftconv, implicit
