@@ -311,3 +311,28 @@ def test_two_cores_dispatch_times_both_settings_and_restores_the_thresholds() ->
     assert (fftconv.THREADS_FROM_PLANE, implicit.THREADS_FROM_TAPS) == before
     rows = b.dispatch(1, 32, (32, 48), 1, warmup=0, rounds=1)
     assert len(rows) == 24 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_bench_filter_times_this_filter_against_its_floor_and_another_checkout(capsys) -> None:
+    import types
+    from pathlib import Path
+
+    import hyenapixel
+    from benchmarks import bench_filter as b
+    from hyenapixel.ops import implicit
+
+    rows = b.main(["--quick", "--no-224", "--against", str(Path(hyenapixel.__file__).parents[1])])
+    assert len(rows) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 and float(r[4]) > 0 for r in rows)
+    assert "taps 31 x 47" in rows[0][0] and "ratio this / that" in capsys.readouterr().out
+    # an older implicit_kernel without ``region`` is given the cropped embedding and distances
+    seen: list[tuple[int, ...]] = []
+
+    def older(z, dist, *args):  # noqa: ANN001, ANN202 - the older signature
+        seen.append(tuple(z.shape))
+        return implicit.implicit_kernel(z, dist, *args)
+
+    filt, region, _ = b.stage_filters((64, 96), [47, 23, 11, 5])[0]
+    b.kernel_call(types.SimpleNamespace(implicit_kernel=older), filt, region)()
+    assert seen == [(32, 31, 47)] and filt.pos_emb.grad is None  # gradients dropped after each call
+    with pytest.raises(FileNotFoundError, match="no "):
+        b.load_implicit("/nonexistent")
