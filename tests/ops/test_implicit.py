@@ -103,3 +103,9 @@ def test_region_in_one_block_equals_the_written_out_kernel_of_its_taps() -> None
 def test_region_in_row_blocks_equals_the_written_out_kernel_of_its_taps(monkeypatch, block_threads) -> None:
     monkeypatch.setattr(implicit, "BLOCK_ELEMENTS", 16)  # blocks of one kernel row, on two threads in the 2nd case
     _check_region()
+
+
+def test_region_with_a_step_is_refused() -> None:
+    z, dist, decay, shift, w_out, weights = _inputs(4)
+    with pytest.raises(ValueError, match="unit-step"):
+        implicit_kernel(z, dist, decay, shift, w_out, *weights, region=(slice(0, 6, 2), slice(None)))

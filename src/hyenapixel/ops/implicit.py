@@ -253,6 +253,8 @@ def implicit_kernel(
         z: (E, kh, kw), dist: (kh, kw), decay/shift: (C,), w_out: (C, H_n), weights: (H_i, H_{i-1} + 1)
         -> (C, h * w) for the region's h x w taps
     """
+    if region is not None and any(s.step not in (None, 1) for s in region):
+        raise ValueError(f"implicit_kernel: region must be two unit-step slices (rows, cols), got {region}")
     if tracing():
         return implicit_kernel_ref(z, dist, decay, shift, w_out, *weights, region=region)
     return _ImplicitKernel.apply(z, dist, region, decay, shift, w_out, *weights)
