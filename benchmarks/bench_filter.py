@@ -125,26 +125,18 @@ def stage_filters(size: tuple[int, int], kernel_sizes: Sequence[int] | None) -> 
     import timm
 
     import hyenapixel  # noqa: F401 - registers the models
+    from benchmarks.bench_two_cores import stage_inputs
 
     torch.manual_seed(0)
     kwargs = {} if kernel_sizes is None else {"kernel_sizes": list(kernel_sizes)}
     model = timm.create_model("hpx_former_s18", **kwargs)
-    maps: dict[int, tuple[int, int]] = {}
-    hooks = [
-        stage.blocks[0].register_forward_pre_hook(lambda _m, a, i=i: maps.__setitem__(i, tuple(a[0].shape[1:3])))
-        for i, stage in enumerate(model.stages)
-    ]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, *size))
-    for hk in hooks:
-        hk.remove()
     out = []
-    for i, stage in enumerate(model.stages):
-        filt = stage.blocks[0].token_mixer.filter
-        (hm, wm), (kh, kw) = maps[i], filt.kernel_size
+    for i, (block, x, _) in enumerate(stage_inputs(model, torch.zeros(1, 3, *size)), start=1):
+        filt = block.token_mixer.filter
+        (hm, wm), (kh, kw) = x.shape[1:3], filt.kernel_size  # the block's input is channels-last
         taps = plan_conv2d(hm, wm, kh, kw).taps
         rows, cols = (len(range(*s.indices(n))) for s, n in zip(taps, (kh, kw)))
-        label = f"stage {i + 1} {size[0]}x{size[1]}: C {filt.channels}, kernel {kh}, taps {rows} x {cols}"
+        label = f"stage {i} {size[0]}x{size[1]}: C {filt.channels}, kernel {kh}, taps {rows} x {cols}"
         out.append((filt.train(), taps, label))
     return out
 
