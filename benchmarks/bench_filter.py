@@ -61,15 +61,10 @@ def load_implicit(src: str | Path) -> ModuleType:
 def kernel_call(module: ModuleType, filt: nn.Module, region: tuple[slice, slice]) -> Fn:
     """Forward and backward of ``filt``'s kernel over the taps ``region`` by ``module.implicit_kernel`` (a module
     whose function takes ``region``, or an older one given the cropped embedding and distances)."""
-    *body, last = list(filt.mlp)
     takes_region = "region" in inspect.signature(module.implicit_kernel).parameters
 
     def run() -> None:
-        weights = [  # the sine frequencies and biases folded in, as ImplicitFilter2d does
-            torch.cat([sine.freq[:, None] * lin.weight, (sine.freq * lin.bias)[:, None]], 1)
-            for lin, sine in zip(body[0::2], body[1::2])
-        ]
-        args = (filt.decay, filt.shift, last.weight, *weights)
+        args = (filt.decay, filt.shift, filt.mlp[-1].weight, *filt.mlp.folded_weights())
         if takes_region:
             k = module.implicit_kernel(filt.pos_emb, filt.distance, *args, region=region)
         else:

@@ -176,14 +176,10 @@ class ImplicitFilter2d(nn.Module):
         Shape:
             -> (channels, kh, kw), or (channels, len(rows), len(cols)) for a region
         """
-        *body, last = list(self.mlp)
-        weights = [  # each sine frequency and bias folded into its linear layer
-            torch.cat([sine.freq[:, None] * linear.weight, (sine.freq * linear.bias)[:, None]], 1)
-            for linear, sine in zip(body[0::2], body[1::2])
-        ]
-        pos_emb = self.pos_emb
+        weights = self.mlp.folded_weights()  # each sine frequency and bias folded into its linear layer
+        pos_emb, w_out = self.pos_emb, self.mlp[-1].weight
         with torch.autocast(pos_emb.device.type, enabled=False):  # a kernel in the parameters' precision
-            k = implicit_kernel(pos_emb, self.distance, self.decay, self.shift, last.weight, *weights, region=region)
+            k = implicit_kernel(pos_emb, self.distance, self.decay, self.shift, w_out, *weights, region=region)
         size = pos_emb.shape[1:] if region is None else pos_emb[0, region[0], region[1]].shape
         return k.view(self.channels, *size)
 

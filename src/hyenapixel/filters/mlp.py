@@ -41,6 +41,20 @@ class SineMLP(nn.Sequential):
         layers.append(nn.Linear(hidden, out_dim, bias=False))
         super().__init__(*layers)
 
+    def folded_weights(self) -> list[torch.Tensor]:
+        """The hidden layers as ``[f W | f b]`` each: the sine frequency ``f`` folded into the linear layer before it
+        and the bias as a last column, since ``sin(f (W h + b)) = sin((f W) h + f b)`` (what
+        :func:`hyenapixel.ops.implicit.implicit_kernel` takes; differentiable in the parameters).
+
+        Shape:
+            -> [(H_i, H_{i-1} + 1)] per hidden layer
+        """
+        *body, _ = list(self)
+        return [
+            torch.cat([sine.freq[:, None] * linear.weight, (sine.freq * linear.bias)[:, None]], 1)
+            for linear, sine in zip(body[0::2], body[1::2])
+        ]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         *body, last = list(self)
         h = z
