@@ -284,6 +284,10 @@ class Attribution:
     batch: int
     times: dict[str, dict[tuple[str, str, int], float]]  # model -> (stage, part, threads) -> seconds
 
+    def as_json(self) -> dict[str, dict[str, float]]:
+        """The times with ``"stage|part|threads"`` keys (JSON objects need string keys)."""
+        return {n: {"|".join(map(str, k)): v for k, v in d.items()} for n, d in self.times.items()}
+
 
 def attribution(
     mode: str,
@@ -610,9 +614,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"{args.rounds} interleaved rounds\n"
             )
             print(format_attribution(att, threads))
-            results[f"attribution_{mode}"] = {
-                n: {"|".join(map(str, k)): v for k, v in d.items()} for n, d in att.times.items()
-            }
+            results[f"attribution_{mode}"] = att.as_json()
     if args.dense_attribution:
         threads = [int(t) for t in (args.threads or "1,2").split(",")]
         h, w = (int(v) for v in args.dense_size.split("x"))
@@ -625,9 +627,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"kernels: wall ms per stage (block x depth), median of {min(args.rounds, 5)} interleaved rounds\n"
         )
         print(format_attribution(att, threads))
-        results["attribution_dense"] = {
-            n: {"|".join(map(str, k)): v for k, v in d.items()} for n, d in att.times.items()
-        }
+        results["attribution_dense"] = att.as_json()
     if args.targets:
         threads = [int(t) for t in (args.threads or "2").split(",")]
         print(f"# {machine_info(max(threads))}")
