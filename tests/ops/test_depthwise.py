@@ -63,6 +63,17 @@ def test_second_derivatives_equal_torch_conv2d() -> None:
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-11)
 
 
+@pytest.mark.parametrize("padding", [0, 1])
+def test_an_empty_batch_gives_a_zero_weight_gradient_of_the_right_shape(padding: int) -> None:
+    x = torch.randn(0, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(depthwise_conv2d(x, w, None, padding).sum(), (x, w))
+    ref = torch.autograd.grad(F.conv2d(x, w, padding=padding, groups=3).sum(), (x, w))
+    for a, e in zip(got, ref):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
 def test_without_gradient_and_bad_shapes_are_named() -> None:
     x, w = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3, requires_grad=True)
     with torch.no_grad():

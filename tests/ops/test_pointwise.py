@@ -104,9 +104,12 @@ def test_star_relu_without_autograd_equals_the_reference_bitwise(dtype, inplace:
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_star_relu_gradients_equal_the_reference(inplace: bool) -> None:
+@pytest.mark.parametrize("permuted", [False, True])  # contiguous: the scale's gradient as one dot product
+def test_star_relu_gradients_equal_the_reference(inplace: bool, permuted: bool) -> None:
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
+    if permuted:
+        x = x.permute(0, 3, 1, 2)  # a channels-last view: not contiguous (clones keep its strides)
     x[0, 0, 0, :3] = 0.0  # the kink: relu's gradient there is 0, as in the reference
     up = torch.randn(x.shape, generator=g, dtype=torch.float64)
     grads = []

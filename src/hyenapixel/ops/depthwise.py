@@ -7,7 +7,8 @@ kernels compute fast:
 
 * ``grad_x = conv(grad_y, flip(w))`` with padding ``k - 1 - p`` (a depthwise convolution like the forward);
 * ``grad_w[c] = sum_n conv(pad(x)[n, c], grad_y[n, c])``: per sample and channel, a "valid" correlation of the
-  padded input with the output gradient as the kernel (a depthwise convolution with a map-sized kernel).
+  padded input with the output gradient as the kernel (a depthwise convolution with a map-sized kernel and the
+  forward's zero padding).
 
 The values are those of ``torch.nn.functional.conv2d`` up to float rounding (sums taken in another order), and the
 backward is built from differentiable convolutions, so higher derivatives work.
@@ -25,19 +26,18 @@ __all__ = ["depthwise_conv2d"]
 
 def _weight_grad(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
     """``grad_w[c, 0, a, b] = sum_{n,i,j} grad_y[n, c, i, j] * pad(x)[n, c, i + a, j + b]``, one sample at a time
-    (faster than torch's weight gradient and than stacking the samples as a group's input channels; see
-    docs/benchmarks.md).
+    (faster than torch's weight gradient and than stacking the samples as a group's input channels), the padding
+    left to the convolution (no padded copy of ``x``; see docs/benchmarks.md).
 
     Shape:
         x: (B, C, H, W), grad_y: (B, C, H', W') -> (C, 1, H + 2p - H' + 1, W + 2p - W' + 1)
     """
-    xp = F.pad(x, (padding,) * 4) if padding else x
     total = None
     for n in range(x.shape[0]):
-        part = F.conv2d(xp[n : n + 1], grad_y[n : n + 1].transpose(0, 1), groups=x.shape[1])
-        total = part if total is None else total + part
+        part = F.conv2d(x[n : n + 1], grad_y[n : n + 1].transpose(0, 1), padding=padding, groups=x.shape[1])
+        total = part if total is None else total.add_(part)  # the convolution's backward does not need its output
     if total is None:  # an empty batch: no sample contributes
-        size = (xp.shape[-2] - grad_y.shape[-2] + 1, xp.shape[-1] - grad_y.shape[-1] + 1)
+        size = (x.shape[-2] + 2 * padding - grad_y.shape[-2] + 1, x.shape[-1] + 2 * padding - grad_y.shape[-1] + 1)
         return x.new_zeros(x.shape[1], 1, *size)
     return total.transpose(0, 1)
 

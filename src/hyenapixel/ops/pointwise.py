@@ -8,7 +8,7 @@ docs/benchmarks.md); with several threads this is the speed ConvFormer's 1 x 1 c
 StarReLU ``s * relu(x) ** 2 + b`` written as three operations allocates three maps as large as the MLP's hidden
 layer (four times the block's channels); at large batches and maps each is a fresh, page-faulted allocation, which
 costs more than the arithmetic. :func:`star_relu` computes the same values with one allocation (none in place),
-and its backward saves one map instead of two.
+and its backward saves one map instead of two and allocates one (the input gradient).
 """
 
 from __future__ import annotations
@@ -108,6 +108,18 @@ def _square_scale_shift_(r: torch.Tensor, scale: torch.Tensor, bias: torch.Tenso
     return torch.addcmul(bias, scale, r, out=r)
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor, recorded: bool) -> torch.Tensor:
+    """``(a * b).sum()``; for two contiguous tensors outside a recorded graph as one dot product, without the
+    product map (a fresh allocation as large as the MLP's hidden layer; the sum differs by float rounding).
+
+    Shape:
+        a, b: the same shape -> ()
+    """
+    if recorded or not (a.is_contiguous() and b.is_contiguous()):
+        return (a * b).sum()
+    return torch.dot(a.view(-1), b.view(-1))
+
+
 class _StarReLU(torch.autograd.Function):
     """:func:`star_relu_ref` with one allocation in forward (the squared ReLU, scaled and shifted in place) and the
     input the only saved map. Backward: ``dx = 2 s g r``, ``ds = sum(g r^2) = sum(g r x)``, ``db = sum(g)`` with
@@ -126,7 +138,7 @@ class _StarReLU(torch.autograd.Function):
         need_x, need_scale, need_bias = ctx.needs_input_grad
         recorded = torch.is_grad_enabled()  # double backward: every step differentiable in x, nothing in place
         t = grad * torch.relu(x) if recorded else torch.relu(x).mul_(grad)  # g r
-        grad_scale = (t * x).sum().reshape(scale.shape) if need_scale else None  # g r x = g r^2
+        grad_scale = _dot(t, x, recorded).reshape(scale.shape) if need_scale else None  # g r x = g r^2
         grad_bias = grad.sum().reshape(ctx.bias_shape) if need_bias else None
         grad_x = None
         if need_x:
