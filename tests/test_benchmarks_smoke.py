@@ -336,3 +336,18 @@ def test_bench_filter_times_this_filter_against_its_floor_and_another_checkout(c
     assert seen == [(32, 31, 47)] and filt.pos_emb.grad is None  # gradients dropped after each call
     with pytest.raises(FileNotFoundError, match="no "):
         b.load_implicit("/nonexistent")
+
+
+def test_bench_backward_maps_times_both_forms_and_restores_the_library(capsys) -> None:
+    from benchmarks import bench_backward_maps as b
+    from hyenapixel.ops import depthwise, pointwise
+
+    before = depthwise._weight_grad, pointwise._dot
+    with b.previous_forms():
+        assert (depthwise._weight_grad, pointwise._dot) == (b.weight_grad_padded_copy, b.dot_by_product_map)
+    assert (depthwise._weight_grad, pointwise._dot) == before
+    out = b.main(["--quick", "--threads", "1"])
+    assert out["max_rel_diff"] < 1e-5  # the previous forms compute the same gradients (float32 rounding)
+    assert len(out["rows"]) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in out["rows"])
+    assert "library / previous" in capsys.readouterr().out
+    assert (depthwise._weight_grad, pointwise._dot) == before

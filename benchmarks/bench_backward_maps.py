@@ -1,0 +1,203 @@
+"""Two backward passes without a map-sized temporary (issue 24): the library's forms against the forms before them.
+
+* the depthwise short convolution's weight gradient (paper Section 3, Fig. 3; ``ops.depthwise``): the
+  convolution pads the input itself, where the previous form made a padded copy of it;
+* StarReLU's scale gradient ``sum(g relu(x) x)`` (``ops.pointwise``): one dot product of the two contiguous maps,
+  where the previous form built their product map first.
+
+Both compute the same values up to float rounding (checked before timing). Allocations as large as these maps are
+fresh memory mappings, page-faulted on first touch, which can cost more than the arithmetic; timing the ops alone
+hides part of that, so the script times them alone and inside hpx_former_s18's training step.
+
+Every row is timed interleaved in one process, at 2 threads by default: each round runs the library's form and the
+previous one in turn, each timed call right after an untimed one of the same form (the previous call decides what
+the allocator holds). Printed: medians and the median of the per-round ratios library / previous with its
+distribution-free 95 % interval. Rows: each op alone at the S18 stage shapes of a 224-px batch of 8 and of an
+800 x 1333 image, and the training step at 224 px (batch 8, cross-entropy, AdamW); ``--dense`` adds
+``bench_dense``'s 800 x 1333 ``features_only`` training step with covering kernels (batch 1).
+
+Run from the repository root, holding the machine's CPU lock::
+
+    flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_backward_maps --dense
+    .venv/bin/python -m benchmarks.bench_backward_maps --quick     # smoke run: small shapes, one round
+
+Results and the machine: docs/benchmarks.md, "Two threads".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.bench_two_cores import HPX, _train_step, create_model, dense_backbone, timed_rounds
+from benchmarks.common import finish, machine_info, markdown_table, median_interval
+from hyenapixel.ops import depthwise, pointwise
+
+Fn = Callable[[], object]
+
+# (batch, channels, height, width): the short convolution's 3C maps and the MLP's 4C hidden maps of S18
+SHORT_MAPS = {"224 px b8": [(8, 192, 56, 56), (8, 384, 28, 28), (8, 960, 14, 14)], "800x1333": [(1, 192, 200, 333)]}
+HIDDEN_MAPS = {"224 px b8": [(8, 56, 56, 256), (8, 14, 14, 1280)], "800x1333": [(1, 200, 333, 256), (1, 50, 84, 1280)]}
+QUICK_SHORT = {"quick": [(2, 12, 16, 16)]}
+QUICK_HIDDEN = {"quick": [(2, 16, 16, 32)]}
+
+
+def weight_grad_padded_copy(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
+    """The previous depthwise weight gradient: per sample, a valid correlation of a padded copy of ``x`` with the
+    output gradient as the kernel.
+
+    Shape:
+        x: (B, C, H, W), grad_y: (B, C, H', W') -> (C, 1, H + 2p - H' + 1, W + 2p - W' + 1)
+    """
+    xp = F.pad(x, (padding,) * 4) if padding else x
+    total = None
+    for n in range(x.shape[0]):
+        part = F.conv2d(xp[n : n + 1], grad_y[n : n + 1].transpose(0, 1), groups=x.shape[1])
+        total = part if total is None else total + part
+    return total.transpose(0, 1)
+
+
+def dot_by_product_map(a: torch.Tensor, b: torch.Tensor, recorded: bool) -> torch.Tensor:
+    """The previous StarReLU scale gradient: ``(a * b).sum()`` through the product map.
+
+    Shape:
+        a, b: the same shape -> ()
+    """
+    return (a * b).sum()
+
+
+@contextlib.contextmanager
+def previous_forms(active: bool = True) -> Iterator[None]:
+    """Within the block the library computes both backward passes in their previous forms (``active=False``: as
+    it is)."""
+    saved = depthwise._weight_grad, pointwise._dot
+    if active:
+        depthwise._weight_grad, pointwise._dot = weight_grad_padded_copy, dot_by_product_map
+    try:
+        yield
+    finally:
+        depthwise._weight_grad, pointwise._dot = saved
+
+
+def in_forms(fn: Fn) -> dict[str, Fn]:
+    """``fn`` run with the library's forms and with the previous ones."""
+
+    def run(previous: bool) -> None:
+        with previous_forms(previous):
+            fn()
+
+    return {"library": lambda: run(False), "previous": lambda: run(True)}
+
+
+def short_conv_step(shape: Sequence[int]) -> Fn:
+    """Forward and backward of the 5 x 5 depthwise convolution of a channels-last map of ``shape``."""
+    x = torch.randn(*shape).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(shape[1], 1, 5, 5, requires_grad=True)
+    g = torch.randn(*shape).to(memory_format=torch.channels_last)
+    return lambda: torch.autograd.grad(depthwise.depthwise_conv2d(x, w, None, 2), (x, w), g)
+
+
+def star_relu_step(shape: Sequence[int]) -> Fn:
+    """Forward and backward of StarReLU on a contiguous map of ``shape``."""
+    x = torch.randn(*shape, requires_grad=True)
+    scale, bias = torch.ones(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    g = torch.randn(*shape)
+    return lambda: torch.autograd.grad(pointwise.star_relu(x, scale, bias), (x, scale, bias), g)
+
+
+def check_same_values(shape_short: Sequence[int], shape_hidden: Sequence[int]) -> float:
+    """Largest relative difference between the library's and the previous forms (gradients of both ops)."""
+    worst = 0.0
+    for make, shape in ((short_conv_step, shape_short), (star_relu_step, shape_hidden)):
+        torch.manual_seed(0)
+        step = make(shape)
+        with previous_forms(False):
+            new = step()
+        with previous_forms(True):
+            old = step()
+        for a, b in zip(new, old):
+            worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
+    return worst
+
+
+def compare(name: str, fn: Fn, threads: int, warmup: int, rounds: int) -> list[object]:
+    """One table row: medians of both forms and the ratio library / previous with its interval."""
+    forms = in_forms(fn)
+    raw = timed_rounds({k: (threads, f) for k, f in forms.items()}, warmup, rounds, after_itself=True)
+    low, med, high = median_interval([a / b for a, b in zip(raw["library"], raw["previous"])])
+    new, old = (statistics.median(raw[k]) * 1e3 for k in ("library", "previous"))
+    return [name, f"{old:.1f}", f"{new:.1f}", f"{med:.3f} [{low:.3f}, {high:.3f}]"]
+
+
+def train_224(batch: int, img: int) -> Fn:
+    model = create_model(HPX)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, 3, img, img), torch.randint(0, 1000, (batch,))
+    return lambda: _train_step(model, opt, x, y)
+
+
+def train_dense(size: tuple[int, int]) -> Fn:
+    from benchmarks.bench_dense import train_step
+
+    return train_step(dense_backbone(HPX, size), torch.randn(1, 3, *size))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=9, help="timed rounds (the dense step: at most 5)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--dense", action="store_true", help="add the 800 x 1333 training step (about 2 min per round)")
+    p.add_argument("--quick", action="store_true", help="smoke run: small shapes, one round, a 64-px step")
+    p.add_argument("--json", default=None, help="write the rows here")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    rounds, warmup = (1, 0) if args.quick else (args.rounds, args.warmup)
+    short, hidden = (QUICK_SHORT, QUICK_HIDDEN) if args.quick else (SHORT_MAPS, HIDDEN_MAPS)
+    print(machine_info(args.threads))
+    worst = check_same_values(next(iter(short.values()))[0], next(iter(hidden.values()))[0])
+    print(f"largest relative difference of the gradients, library against previous forms: {worst:.1e}")
+    rows = []
+    for size, shapes in short.items():
+        for shape in shapes:
+            rows.append(
+                compare(
+                    f"depthwise 5x5 fwd+bwd {size} {tuple(shape)}", short_conv_step(shape), args.threads, warmup, rounds
+                )
+            )
+    for size, shapes in hidden.items():
+        for shape in shapes:
+            rows.append(
+                compare(f"StarReLU fwd+bwd {size} {tuple(shape)}", star_relu_step(shape), args.threads, warmup, rounds)
+            )
+    img, batch = (64, 2) if args.quick else (224, 8)
+    rows.append(compare(f"{HPX} train step b{batch} {img} px", train_224(batch, img), args.threads, warmup, rounds))
+    if args.dense or args.quick:
+        size = (64, 96) if args.quick else (800, 1333)
+        rows.append(
+            compare(
+                f"{HPX} features_only train step {size[0]}x{size[1]}",
+                train_dense(size),
+                args.threads,
+                warmup,
+                min(rounds, 5),
+            )
+        )
+    header = ["row", "previous ms", "library ms", "library / previous [95 % interval]"]
+    print(markdown_table(header, rows))
+    results = {"threads": args.threads, "rounds": rounds, "max_rel_diff": worst, "rows": rows}
+    return finish(results, args.json)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
