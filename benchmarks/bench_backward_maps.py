@@ -63,7 +63,7 @@ def weight_grad_padded_copy(x: torch.Tensor, grad_y: torch.Tensor, padding: int)
     return total.transpose(0, 1)
 
 
-def dot_by_product_map(a: torch.Tensor, b: torch.Tensor, recorded: bool) -> torch.Tensor:
+def dot_by_product_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The previous StarReLU scale gradient: ``(a * b).sum()`` through the product map.
 
     Shape:

@@ -108,16 +108,16 @@ def _square_scale_shift_(r: torch.Tensor, scale: torch.Tensor, bias: torch.Tenso
     return torch.addcmul(bias, scale, r, out=r)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor, recorded: bool) -> torch.Tensor:
-    """``(a * b).sum()``; for two contiguous tensors outside a recorded graph as one dot product, without the
-    product map (a fresh allocation as large as the MLP's hidden layer; the sum differs by float rounding).
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum()``; for two contiguous tensors as one dot product, without the product map (a fresh allocation
+    as large as the MLP's hidden layer; the sum differs by float rounding). Differentiable either way.
 
     Shape:
         a, b: the same shape -> ()
     """
-    if recorded or not (a.is_contiguous() and b.is_contiguous()):
-        return (a * b).sum()
-    return torch.dot(a.view(-1), b.view(-1))
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return (a * b).sum()
 
 
 class _StarReLU(torch.autograd.Function):
@@ -138,7 +138,7 @@ class _StarReLU(torch.autograd.Function):
         need_x, need_scale, need_bias = ctx.needs_input_grad
         recorded = torch.is_grad_enabled()  # double backward: every step differentiable in x, nothing in place
         t = grad * torch.relu(x) if recorded else torch.relu(x).mul_(grad)  # g r
-        grad_scale = _dot(t, x, recorded).reshape(scale.shape) if need_scale else None  # g r x = g r^2
+        grad_scale = _dot(t, x).reshape(scale.shape) if need_scale else None  # g r x = g r^2
         grad_bias = grad.sum().reshape(ctx.bias_shape) if need_bias else None
         grad_x = None
         if need_x:
