@@ -9,6 +9,7 @@ import torch
 from hyenapixel.ops import fftconv1d_ref, fftconv2d, fftconv2d_ref, plan_conv1d, plan_conv2d
 from hyenapixel.ops.dft import (
     DFTAxis,
+    DFTConv2d,
     DFTSpectrum2d,
     channels_last_spectrum,
     dft_axes2d,
@@ -18,6 +19,7 @@ from hyenapixel.ops.dft import (
     dft_conv2d_channels_last,
     dft_matrices2d,
     dft_spectrum2d,
+    plan_matrices2d,
     sequence_dft,
 )
 
@@ -212,6 +214,29 @@ def test_dft_conv2d_values_and_both_gradients_equal_direct_convolution(h: int, w
     want = torch.autograd.grad((ref * up).sum(), (x, k))
     for a, e in zip(got, want):
         assert (a - e).abs().max().item() <= 1e-11 * max(1.0, e.abs().max().item())
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+@pytest.mark.parametrize("wrt", ["both", "map", "kernel"])
+def test_dft_conv2d_function_equals_the_products_it_replaces(batch: int, wrt: str) -> None:
+    # DFTConv2d's hand-written backward against autograd through dft_conv2d_channels_last, on the same arguments
+    full = plan_conv2d(6, 9, 11, 17)
+    plan = full.cropped()
+    g = torch.Generator().manual_seed(batch + len(wrt))
+    x = torch.randn(batch, 6, 9, 4, dtype=torch.float64, generator=g, requires_grad=wrt != "kernel")
+    k = torch.randn(4, 11, 17, dtype=torch.float64, generator=g)[(slice(None), *full.taps)]
+    spec = torch.fft.rfft2(k, s=plan.fft_shape)
+    kr, ki = (t.requires_grad_(wrt != "map") for t in channels_last_spectrum(spec.real, spec.imag))
+    mats = [plan_matrices2d(*plan.axes, torch.float64, x.device)[m] for m in ("fw", "fh", "gh", "aw")]
+    up = torch.randn(batch, 6, 9, 4, dtype=torch.float64, generator=g)
+    inputs = [t for t in (x, kr, ki) if t.requires_grad]
+    results = []
+    for fn in (DFTConv2d.apply, dft_conv2d_channels_last):
+        y = fn(x, kr, ki, *mats)
+        results.append((y, *torch.autograd.grad((y * up).sum(), inputs)))
+    for a, e in zip(*results):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
 def test_dft_conv2d_numerical_first_and_second_derivatives() -> None:

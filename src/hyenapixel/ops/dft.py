@@ -37,6 +37,7 @@ from hyenapixel.ops.tracing import tracing
 
 __all__ = [
     "DFT_MAX_LEN",
+    "DFTConv2d",
     "DFTAxis",
     "DFTSpectrum2d",
     "SequenceDFT",
@@ -413,10 +414,82 @@ def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) 
         return dft_conv2d_channels_last(x, spectrum.kr, spectrum.ki, **mats)
 
 
+class DFTConv2d(torch.autograd.Function):
+    """:func:`dft_conv2d_channels_last` (map ``x``, kernel spectrum ``kr, ki``, constant DFT matrices) with a
+    hand-written backward: the same values (the transform along H is one product with the whole ``fh`` instead of
+    its two halves, float rounding apart) and the same gradients, with fewer map-sized temporaries than autograd
+    through the individual operations: the spectral products are written into one ``[Re; Im]`` tensor (no
+    concatenation), and the backward reuses the map's spectrum saved in forward.
+
+    With the chain rule on real and imaginary parts, ``Z = Y K`` (complex, per bin) gives ``dY = dZ conj(K)`` and
+    ``dK = sum_b dZ conj(Y)``. Where the backward itself is recorded (``create_graph``), it differentiates
+    :func:`dft_conv2d_channels_last` of the saved inputs instead, so gradients of any order work. Public so that
+    tools reading traced graphs can name it; :func:`dft_conv2d` applies it.
+
+    Shape:
+        x: (B, H, W, C), kr/ki: (N, F * C), fw: (2F, W), fh: (2N, 2H), gh: (2H, 2N), aw: (W, 2F) -> (B, H, W, C)
+    """
+
+    @staticmethod
+    def forward(ctx, x, kr, ki, fw, fh, gh, aw):  # noqa: ANN001, ANN205 - autograd signature
+        b, h, _, c = x.shape
+        n, f2 = kr.shape[0], fw.shape[0]
+        a = torch.matmul(fw, x).reshape(b, 2 * h, f2 // 2 * c)  # along W; rows (h, Re/Im) interleaved
+        spec = torch.matmul(fh, a)  # (B, 2N, F C): [Re; Im] of the map's spectrum
+        z = torch.empty_like(spec)
+        _complex_product(spec[:, :n], spec[:, n:], kr, ki, z[:, :n], z[:, n:])
+        y = torch.matmul(aw, torch.matmul(gh, z).reshape(b, h, f2, c))
+        ctx.save_for_backward(x, kr, ki, spec, fw, fh, gh, aw)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
+        x, kr, ki, spec, fw, fh, gh, aw = ctx.saved_tensors
+        need = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph: the reference formula, differentiable again
+            wanted = [t for t, nd in zip((x, kr, ki), need) if nd]
+            with torch.enable_grad():
+                y = dft_conv2d_channels_last(x, kr, ki, fw, fh, gh, aw)
+            got = iter(torch.autograd.grad(y, wanted, grad, create_graph=True))
+            return (*(next(got) if nd else None for nd in need), None, None, None, None)
+        b, h, _, c = grad.shape
+        n, f2 = kr.shape[0], fw.shape[0]
+        grad_u = torch.matmul(aw.t(), grad).reshape(b, 2 * h, f2 // 2 * c)
+        grad_z = torch.matmul(gh.t(), grad_u)  # (B, 2N, F C)
+        gr, gi = grad_z[:, :n], grad_z[:, n:]
+        grad_x = grad_kr = grad_ki = None
+        if need[1] or need[2]:  # sum_b dZ conj(Y)
+            yr, yi = spec[:, :n], spec[:, n:]
+            t = torch.mul(gr, yr)
+            grad_kr = t.addcmul_(gi, yi).sum(0)
+            torch.mul(gi, yr, out=t)
+            grad_ki = t.addcmul_(gr, yi, value=-1).sum(0)
+        if need[0]:  # dZ conj(K), then both transforms transposed
+            grad_spec = torch.empty_like(grad_z)
+            _complex_product(gr, gi, kr, ki.neg(), grad_spec[:, :n], grad_spec[:, n:])
+            grad_a = torch.matmul(fh.t(), grad_spec).reshape(b, h, f2, c)
+            grad_x = torch.matmul(fw.t(), grad_a)
+        return grad_x, grad_kr, grad_ki, None, None, None, None
+
+
+def _complex_product(
+    ar: torch.Tensor, ai: torch.Tensor, br: torch.Tensor, bi: torch.Tensor, out_r: torch.Tensor, out_i: torch.Tensor
+) -> None:
+    """``out = a * b`` for complex numbers given by their real and imaginary parts, written into ``out_r, out_i``
+    (no temporaries).
+
+    Shape:
+        ar/ai: (..., N, M), br/bi: broadcastable to them, out_r/out_i: (..., N, M)
+    """
+    torch.mul(ar, br, out=out_r).addcmul_(ai, bi, value=-1)
+    torch.mul(ar, bi, out=out_i).addcmul_(ai, br)
+
+
 def dft_conv2d(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
     """Centered 'same' depthwise 2D convolution of a channels-last map with the kernel ``k`` under ``plan``, by DFT
-    matrix products (:func:`dft_conv2d_channels_last`), differentiable in ``x`` and ``k`` (any order): the kernel's
-    spectrum is an FFT of the kernel in the graph, as in the FFT path. The same linear convolution as
+    matrix products (:class:`DFTConv2d`, the products of :func:`dft_conv2d_channels_last` with a hand-written
+    backward), differentiable in ``x`` and ``k`` (any order): the kernel's spectrum is an FFT of the kernel in the
+    graph, as in the FFT path. The same linear convolution as
     :func:`~hyenapixel.ops.conv_fresh_kernel` on the channels-first map, float rounding apart; computed in
     ``promote_types(x.dtype, float32)`` also under autocast, as the FFT path. ``plan`` as for
     :meth:`DFTSpectrum2d.make`.
@@ -434,7 +507,7 @@ def dft_conv2d(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor
     with torch.autocast(x.device.type, enabled=False):
         spec = torch.fft.rfft2(k.to(compute)[(slice(None), *plan.taps)], s=plan.fft_shape)  # (C, N, F)
         kr, ki = channels_last_spectrum(spec.real, spec.imag)
-        return dft_conv2d_channels_last(x, kr, ki, **mats)
+        return DFTConv2d.apply(x.to(compute), kr, ki, *(mats[m] for m in ("fw", "fh", "gh", "aw"))).to(x.dtype)
 
 
 def conv2d_channels_last(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
