@@ -1,9 +1,20 @@
-"""Two backward passes without a map-sized temporary (issue 24): the library's forms against the forms before them.
+"""Backward passes without map-sized temporaries (issue 24): the library's forms against the forms before them,
+one change at a time (``--change``).
+
+``padding`` (commit ``38098c5``):
 
 * the depthwise short convolution's weight gradient (paper Section 3, Fig. 3; ``ops.depthwise``): the
   convolution pads the input itself, where the previous form made a padded copy of it;
 * StarReLU's scale gradient ``sum(g relu(x) x)`` (``ops.pointwise``): one dot product of the two contiguous maps,
   where the previous form built their product map first.
+
+``reuse`` (the default):
+
+* the training long convolution of small maps by DFT products (``ops.dft.DFTConv2d``): a hand-written backward
+  that writes the spectral products into one tensor and reuses the map's spectrum, where the previous form let
+  autograd differentiate the individual products, concatenation included;
+* StarReLU on the MLP's hidden map (``star_relu(..., inplace=True)`` on an intermediate map): the backward writes
+  the input gradient over its input, where the previous form made a fresh map for it.
 
 Both compute the same values up to float rounding (checked before timing). Allocations as large as these maps are
 fresh memory mappings, page-faulted on first touch, which can cost more than the arithmetic; timing the ops alone
@@ -12,13 +23,14 @@ hides part of that, so the script times them alone and inside hpx_former_s18's t
 Every row is timed interleaved in one process, at 2 threads by default: each round runs the library's form and the
 previous one in turn, each timed call right after an untimed one of the same form (the previous call decides what
 the allocator holds). Printed: medians and the median of the per-round ratios library / previous with its
-distribution-free 95 % interval. Rows: each op alone at the S18 stage shapes of a 224-px batch of 8 and of an
-800 x 1333 image, and the training step at 224 px (batch 8, cross-entropy, AdamW); ``--dense`` adds
-``bench_dense``'s 800 x 1333 ``features_only`` training step with covering kernels (batch 1).
+distribution-free 95 % interval. Rows: each op alone at S18 stage shapes of a 224-px batch of 8 (and, for
+``padding``, of an 800 x 1333 image), and the training step at 224 px (batch 8, cross-entropy, AdamW); ``--dense``
+adds ``bench_dense``'s 800 x 1333 ``features_only`` training step with covering kernels (batch 1).
 
 Run from the repository root, holding the machine's CPU lock::
 
     flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_backward_maps --dense
+    flock /tmp/hpx-cpu.lock .venv/bin/python -m benchmarks.bench_backward_maps --change padding --dense
     .venv/bin/python -m benchmarks.bench_backward_maps --quick     # smoke run: small shapes, one round
 
 Results and the machine: docs/benchmarks.md, "Two threads".
@@ -37,15 +49,18 @@ import torch.nn.functional as F
 
 from benchmarks.bench_two_cores import HPX, _train_step, create_model, dense_backbone, timed_rounds
 from benchmarks.common import finish, machine_info, markdown_table, median_interval
-from hyenapixel.ops import depthwise, pointwise
+from hyenapixel.ops import depthwise, dft, plan_conv2d, pointwise
 
 Fn = Callable[[], object]
 
 # (batch, channels, height, width): the short convolution's 3C maps and the MLP's 4C hidden maps of S18
 SHORT_MAPS = {"224 px b8": [(8, 192, 56, 56), (8, 384, 28, 28), (8, 960, 14, 14)], "800x1333": [(1, 192, 200, 333)]}
 HIDDEN_MAPS = {"224 px b8": [(8, 56, 56, 256), (8, 14, 14, 1280)], "800x1333": [(1, 200, 333, 256), (1, 50, 84, 1280)]}
+# (batch, height, width, channels, kernel): the long convolutions of S18 that take DFT products in training
+DFT_MAPS = {"224 px b8": [(8, 14, 14, 320, 27), (8, 7, 7, 512, 13)]}
 QUICK_SHORT = {"quick": [(2, 12, 16, 16)]}
 QUICK_HIDDEN = {"quick": [(2, 16, 16, 32)]}
+QUICK_DFT = {"quick": [(2, 7, 7, 16, 13)]}
 
 
 def weight_grad_padded_copy(x: torch.Tensor, grad_y: torch.Tensor, padding: int) -> torch.Tensor:
@@ -72,24 +87,44 @@ def dot_by_product_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum()
 
 
+class DFTProducts:
+    """The previous training long convolution of small maps: autograd through :func:`~hyenapixel.ops.dft.dft_conv2d`'s
+    individual products (stands in for :class:`~hyenapixel.ops.dft.DFTConv2d`)."""
+
+    apply = staticmethod(dft.dft_conv2d_channels_last)
+
+
 @contextlib.contextmanager
-def previous_forms(active: bool = True) -> Iterator[None]:
-    """Within the block the library computes both backward passes in their previous forms (``active=False``: as
-    it is)."""
-    saved = depthwise._weight_grad, pointwise._dot
-    if active:
-        depthwise._weight_grad, pointwise._dot = weight_grad_padded_copy, dot_by_product_map
+def _swapped(module: object, **forms: object) -> Iterator[None]:
+    saved = {name: getattr(module, name) for name in forms}
+    for name, form in forms.items():
+        setattr(module, name, form)
     try:
         yield
     finally:
-        depthwise._weight_grad, pointwise._dot = saved
+        for name, form in saved.items():
+            setattr(module, name, form)
 
 
-def in_forms(fn: Fn) -> dict[str, Fn]:
+@contextlib.contextmanager
+def previous_forms(active: bool = True, change: str = "reuse") -> Iterator[None]:
+    """Within the block the library computes ``change``'s backward passes in their previous forms (``active=False``:
+    as it is)."""
+    if not active:
+        yield
+    elif change == "padding":
+        with _swapped(depthwise, _weight_grad=weight_grad_padded_copy), _swapped(pointwise, _dot=dot_by_product_map):
+            yield
+    else:
+        with _swapped(dft, DFTConv2d=DFTProducts), _swapped(pointwise, _StarReLUReusingInput=pointwise._StarReLU):
+            yield
+
+
+def in_forms(fn: Fn, change: str) -> dict[str, Fn]:
     """``fn`` run with the library's forms and with the previous ones."""
 
     def run(previous: bool) -> None:
-        with previous_forms(previous):
+        with previous_forms(previous, change):
             fn()
 
     return {"library": lambda: run(False), "previous": lambda: run(True)}
@@ -103,32 +138,46 @@ def short_conv_step(shape: Sequence[int]) -> Fn:
     return lambda: torch.autograd.grad(depthwise.depthwise_conv2d(x, w, None, 2), (x, w), g)
 
 
-def star_relu_step(shape: Sequence[int]) -> Fn:
-    """Forward and backward of StarReLU on a contiguous map of ``shape``."""
+def star_relu_step(shape: Sequence[int], intermediate: bool = False) -> Fn:
+    """Forward and backward of StarReLU on a contiguous map of ``shape``; ``intermediate``: as the MLP calls it,
+    ``inplace=True`` on a map made in the graph (by a scaling, which both forms pay)."""
     x = torch.randn(*shape, requires_grad=True)
     scale, bias = torch.ones(1, requires_grad=True), torch.zeros(1, requires_grad=True)
     g = torch.randn(*shape)
+    if intermediate:
+        return lambda: torch.autograd.grad(pointwise.star_relu(x * 1.0, scale, bias, inplace=True), (x, scale, bias), g)
     return lambda: torch.autograd.grad(pointwise.star_relu(x, scale, bias), (x, scale, bias), g)
 
 
-def check_same_values(shape_short: Sequence[int], shape_hidden: Sequence[int]) -> float:
-    """Largest relative difference between the library's and the previous forms (gradients of both ops)."""
+def dft_conv_step(shape: Sequence[int]) -> Fn:
+    """Forward and both gradients of the training long convolution by DFT products of a channels-last
+    ``(B, H, W, C)`` map with a ``kernel x kernel`` kernel."""
+    b, h, w, c, kernel = shape
+    full = plan_conv2d(h, w, kernel, kernel)
+    x = torch.randn(b, h, w, c, requires_grad=True)
+    k = (torch.randn(c, kernel, kernel) / kernel)[(slice(None), *full.taps)].requires_grad_()
+    g = torch.randn(b, h, w, c)
+    return lambda: torch.autograd.grad(dft.dft_conv2d(x, k, full.cropped()), (x, k), g)
+
+
+def check_same_values(makers: Sequence[Callable[[], Fn]], change: str) -> float:
+    """Largest relative difference between the library's and the previous forms (gradients of each op)."""
     worst = 0.0
-    for make, shape in ((short_conv_step, shape_short), (star_relu_step, shape_hidden)):
+    for make in makers:
         torch.manual_seed(0)
-        step = make(shape)
-        with previous_forms(False):
+        step = make()
+        with previous_forms(False, change):
             new = step()
-        with previous_forms(True):
+        with previous_forms(True, change):
             old = step()
         for a, b in zip(new, old):
             worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
     return worst
 
 
-def compare(name: str, fn: Fn, threads: int, warmup: int, rounds: int) -> list[object]:
+def compare(name: str, fn: Fn, threads: int, warmup: int, rounds: int, change: str) -> list[object]:
     """One table row: medians of both forms and the ratio library / previous with its interval."""
-    forms = in_forms(fn)
+    forms = in_forms(fn, change)
     raw = timed_rounds({k: (threads, f) for k, f in forms.items()}, warmup, rounds, after_itself=True)
     low, med, high = median_interval([a / b for a, b in zip(raw["library"], raw["previous"])])
     new, old = (statistics.median(raw[k]) * 1e3 for k in ("library", "previous"))
@@ -151,6 +200,7 @@ def train_dense(size: tuple[int, int]) -> Fn:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--change", choices=["reuse", "padding"], default="reuse", help="which change to compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=9, help="timed rounds (the dense step: at most 5)")
     p.add_argument("--warmup", type=int, default=1)
@@ -160,42 +210,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def op_rows(change: str, quick: bool) -> list[tuple[str, Callable[[], Fn]]]:
+    """The ops alone that ``change`` touches: (row name, step maker)."""
+    short, hidden, maps = (QUICK_SHORT, QUICK_HIDDEN, QUICK_DFT) if quick else (SHORT_MAPS, HIDDEN_MAPS, DFT_MAPS)
+    if change == "padding":
+        rows = [
+            (f"depthwise 5x5 fwd+bwd {size} {tuple(s)}", short_conv_step, s) for size, ss in short.items() for s in ss
+        ]
+        rows += [(f"StarReLU fwd+bwd {size} {tuple(s)}", star_relu_step, s) for size, ss in hidden.items() for s in ss]
+    else:
+        rows = [(f"DFT long conv fwd+bwd {size} {tuple(s)}", dft_conv_step, s) for size, ss in maps.items() for s in ss]
+        hidden = {k: v for k, v in hidden.items() if quick or k == "224 px b8"}
+        rows += [
+            (f"StarReLU on a hidden map fwd+bwd {size} {tuple(s)}", lambda shape: star_relu_step(shape, True), s)
+            for size, ss in hidden.items()
+            for s in ss
+        ]
+    return [(name, lambda make=make, shape=shape: make(shape)) for name, make, shape in rows]
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     rounds, warmup = (1, 0) if args.quick else (args.rounds, args.warmup)
-    short, hidden = (QUICK_SHORT, QUICK_HIDDEN) if args.quick else (SHORT_MAPS, HIDDEN_MAPS)
     print(machine_info(args.threads))
-    worst = check_same_values(next(iter(short.values()))[0], next(iter(hidden.values()))[0])
-    print(f"largest relative difference of the gradients, library against previous forms: {worst:.1e}")
-    rows = []
-    for size, shapes in short.items():
-        for shape in shapes:
-            rows.append(
-                compare(
-                    f"depthwise 5x5 fwd+bwd {size} {tuple(shape)}", short_conv_step(shape), args.threads, warmup, rounds
-                )
-            )
-    for size, shapes in hidden.items():
-        for shape in shapes:
-            rows.append(
-                compare(f"StarReLU fwd+bwd {size} {tuple(shape)}", star_relu_step(shape), args.threads, warmup, rounds)
-            )
+    ops = op_rows(args.change, args.quick)
+    worst = check_same_values([make for _, make in ops], args.change)
+    print(f"largest relative difference of the gradients, library against previous forms ({args.change}): {worst:.1e}")
+    rows = [compare(name, make(), args.threads, warmup, rounds, args.change) for name, make in ops]
     img, batch = (64, 2) if args.quick else (224, 8)
-    rows.append(compare(f"{HPX} train step b{batch} {img} px", train_224(batch, img), args.threads, warmup, rounds))
+    rows.append(
+        compare(f"{HPX} train step b{batch} {img} px", train_224(batch, img), args.threads, warmup, rounds, args.change)
+    )
     if args.dense or args.quick:
         size = (64, 96) if args.quick else (800, 1333)
-        rows.append(
-            compare(
-                f"{HPX} features_only train step {size[0]}x{size[1]}",
-                train_dense(size),
-                args.threads,
-                warmup,
-                min(rounds, 5),
-            )
-        )
+        name = f"{HPX} features_only train step {size[0]}x{size[1]}"
+        rows.append(compare(name, train_dense(size), args.threads, warmup, min(rounds, 5), args.change))
     header = ["row", "previous ms", "library ms", "library / previous [95 % interval]"]
     print(markdown_table(header, rows))
-    results = {"threads": args.threads, "rounds": rounds, "max_rel_diff": worst, "rows": rows}
+    results = {"change": args.change, "threads": args.threads, "rounds": rounds, "max_rel_diff": worst, "rows": rows}
     return finish(results, args.json)
 
 
