@@ -399,9 +399,13 @@ def plan_matrices2d(
         return {name: m.to(device=device, dtype=dtype).contiguous() for name, m in mats.items()}
 
 
+#: the argument order of the DFT matrices in :class:`DFTConv2d` and :func:`dft_conv2d_channels_last`
+_MATRICES = ("fw", "fh", "gh", "aw")
+
+
 def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) -> torch.Tensor:
     """Centered 'same' depthwise 2D convolution of a channels-last map with a fixed kernel given by its
-    :class:`DFTSpectrum2d` under ``plan``, by DFT matrix products (:func:`dft_conv2d_channels_last`): the same
+    :class:`DFTSpectrum2d` under ``plan``, by DFT matrix products (:class:`DFTConv2d`): the same
     linear convolution as :func:`~hyenapixel.ops.apply_spectrum` with the FFT spectrum of that kernel, float
     rounding apart. Not differentiable with respect to the kernel (the cache's use). The products run in the
     spectrum's dtype also under autocast (a long convolution is computed in float32 at least, as the FFT path).
@@ -411,7 +415,8 @@ def dft_conv2d_cached(x: torch.Tensor, spectrum: DFTSpectrum2d, plan: ConvPlan) 
     """
     mats = plan_matrices2d(plan.axes[0], plan.axes[1], spectrum.kr.dtype, spectrum.kr.device)
     with torch.autocast(x.device.type, enabled=False):
-        return dft_conv2d_channels_last(x, spectrum.kr, spectrum.ki, **mats)
+        y = DFTConv2d.apply(x.to(spectrum.kr.dtype), spectrum.kr, spectrum.ki, *(mats[m] for m in _MATRICES))
+    return y.to(x.dtype)
 
 
 class DFTConv2d(torch.autograd.Function):
@@ -507,7 +512,7 @@ def dft_conv2d(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor
     with torch.autocast(x.device.type, enabled=False):
         spec = torch.fft.rfft2(k.to(compute)[(slice(None), *plan.taps)], s=plan.fft_shape)  # (C, N, F)
         kr, ki = channels_last_spectrum(spec.real, spec.imag)
-        return DFTConv2d.apply(x.to(compute), kr, ki, *(mats[m] for m in ("fw", "fh", "gh", "aw"))).to(x.dtype)
+        return DFTConv2d.apply(x.to(compute), kr, ki, *(mats[m] for m in _MATRICES)).to(x.dtype)
 
 
 def conv2d_channels_last(x: torch.Tensor, k: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
