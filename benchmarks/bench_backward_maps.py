@@ -8,13 +8,12 @@ one change at a time (``--change``).
 * StarReLU's scale gradient ``sum(g relu(x) x)`` (``ops.pointwise``): one dot product of the two contiguous maps,
   where the previous form built their product map first.
 
-``reuse`` (the default):
+``dft`` (the default):
 
-* the training long convolution of small maps by DFT products (``ops.dft.DFTConv2d``): a hand-written backward
-  that writes the spectral products into one tensor and reuses the map's spectrum, where the previous form let
-  autograd differentiate the individual products, concatenation included;
-* StarReLU on the MLP's hidden map (``star_relu(..., inplace=True)`` on an intermediate map): the backward writes
-  the input gradient over its input, where the previous form made a fresh map for it.
+* the long convolution of small maps by DFT products (``ops.dft.DFTConv2d``, stages 3-4 at 224 px): in training a
+  hand-written backward that writes the spectral products into one tensor and reuses the map's spectrum, where the
+  previous form let autograd differentiate the individual products, concatenation included; in the cached eval
+  the same forward, where the previous form made two half products and concatenated them.
 
 Both compute the same values up to float rounding (checked before timing). Allocations as large as these maps are
 fresh memory mappings, page-faulted on first touch, which can cost more than the arithmetic; timing the ops alone
@@ -24,7 +23,8 @@ Every row is timed interleaved in one process, at 2 threads by default: each rou
 previous one in turn, each timed call right after an untimed one of the same form (the previous call decides what
 the allocator holds). Printed: medians and the median of the per-round ratios library / previous with its
 distribution-free 95 % interval. Rows: each op alone at S18 stage shapes of a 224-px batch of 8 (and, for
-``padding``, of an 800 x 1333 image), and the training step at 224 px (batch 8, cross-entropy, AdamW); ``--dense``
+``padding``, of an 800 x 1333 image), the training step at 224 px (batch 8, cross-entropy, AdamW) and, for ``dft``, the
+cached eval forward at batch 16; ``--dense``
 adds ``bench_dense``'s 800 x 1333 ``features_only`` training step with covering kernels (batch 1).
 
 Run from the repository root, holding the machine's CPU lock::
@@ -58,6 +58,7 @@ SHORT_MAPS = {"224 px b8": [(8, 192, 56, 56), (8, 384, 28, 28), (8, 960, 14, 14)
 HIDDEN_MAPS = {"224 px b8": [(8, 56, 56, 256), (8, 14, 14, 1280)], "800x1333": [(1, 200, 333, 256), (1, 50, 84, 1280)]}
 # (batch, height, width, channels, kernel): the long convolutions of S18 that take DFT products in training
 DFT_MAPS = {"224 px b8": [(8, 14, 14, 320, 27), (8, 7, 7, 512, 13)]}
+DFT_EVAL_MAPS = {"224 px b16": [(16, 14, 14, 320, 27), (16, 7, 7, 512, 13)]}
 QUICK_SHORT = {"quick": [(2, 12, 16, 16)]}
 QUICK_HIDDEN = {"quick": [(2, 16, 16, 32)]}
 QUICK_DFT = {"quick": [(2, 7, 7, 16, 13)]}
@@ -107,16 +108,16 @@ def _swapped(module: object, **forms: object) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def previous_forms(active: bool = True, change: str = "reuse") -> Iterator[None]:
-    """Within the block the library computes ``change``'s backward passes in their previous forms (``active=False``:
-    as it is)."""
+def previous_forms(active: bool = True, change: str = "dft") -> Iterator[None]:
+    """Within the block the library computes ``change``'s passes in their previous forms (``active=False``: as it
+    is)."""
     if not active:
         yield
     elif change == "padding":
         with _swapped(depthwise, _weight_grad=weight_grad_padded_copy), _swapped(pointwise, _dot=dot_by_product_map):
             yield
     else:
-        with _swapped(dft, DFTConv2d=DFTProducts), _swapped(pointwise, _StarReLUReusingInput=pointwise._StarReLU):
+        with _swapped(dft, DFTConv2d=DFTProducts):
             yield
 
 
@@ -138,14 +139,11 @@ def short_conv_step(shape: Sequence[int]) -> Fn:
     return lambda: torch.autograd.grad(depthwise.depthwise_conv2d(x, w, None, 2), (x, w), g)
 
 
-def star_relu_step(shape: Sequence[int], intermediate: bool = False) -> Fn:
-    """Forward and backward of StarReLU on a contiguous map of ``shape``; ``intermediate``: as the MLP calls it,
-    ``inplace=True`` on a map made in the graph (by a scaling, which both forms pay)."""
+def star_relu_step(shape: Sequence[int]) -> Fn:
+    """Forward and backward of StarReLU on a contiguous map of ``shape``."""
     x = torch.randn(*shape, requires_grad=True)
     scale, bias = torch.ones(1, requires_grad=True), torch.zeros(1, requires_grad=True)
     g = torch.randn(*shape)
-    if intermediate:
-        return lambda: torch.autograd.grad(pointwise.star_relu(x * 1.0, scale, bias, inplace=True), (x, scale, bias), g)
     return lambda: torch.autograd.grad(pointwise.star_relu(x, scale, bias), (x, scale, bias), g)
 
 
@@ -158,6 +156,20 @@ def dft_conv_step(shape: Sequence[int]) -> Fn:
     k = (torch.randn(c, kernel, kernel) / kernel)[(slice(None), *full.taps)].requires_grad_()
     g = torch.randn(b, h, w, c)
     return lambda: torch.autograd.grad(dft.dft_conv2d(x, k, full.cropped()), (x, k), g)
+
+
+def dft_cached_step(shape: Sequence[int]) -> Fn:
+    """The cached eval long convolution by DFT products (a fixed kernel's spectrum), without autograd."""
+    b, h, w, c, kernel = shape
+    full = plan_conv2d(h, w, kernel, kernel)
+    spectrum = dft.DFTSpectrum2d.make(torch.randn(c, kernel, kernel) / kernel, full)
+    x = torch.randn(b, h, w, c)
+
+    def run() -> tuple[torch.Tensor]:
+        with torch.inference_mode():
+            return (dft.dft_conv2d_cached(x, spectrum, full.cropped()),)
+
+    return run
 
 
 def check_same_values(makers: Sequence[Callable[[], Fn]], change: str) -> float:
@@ -192,6 +204,18 @@ def train_224(batch: int, img: int) -> Fn:
     return lambda: _train_step(model, opt, x, y)
 
 
+def eval_224(batch: int, img: int) -> Fn:
+    model = create_model(HPX)
+    model.eval()
+    x = torch.randn(batch, 3, img, img)
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
 def train_dense(size: tuple[int, int]) -> Fn:
     from benchmarks.bench_dense import train_step
 
@@ -200,7 +224,7 @@ def train_dense(size: tuple[int, int]) -> Fn:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--change", choices=["reuse", "padding"], default="reuse", help="which change to compare")
+    p.add_argument("--change", choices=["dft", "padding"], default="dft", help="which change to compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=9, help="timed rounds (the dense step: at most 5)")
     p.add_argument("--warmup", type=int, default=1)
@@ -220,10 +244,10 @@ def op_rows(change: str, quick: bool) -> list[tuple[str, Callable[[], Fn]]]:
         rows += [(f"StarReLU fwd+bwd {size} {tuple(s)}", star_relu_step, s) for size, ss in hidden.items() for s in ss]
     else:
         rows = [(f"DFT long conv fwd+bwd {size} {tuple(s)}", dft_conv_step, s) for size, ss in maps.items() for s in ss]
-        hidden = {k: v for k, v in hidden.items() if quick or k == "224 px b8"}
+        evals = maps if quick else DFT_EVAL_MAPS
         rows += [
-            (f"StarReLU on a hidden map fwd+bwd {size} {tuple(s)}", lambda shape: star_relu_step(shape, True), s)
-            for size, ss in hidden.items()
+            (f"DFT long conv cached eval {size} {tuple(s)}", dft_cached_step, s)
+            for size, ss in evals.items()
             for s in ss
         ]
     return [(name, lambda make=make, shape=shape: make(shape)) for name, make, shape in rows]
@@ -241,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows.append(
         compare(f"{HPX} train step b{batch} {img} px", train_224(batch, img), args.threads, warmup, rounds, args.change)
     )
+    if args.change == "dft":
+        img, batch = (64, 2) if args.quick else (224, 16)
+        rows.append(compare(f"{HPX} eval b{batch} {img} px", eval_224(batch, img), args.threads, warmup, rounds, "dft"))
     if args.dense or args.quick:
         size = (64, 96) if args.quick else (800, 1333)
         name = f"{HPX} features_only train step {size[0]}x{size[1]}"

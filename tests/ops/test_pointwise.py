@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyenapixel.layers import Mlp, PixelLinear, StarReLU
-from hyenapixel.ops import pointwise
 from hyenapixel.ops.parallel import intra_op_threads
 from hyenapixel.ops.pointwise import pixel_linear, star_relu, star_relu_ref
 
@@ -127,71 +126,6 @@ def test_star_relu_gradients_equal_the_reference(inplace: bool, permuted: bool) 
     torch.testing.assert_close(grads[0][1], 2 * 0.8 * up * r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grads[0][2], (up * r * r).sum().reshape(1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grads[0][3], up.sum().reshape(1), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("chunk", [7, 1 << 20])  # several steps with a ragged last one, and one step
-@pytest.mark.parametrize("learn_scale", [True, False])
-def test_star_relu_in_place_on_an_intermediate_map_reuses_it_for_the_input_gradient(
-    monkeypatch, chunk: int, learn_scale: bool
-) -> None:
-    monkeypatch.setattr(pointwise, "REUSE_CHUNK_ELEMENTS", chunk)
-    g = torch.Generator().manual_seed(8)
-    leaf = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    leaf.data[0, 0, 0, :2] = 0.0  # the kink
-    up = torch.randn(leaf.shape, generator=g, dtype=torch.float64)
-    scale, bias = _star_params()
-    scale.requires_grad_(learn_scale)
-    wrt = [leaf, scale, bias] if learn_scale else [leaf, bias]
-    hidden = leaf * 1.5  # an intermediate map, as the output of the MLP's first layer
-    seen = []
-    hidden.register_hook(lambda grad: seen.append((grad.data_ptr(), grad.clone())))
-    got = _grads(star_relu(hidden, scale, bias, inplace=True), up, wrt)
-    want = _grads(star_relu_ref(leaf * 1.5, scale, bias), up, wrt)
-    for a, e in zip(got, want):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    ((ptr, grad_hidden),) = seen
-    assert ptr == hidden.data_ptr()  # written over the intermediate map: no fresh map
-    r = (leaf.detach() * 1.5).clamp_min(0)
-    torch.testing.assert_close(grad_hidden, 2 * 0.8 * up * r, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(hidden.detach(), grad_hidden, rtol=0, atol=0)
-
-
-def test_star_relu_in_place_refuses_to_feed_an_overwritten_map_to_another_backward() -> None:
-    leaf = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    scale, bias = _star_params()
-    hidden = leaf * 2
-    other = hidden.square()  # saves hidden; its backward runs after StarReLU's
-    y = star_relu(hidden, scale, bias, inplace=True)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        (y.sum() + other.sum()).backward()
-    # out of place, the same graph is fine
-    hidden = leaf * 2
-    other = hidden.square()
-    (star_relu(hidden, scale, bias).sum() + other.sum()).backward()
-
-
-def test_star_relu_in_place_on_an_intermediate_map_second_derivatives_and_leaves() -> None:
-    g = torch.Generator().manual_seed(9)
-    x = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
-    x = (x + 0.1 * x.sign()).requires_grad_()
-    scale, bias = _star_params()
-    fn = lambda a, s, b: star_relu(a * 1.0, s, b, inplace=True)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, scale, bias))
-    assert torch.autograd.gradgradcheck(fn, (x, scale, bias))  # a recorded backward takes the out-of-place form
-    # a graph kept for a second backward keeps its maps: both backwards give the reference's gradients
-    hidden = x * 1.0
-    y = star_relu(hidden, scale, bias, inplace=True).square().sum()
-    first = torch.autograd.grad(y, (x, scale, bias), retain_graph=True)
-    second = torch.autograd.grad(y, (x, scale, bias))
-    want = torch.autograd.grad(star_relu_ref(x * 1.0, scale, bias).square().sum(), (x, scale, bias))
-    for a, b, e in zip(first, second, want):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(b, e, rtol=1e-12, atol=1e-12)
-    # a leaf is the caller's: never overwritten (also not a non-contiguous intermediate map)
-    for arg in (x, x.permute(2, 0, 1) * 1.0):
-        before = arg.detach().clone()
-        star_relu(arg, scale, bias, inplace=True).sum().backward()
-        assert torch.equal(arg.detach(), before)
 
 
 def test_star_relu_numerical_first_and_second_derivatives() -> None:

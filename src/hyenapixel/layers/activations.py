@@ -13,10 +13,9 @@ class StarReLU(nn.Module):
     computed by :func:`~hyenapixel.ops.pointwise.star_relu`.
 
     Args:
-        inplace: for layers whose input no one else reads, such as the output of the linear layer before it:
-            where autograd does not record, the input is overwritten with the output (no allocation, like
-            ``nn.ReLU(inplace=True)``); in training the backward writes the input gradient over the input (see
-            :func:`~hyenapixel.ops.pointwise.star_relu`).
+        inplace: like ``nn.ReLU(inplace=True)``: where autograd does not record, the input is overwritten with the
+            output (no allocation); for layers whose input no one else reads, such as the output of the linear layer
+            before it.
 
     Shape:
         any -> same

@@ -8,8 +8,7 @@ docs/benchmarks.md); with several threads this is the speed ConvFormer's 1 x 1 c
 StarReLU ``s * relu(x) ** 2 + b`` written as three operations allocates three maps as large as the MLP's hidden
 layer (four times the block's channels); at large batches and maps each is a fresh, page-faulted allocation, which
 costs more than the arithmetic. :func:`star_relu` computes the same values with one allocation (none in place),
-and its backward saves one map instead of two and allocates one (the input gradient; none where the input is the
-caller's to overwrite, as in the MLP).
+and its backward saves one map instead of two and allocates one (the input gradient).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from hyenapixel.ops.tracing import tracing
 
-__all__ = ["REUSE_CHUNK_ELEMENTS", "pixel_linear", "star_relu", "star_relu_ref"]
+__all__ = ["pixel_linear", "star_relu", "star_relu_ref"]
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -147,62 +146,12 @@ class _StarReLU(torch.autograd.Function):
         return grad_x, grad_scale, grad_bias
 
 
-def _graph_freed_after_backward() -> bool:
-    """Whether the backward that is running frees its graph when it ends (neither ``retain_graph`` nor
-    ``create_graph``), so that the maps it saved are dead afterwards. torch's engine tells through a private function;
-    where it is missing: False."""
-    keeps = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return keeps is not None and not keeps()
-
-
-#: elements per step of :class:`_StarReLUReusingInput`'s backward (4 MiB of float32: a buffer that stays reused)
-REUSE_CHUNK_ELEMENTS = 1 << 20
-
-
-class _StarReLUReusingInput(_StarReLU):
-    """:class:`_StarReLU` for an input that nothing else reads after the forward (``star_relu(..., inplace=True)``
-    on an intermediate map, such as the output of the MLP's first layer): the backward writes the input gradient
-    into the input's memory instead of a fresh map as large as the MLP's hidden layer (at large maps a fresh
-    allocation is a page-faulted mapping, which costs more than the arithmetic). In steps of
-    ``REUSE_CHUNK_ELEMENTS``: ``r = relu(x)`` in place, ``t = g r`` into a small buffer, ``ds += t . r``, then
-    ``dx = 2 s t`` over ``r``. The same gradients up to float rounding (the scale's sum is taken in steps).
-    Only where the running backward frees the graph after it (no ``retain_graph``, no ``create_graph``): else, and
-    for a non-contiguous input, the backward of :class:`_StarReLU`. Autograd's version counter guards the reuse: an
-    operation that saved ``x`` and runs its backward later raises autograd's in-place error instead of reading the
-    overwritten values."""
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
-        if not (ctx.needs_input_grad[0] and _graph_freed_after_backward()):
-            return _StarReLU.backward(ctx, grad)
-        x, scale = ctx.saved_tensors
-        _, need_scale, need_bias = ctx.needs_input_grad
-        if not x.is_contiguous():
-            return _StarReLU.backward(ctx, grad)
-        grad_bias = grad.sum().reshape(ctx.bias_shape) if need_bias else None
-        two_s = 2 * scale
-        if not need_scale:
-            return x.relu_().mul_(grad).mul_(two_s), None, grad_bias
-        flat_x, flat_g = x.view(-1), grad.contiguous().view(-1)
-        step = REUSE_CHUNK_ELEMENTS
-        buf = torch.empty(min(flat_x.numel(), step), dtype=x.dtype, device=x.device)
-        grad_scale = x.new_zeros(())
-        for start in range(0, flat_x.numel(), step):
-            r = flat_x[start : start + step].relu_()
-            t = torch.mul(r, flat_g[start : start + step], out=buf[: r.numel()])
-            grad_scale += torch.dot(t, r)  # g r . r = g r x
-            torch.mul(t, two_s, out=r)
-        return x, grad_scale.reshape(scale.shape), grad_bias
-
-
 def star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """StarReLU ``scale * relu(x) ** 2 + bias`` (:func:`star_relu_ref`) with fewer passes and allocations over
     ``x``: without autograd recording, one allocation (``inplace=True``: none, ``x`` is overwritten and returned);
-    with it, one allocation in forward and one map saved for backward (:class:`_StarReLU`), and the forward leaves
-    ``x`` as it is; ``inplace=True`` on an intermediate map (one with a ``grad_fn``) lets the backward write the
-    input gradient over ``x`` (:class:`_StarReLUReusingInput`): for maps that nothing reads after the forward. The
-    same values as the reference (the same operations in the same order); the gradients equal its gradients up to
-    float rounding. Traced graphs, autocast, inputs whose dtype differs from
+    with it, one allocation in forward and one map saved for backward (:class:`_StarReLU`; ``inplace`` does not
+    apply, ``x`` is left as it is). The same values as the reference (the same operations in the same order); the
+    gradients equal its gradients up to float rounding. Traced graphs, autocast, inputs whose dtype differs from
     ``scale``'s or ``bias``'s and a ``scale`` or ``bias`` that broadcasts ``x`` to a larger shape take the reference.
 
     Shape:
@@ -216,6 +165,5 @@ def star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, inplace:
     ):
         return star_relu_ref(x, scale, bias)
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or bias.requires_grad):
-        reuse = inplace and x.grad_fn is not None  # an intermediate map; a leaf's values are the caller's
-        return (_StarReLUReusingInput if reuse else _StarReLU).apply(x, scale, bias)
+        return _StarReLU.apply(x, scale, bias)
     return _square_scale_shift_(torch.relu_(x) if inplace else torch.relu(x), scale, bias)
