@@ -23,9 +23,9 @@ Every row is timed interleaved in one process, at 2 threads by default: each rou
 previous one in turn, each timed call right after an untimed one of the same form (the previous call decides what
 the allocator holds). Printed: medians and the median of the per-round ratios library / previous with its
 distribution-free 95 % interval. Rows: each op alone at S18 stage shapes of a 224-px batch of 8 (and, for
-``padding``, of an 800 x 1333 image), the training step at 224 px (batch 8, cross-entropy, AdamW) and, for ``dft``, the
-cached eval forward at batch 16; ``--dense``
-adds ``bench_dense``'s 800 x 1333 ``features_only`` training step with covering kernels (batch 1).
+``padding``, of an 800 x 1333 image), the training step at 224 px (batch 8, cross-entropy, AdamW) and, for
+``dft``, the cached eval forward at batch 16; ``--dense`` adds ``bench_dense``'s 800 x 1333 ``features_only``
+training step with covering kernels (batch 1).
 
 Run from the repository root, holding the machine's CPU lock::
 
@@ -173,7 +173,8 @@ def dft_cached_step(shape: Sequence[int]) -> Fn:
 
 
 def check_same_values(makers: Sequence[Callable[[], Fn]], change: str) -> float:
-    """Largest relative difference between the library's and the previous forms (gradients of each op)."""
+    """Largest relative difference between the library's and the previous forms (what each op's step returns: its
+    gradients, or the cached eval's output)."""
     worst = 0.0
     for make in makers:
         torch.manual_seed(0)
@@ -267,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     if args.change == "dft":
         img, batch = (64, 2) if args.quick else (224, 16)
-        rows.append(compare(f"{HPX} eval b{batch} {img} px", eval_224(batch, img), args.threads, warmup, rounds, "dft"))
+        name = f"{HPX} eval b{batch} {img} px"
+        rows.append(compare(name, eval_224(batch, img), args.threads, warmup, rounds, args.change))
     if args.dense or args.quick:
         size = (64, 96) if args.quick else (800, 1333)
         name = f"{HPX} features_only train step {size[0]}x{size[1]}"

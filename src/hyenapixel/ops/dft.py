@@ -453,8 +453,7 @@ class DFTConv2d(torch.autograd.Function):
         need = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph: the reference formula, differentiable again
             wanted = [t for t, nd in zip((x, kr, ki), need) if nd]
-            with torch.enable_grad():
-                y = dft_conv2d_channels_last(x, kr, ki, fw, fh, gh, aw)
+            y = dft_conv2d_channels_last(x, kr, ki, fw, fh, gh, aw)
             got = iter(torch.autograd.grad(y, wanted, grad, create_graph=True))
             return (*(next(got) if nd else None for nd in need), None, None, None, None)
         b, h, _, c = grad.shape
